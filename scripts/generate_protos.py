@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Generate the gRPC stubs of the KServe v2 / Triton protocol into frameserve.
+
+    python scripts/generate_protos.py           # (re)write src/frameserve/api/grpc/generated/
+    python scripts/generate_protos.py --check   # exit 1 if the checked-in stubs are stale
+
+Inputs: src/frameserve/api/grpc/proto/{grpc_service,model_config}.proto.
+Outputs: grpc_service_pb2.py(.pyi), grpc_service_pb2_grpc.py, model_config_pb2.py(.pyi) and
+an __init__.py in src/frameserve/api/grpc/generated/.
+
+The protos are compiled with "-I proto/" so that the descriptors keep the file names
+"grpc_service.proto" / "model_config.proto" that tritonclient uses: both sets of modules can
+then be imported in one process (protobuf accepts a file added twice only when it is
+byte-identical). protoc's top-level imports ("import model_config_pb2") are rewritten to
+package-relative ones afterwards.
+
+protoc comes from grpcio-tools. If the running interpreter has grpc_tools it is used; otherwise
+grpcio-tools==GRPC_TOOLS_VERSION is installed into a throwaway virtualenv (never into the
+project's environment). Its protoc (31.1) emits protobuf 6.31.1 gencode, which runs on any
+protobuf 6.x runtime >= 6.31.1, and grpc stubs that need grpcio >= 1.75.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+GRPC_TOOLS_VERSION = "1.75.1"
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG_DIR = ROOT / "src" / "frameserve" / "api" / "grpc"
+PROTO_DIR = PKG_DIR / "proto"
+OUT_DIR = PKG_DIR / "generated"
+PROTOS = ("grpc_service.proto", "model_config.proto")
+OUTPUTS = (
+    "__init__.py",
+    "grpc_service_pb2.py",
+    "grpc_service_pb2.pyi",
+    "grpc_service_pb2_grpc.py",
+    "model_config_pb2.py",
+    "model_config_pb2.pyi",
+)
+INIT = '''"""Generated KServe v2 / Triton gRPC stubs (package ``inference``).
+
+Do not edit: regenerate with ``python scripts/generate_protos.py`` from ../proto/*.proto.
+"""
+'''
+
+# protoc writes top-level imports; make them relative to this package.
+IMPORT_FIXES = ((re.compile(r"^import (\w+_pb2) as (\w+)$", re.M), r"from . import \1 as \2"),)
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"generate_protos: {msg}\n")
+
+
+def protoc_python(workdir: Path) -> str:
+    """An interpreter that can run ``-m grpc_tools.protoc``."""
+    if importlib.util.find_spec("grpc_tools") is not None:
+        return sys.executable
+    env_dir = workdir / "grpc-tools-venv"
+    log(f"no grpc_tools here; installing grpcio-tools=={GRPC_TOOLS_VERSION} into a temp venv")
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = str(env_dir / "bin" / "python")
+    subprocess.run(
+        [
+            py,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"grpcio-tools=={GRPC_TOOLS_VERSION}",
+        ],
+        check=True,
+    )
+    return py
+
+
+def generate(dest: Path, workdir: Path) -> None:
+    py = protoc_python(workdir)
+    version = subprocess.run(
+        [py, "-m", "grpc_tools.protoc", "--version"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    log(f"using {version} ({py})")
+    raw = workdir / "raw"
+    raw.mkdir()
+    subprocess.run(
+        [
+            py,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{PROTO_DIR}",
+            f"--python_out={raw}",
+            f"--pyi_out={raw}",
+            f"--grpc_python_out={raw}",
+            *PROTOS,
+        ],
+        check=True,
+        cwd=PROTO_DIR,
+    )
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        if name == "__init__.py":
+            text = INIT
+        else:
+            text = (raw / name).read_text()
+            for pattern, repl in IMPORT_FIXES:
+                text = pattern.sub(repl, text)
+        (dest / name).write_text(text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only compare with the checked-in stubs")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="frameserve-protoc-") as tmp:
+        work = Path(tmp)
+        if not args.check:
+            generate(OUT_DIR, work)
+            log(f"wrote {', '.join(OUTPUTS)} to {os.path.relpath(OUT_DIR, ROOT)}")
+            return 0
+        fresh = work / "fresh"
+        generate(fresh, work)
+        stale = [
+            n
+            for n in OUTPUTS
+            if not (OUT_DIR / n).is_file() or not filecmp.cmp(fresh / n, OUT_DIR / n, shallow=False)
+        ]
+        if stale:
+            log(f"out of date: {', '.join(stale)}; run scripts/generate_protos.py")
+            return 1
+        log("generated stubs are up to date")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

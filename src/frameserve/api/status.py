@@ -1,0 +1,59 @@
+"""The one place where frameserve errors become HTTP statuses and gRPC codes."""
+
+from __future__ import annotations
+
+import grpc
+
+from frameserve import errors
+
+_HTTP: dict[type[errors.FrameserveError], int] = {
+    errors.InvalidInput: 400,
+    errors.ConfigError: 400,
+    errors.NotSupported: 400,
+    errors.NotFound: 404,
+    errors.PayloadTooLarge: 413,
+    errors.QueueFull: 429,
+    errors.ModelLoadError: 500,
+    errors.ModelExecutionError: 500,
+    errors.Unavailable: 503,
+    errors.FrameDropped: 503,
+    errors.DeadlineExceeded: 504,
+}
+_GRPC: dict[type[errors.FrameserveError], grpc.StatusCode] = {
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotSupported: grpc.StatusCode.UNIMPLEMENTED,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.ModelLoadError: grpc.StatusCode.INTERNAL,
+    errors.ModelExecutionError: grpc.StatusCode.INTERNAL,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.FrameDropped: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def _lookup(err: BaseException, table: dict, default):  # type: ignore[no-untyped-def]
+    for cls in type(err).__mro__:
+        if cls in table:
+            return table[cls]
+    return default
+
+
+def http_status(err: BaseException) -> int:
+    """HTTP status for an error; 500 for anything that is not a ``FrameserveError``."""
+    return int(_lookup(err, _HTTP, 500))
+
+
+def grpc_code(err: BaseException) -> grpc.StatusCode:
+    """gRPC status code for an error; INTERNAL for anything unexpected."""
+    code: grpc.StatusCode = _lookup(err, _GRPC, grpc.StatusCode.INTERNAL)
+    return code
+
+
+def error_message(err: BaseException) -> str:
+    """The text a client sees; unexpected errors are named but not dumped."""
+    if isinstance(err, errors.FrameserveError):
+        return err.message
+    return f"internal error: {type(err).__name__}: {err}"

@@ -1,0 +1,63 @@
+"""One exception tree for frameserve.
+
+Each class says what went wrong in the user's terms; the front ends map a class to an HTTP
+status and a gRPC code in exactly one place (``frameserve.api.status``). Messages name the
+field, the expected and the actual value.
+"""
+
+from __future__ import annotations
+
+
+class FrameserveError(Exception):
+    """Base of every error frameserve raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(FrameserveError):
+    """The request is malformed or does not match the model (HTTP 400)."""
+
+
+class NotFound(FrameserveError):
+    """Unknown model, version or shared-memory region (HTTP 404)."""
+
+
+class PayloadTooLarge(FrameserveError):
+    """A body or tensor is larger than the configured limit (HTTP 413)."""
+
+
+class QueueFull(FrameserveError):
+    """The model's queue is at ``max_queue_size`` (HTTP 429)."""
+
+
+class Unavailable(FrameserveError):
+    """The server or model is not ready, or is draining (HTTP 503)."""
+
+
+class DeadlineExceeded(FrameserveError):
+    """The request's timeout passed before it ran (HTTP 504)."""
+
+
+class FrameDropped(FrameserveError):
+    """A droppable item was replaced by a newer one of the same stream (HTTP 503)."""
+
+
+class ConfigError(FrameserveError):
+    """A ``model.yaml`` or server setting is invalid; the message names the field."""
+
+
+class ModelLoadError(FrameserveError):
+    """A backend could not load a model version."""
+
+
+class ModelExecutionError(FrameserveError):
+    """The backend raised while running a batch (HTTP 500)."""
+
+
+class NotSupported(FrameserveError):
+    """A valid request for a feature this server does not provide (HTTP 400 / UNIMPLEMENTED)."""

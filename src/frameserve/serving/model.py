@@ -1,0 +1,308 @@
+"""One loaded model version: its resolved config, backend, scheduler and statistics.
+
+Requests are validated here against the model (names, datatypes, shapes, batch size), turned
+into a ``WorkItem`` and handed to the scheduler with no ``await`` in between, so a version that
+has been taken out of routing can drain by waiting for its scheduler alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frameserve.backends import Backend, BackendSettings, TensorSpec, load_backend
+from frameserve.cpu import CpuBudget
+from frameserve.datatypes import from_numpy, to_numpy
+from frameserve.errors import ConfigError, InvalidInput
+from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig
+from frameserve.serving.scheduler import Scheduler, SchedulerSettings, WorkItem
+from frameserve.serving.stats import Metrics, VersionStats
+from frameserve.serving.types import (
+    InferRequest,
+    InferResponse,
+    OutputTensor,
+    TensorMetadata,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_SIZE = 4  # Triton's default when the model file allows batching
+
+
+def _auto_batch_dim(config: ModelConfig) -> bool | None:
+    """Whether the backend must give the model a batch dimension; None: decide from the file."""
+    if config.max_batch_size is None:
+        return None
+    return config.max_batch_size > 0
+
+
+def _model_batches(specs: tuple[TensorSpec, ...]) -> bool:
+    return bool(specs) and all(len(s.shape) >= 1 and s.shape[0] == -1 for s in specs)
+
+
+def resolve_tensors(
+    declared: list[TensorConfig] | None,
+    found: tuple[TensorSpec, ...],
+    batch_dim: bool,
+    field: str,
+    source: str,
+) -> tuple[TensorConfig, ...]:
+    """Merge the tensors declared in model.yaml with those the model file reports."""
+    from_file = {
+        s.name: TensorConfig(
+            name=s.name, datatype=s.datatype, dims=list(s.shape[1:] if batch_dim else s.shape)
+        )
+        for s in found
+    }
+    for i, t in enumerate(declared or []):
+        actual = from_file.get(t.name)
+        where = f"{source}: {field}[{i}]"
+        if actual is None:
+            raise ConfigError(f"{where}.name: expected one of {sorted(from_file)}, got {t.name!r}")
+        if t.datatype != actual.datatype:
+            raise ConfigError(
+                f"{where}.datatype: the model has {actual.datatype}, got {t.datatype}"
+            )
+        compatible = len(t.dims) == len(actual.dims) and all(
+            m == -1 or d == m for d, m in zip(t.dims, actual.dims, strict=True)
+        )
+        if not compatible:
+            raise ConfigError(f"{where}.dims: the model has {actual.dims}, got {t.dims}")
+        from_file[t.name] = t
+    return tuple(from_file.values())
+
+
+class ModelVersion:
+    """A version that is loaded (and, once ``warmup`` ran, ready for traffic)."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: ModelConfig,
+        path: Path,
+        budget: CpuBudget,
+        metrics: Metrics | None,
+        fingerprint: object = None,
+    ) -> None:
+        """Load the backend (blocking: call from a worker thread)."""
+        self.name = name
+        self.version = version
+        self.config = config
+        self.path = path
+        self.fingerprint = fingerprint
+        source = str(path.parent / "model.yaml")
+        settings = BackendSettings(name, version, path, config, budget, _auto_batch_dim(config))
+        self.backend: Backend = load_backend(settings)
+        batch_dim = settings.batch_dim
+        if batch_dim is None:
+            batch_dim = _model_batches(self.backend.inputs)
+        self.max_batch_size = (
+            config.max_batch_size if config.max_batch_size is not None
+            else (DEFAULT_MAX_BATCH_SIZE if batch_dim else 0)
+        )  # fmt: skip
+        try:
+            self.inputs = resolve_tensors(
+                config.inputs, self.backend.inputs, batch_dim, "inputs", source
+            )
+            self.outputs = resolve_tensors(
+                config.outputs, self.backend.outputs, batch_dim, "outputs", source
+            )
+        except ConfigError:
+            self.backend.close()
+            raise
+        if "dynamic_batching" in config.model_fields_set:
+            self.dynamic_batching: DynamicBatching | None = config.dynamic_batching
+        else:
+            self.dynamic_batching = DynamicBatching() if self.max_batch_size > 0 else None
+        self.instances = self.backend.max_concurrency
+        self.stats = VersionStats(name, str(version), metrics)
+        db = self.dynamic_batching
+        self.default_priority = (db.default_priority_level or 1) if db else 1
+        self.priority_levels = db.priority_levels if db else 1
+        self.default_timeout_s = (db.timeout_ms / 1000.0) if db and db.timeout_ms else None
+        self._scheduler_settings = SchedulerSettings(
+            max_batch_size=self.max_batch_size,
+            batching=db,
+            concurrency=self.instances,
+            max_queue_size=db.max_queue_size if db else 1024,
+            priority_levels=self.priority_levels,
+        )
+        self.scheduler: Scheduler | None = None
+        self._input_index = {t.name: t for t in self.inputs}
+        self._output_names = [t.name for t in self.outputs]
+
+    # -- description ------------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return self.config.backend
+
+    @property
+    def platform(self) -> str:
+        return self.backend.platform
+
+    def metadata_tensors(self, tensors: tuple[TensorConfig, ...]) -> tuple[TensorMetadata, ...]:
+        lead = (-1,) if self.max_batch_size > 0 else ()
+        return tuple(TensorMetadata(t.name, t.datatype, lead + tuple(t.dims)) for t in tensors)
+
+    def describe(self) -> str:
+        return (
+            f"{self.name} v{self.version}: {self.backend.describe()} "
+            f"max_batch_size={self.max_batch_size} "
+            f"dynamic_batching={'on' if self.dynamic_batching else 'off'}"
+        )
+
+    # -- lifecycle (on the loop) --------------------------------------------------------------
+    async def warmup(self) -> None:
+        """Run the configured warm-up inferences directly on the backend."""
+        hook = getattr(self.backend, "warmup", None)
+        if callable(hook):
+            await asyncio.to_thread(hook)
+        samples = self._warmup_inputs()
+        for _ in range(self.config.warmup.count):
+            await self.backend.infer(samples)
+
+    def _warmup_inputs(self) -> dict[str, np.ndarray]:
+        wc = self.config.warmup
+        if wc.file:
+            path = self.path.parent / wc.file
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    return {t.name: data[t.name] for t in self.inputs}
+            except (OSError, KeyError, ValueError) as err:
+                raise ConfigError(
+                    f"{path}: warmup.file: cannot read sample inputs: {err}"
+                ) from None
+        lead = (wc.batch_size,) if self.max_batch_size > 0 else ()
+        out = {}
+        for t in self.inputs:
+            shape = lead + tuple(1 if d == -1 else d for d in t.dims)
+            dtype = to_numpy(t.datatype)
+            out[t.name] = (
+                np.full(shape, b"", dtype=object)
+                if t.datatype == "BYTES"
+                else np.zeros(shape, dtype)
+            )
+        return out
+
+    def start(self) -> None:
+        self.scheduler = Scheduler(self.backend.infer, self._scheduler_settings, self.stats)
+        self.scheduler.start()
+        if hasattr(self.stats, "ready_gauge"):
+            self.stats.ready_gauge.set(1)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Drain queued and running work, then release the runtime."""
+        if hasattr(self.stats, "ready_gauge"):
+            self.stats.ready_gauge.set(0)
+        if self.scheduler is not None:
+            await self.scheduler.close(timeout)
+        await asyncio.to_thread(self.backend.close)
+        self.stats.forget()
+
+    # -- requests -------------------------------------------------------------------------------
+    async def infer(self, request: InferRequest) -> InferResponse:
+        item = self.prepare(request)
+        assert self.scheduler is not None, "infer on a version that was never started"
+        self.scheduler.submit(item)
+        outputs = await item.future
+        return self._response(request, outputs)
+
+    def prepare(self, request: InferRequest) -> WorkItem:
+        """Validate a request against this version and make its work item."""
+        arrays: dict[str, np.ndarray] = {}
+        batch = 0
+        for i, t in enumerate(request.inputs):
+            spec = self._input_index.get(t.name)
+            if spec is None:
+                raise InvalidInput(
+                    f"inputs[{i}].name: model {self.name} has inputs "
+                    f"{list(self._input_index)}, got {t.name!r}"
+                )
+            if t.name in arrays:
+                raise InvalidInput(f"inputs[{i}].name: input {t.name!r} is given twice")
+            if t.datatype != spec.datatype:
+                raise InvalidInput(
+                    f"inputs[{i}].datatype: input {t.name!r} expects {spec.datatype}, "
+                    f"got {t.datatype}"
+                )
+            batch = self._check_shape(i, t.name, t.shape, spec.dims, batch)
+            arrays[t.name] = t.data
+        missing = [n for n in self._input_index if n not in arrays]
+        if missing:
+            raise InvalidInput(
+                f"inputs: model {self.name} expects {list(self._input_index)}, missing {missing}"
+            )
+        self._check_outputs(request.outputs)
+        loop = asyncio.get_running_loop()
+        timeout = request.timeout_us / 1e6 if request.timeout_us > 0 else self.default_timeout_s
+        shape_key = (
+            tuple(arrays[n].shape[1:] for n in self._input_index) if self.max_batch_size else None
+        )
+        return WorkItem(
+            inputs={n: arrays[n] for n in self._input_index},
+            batch_size=batch if self.max_batch_size > 0 else 1,
+            future=loop.create_future(),
+            priority=self._priority(request.priority),
+            deadline=loop.time() + timeout if timeout else None,
+            shape_key=shape_key,
+            stream_id=request.stream_id,
+            droppable=request.droppable,
+            stream_limit=int(request.parameters.get("max_inflight", 0) or 0),
+        )
+
+    def _check_shape(
+        self, i: int, name: str, shape: tuple[int, ...], dims: list[int], batch: int
+    ) -> int:
+        expected = ([-1] if self.max_batch_size > 0 else []) + list(dims)
+        if len(shape) != len(expected) or any(
+            e != -1 and s != e for s, e in zip(shape, expected, strict=True)
+        ):
+            raise InvalidInput(
+                f"inputs[{i}].shape: input {name!r} expects {expected}, got {list(shape)}"
+            )
+        if self.max_batch_size <= 0:
+            return batch
+        b = shape[0]
+        if not 1 <= b <= self.max_batch_size:
+            raise InvalidInput(
+                f"inputs[{i}].shape[0]: batch size must be within 1..{self.max_batch_size} "
+                f"for model {self.name}, got {b}"
+            )
+        if batch and b != batch:
+            raise InvalidInput(
+                f"inputs[{i}].shape[0]: every input needs the same batch size {batch}, got {b}"
+            )
+        return b
+
+    def _check_outputs(self, requested: list[str] | None) -> None:
+        if requested is None:
+            return
+        for j, name in enumerate(requested):
+            if name not in self._output_names:
+                raise InvalidInput(
+                    f"outputs[{j}].name: model {self.name} has outputs {self._output_names}, "
+                    f"got {name!r}"
+                )
+
+    def _priority(self, requested: int) -> int:
+        if requested == 0:
+            return self.default_priority
+        if not 1 <= requested <= self.priority_levels:
+            raise InvalidInput(
+                f"parameters.priority: expected 1..{self.priority_levels} "
+                f"(or 0 for the default), got {requested}"
+            )
+        return requested
+
+    def _response(self, request: InferRequest, outputs: dict[str, Any]) -> InferResponse:
+        names = request.outputs if request.outputs is not None else self._output_names
+        tensors = []
+        for name in names:
+            arr = outputs[name]
+            tensors.append(OutputTensor(name, from_numpy(arr.dtype), tuple(arr.shape), arr))
+        return InferResponse(self.name, str(self.version), request.id, tensors)

@@ -1,0 +1,324 @@
+"""The dynamic batcher of one model version.
+
+Owned by the event loop that created it: ``submit`` and the batching task run on that loop
+only; backends do their blocking work elsewhere and are awaited. Invariants (tested):
+
+- outputs match inputs one to one: item *i* gets rows ``[offset_i, offset_i + batch_size_i)``;
+- every submitted item's future is resolved exactly once: with its outputs, or with the error of
+  its batch, ``DeadlineExceeded``, ``FrameDropped``, or ``Unavailable`` at shutdown;
+- at most ``concurrency`` batches execute at once; batches are formed only when a slot is free,
+  so under load requests accumulate into larger batches instead of waiting behind busy slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from frameserve.errors import (
+    DeadlineExceeded,
+    FrameDropped,
+    FrameserveError,
+    ModelExecutionError,
+    QueueFull,
+    Unavailable,
+)
+from frameserve.serving.config import DynamicBatching
+from frameserve.serving.stats import VersionStats
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+InferFn = Callable[[Tensors], Awaitable[Tensors]]
+
+
+@dataclass(slots=True, eq=False)
+class WorkItem:
+    """One request waiting for the model, with what the scheduler needs to place it."""
+
+    inputs: Tensors
+    batch_size: int
+    future: asyncio.Future[Tensors]
+    priority: int = 1  # 1 is the highest level
+    deadline: float | None = None  # loop.time() after which it must not start
+    shape_key: Hashable = None  # items batch together only when their non-batch dims match
+    stream_id: str | None = None
+    droppable: bool = False  # may be replaced by a newer item of the same stream
+    stream_limit: int = 0  # droppable items of this stream allowed in the queue (0 = any)
+    enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    expiry: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    max_batch_size: int  # 0: the model takes no batch dimension
+    batching: DynamicBatching | None  # None: every request runs as its own batch
+    concurrency: int  # batches that may execute at once (backend instances)
+    max_queue_size: int = 1024
+    priority_levels: int = 1
+
+
+class Scheduler:
+    """Queues work items per priority level and runs them in batches on the backend."""
+
+    def __init__(self, infer: InferFn, settings: SchedulerSettings, stats: VersionStats) -> None:
+        self._infer = infer
+        self._s = settings
+        self._stats = stats
+        db = settings.batching
+        self._batch_limit = settings.max_batch_size if db is not None else 0
+        self._delay_s = (db.max_queue_delay_ms / 1000.0) if db is not None else 0.0
+        self._preferred = sorted(db.preferred_batch_sizes, reverse=True) if db is not None else []
+        self._levels: list[deque[WorkItem]] = [deque() for _ in range(settings.priority_levels)]
+        self._streams: dict[str, deque[WorkItem]] = {}
+        self._queued = 0
+        self._busy = 0
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- public, on the owning loop ---------------------------------------------------------
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="scheduler")
+        self._loop_task.add_done_callback(self._log_task_failure)
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def submit(self, item: WorkItem) -> None:
+        """Queue an item; raise ``QueueFull`` or ``Unavailable`` instead of queueing."""
+        if self._closing:
+            raise Unavailable("model version is unloading or the server is shutting down")
+        if item.droppable and item.stream_id is not None and item.stream_limit > 0:
+            self._drop_stale(item.stream_id, item.stream_limit)
+        if self._queued >= self._s.max_queue_size:
+            raise QueueFull(
+                f"queue of {self._stats.model} v{self._stats.version} is full "
+                f"(max_queue_size {self._s.max_queue_size})"
+            )
+        self._levels[item.priority - 1].append(item)
+        if item.droppable and item.stream_id is not None:
+            self._streams.setdefault(item.stream_id, deque()).append(item)
+        self._queued += 1
+        self._idle.clear()
+        if item.deadline is not None:
+            loop = asyncio.get_running_loop()
+            item.expiry = loop.call_at(item.deadline, self._expire, item)
+        self._wake.set()
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop taking work, let queued and running batches finish, then stop.
+
+        After ``timeout`` seconds whatever is still waiting is answered with ``Unavailable``.
+        """
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            self._fail_all(Unavailable("server shut down before the request ran"))
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        # Batches still running answer their callers themselves; don't wait on a stuck backend.
+        for task in list(self._tasks):
+            for item in getattr(task, "items", ()):
+                self._resolve_error(item, Unavailable("server shut down while the request ran"))
+
+    # -- queue bookkeeping ------------------------------------------------------------------
+    def _remove(self, item: WorkItem) -> None:
+        self._levels[item.priority - 1].remove(item)
+        self._forget(item)
+
+    def _forget(self, item: WorkItem) -> None:
+        """Bookkeeping for an item leaving the queue (popped, dropped or expired)."""
+        self._queued -= 1
+        if item.expiry is not None:
+            item.expiry.cancel()
+        if item.droppable and item.stream_id is not None:
+            q = self._streams.get(item.stream_id)
+            if q is not None:
+                q.remove(item)
+                if not q:
+                    del self._streams[item.stream_id]
+        self._update_idle()
+
+    def _update_idle(self) -> None:
+        if self._queued == 0 and self._busy == 0:
+            self._idle.set()
+
+    def _drop_stale(self, stream_id: str, limit: int) -> None:
+        q = self._streams.get(stream_id)
+        while q and len(q) >= limit:
+            stale = q[0]
+            self._remove(stale)
+            self._resolve_error(
+                stale, FrameDropped(f"stream {stream_id}: replaced by a newer frame")
+            )
+
+    def _expire(self, item: WorkItem) -> None:
+        item.expiry = None
+        if item in self._levels[item.priority - 1]:
+            self._remove(item)
+            self._resolve_error(item, DeadlineExceeded("request timeout expired while queued"))
+
+    def _fail_all(self, err: FrameserveError) -> None:
+        for level in self._levels:
+            while level:
+                item = level.popleft()
+                self._forget(item)
+                self._resolve_error(item, err)
+
+    def _resolve_error(self, item: WorkItem, err: BaseException) -> None:
+        if not item.future.done():
+            item.future.set_exception(err)
+            self._stats.record_failure(
+                time.perf_counter_ns() - item.enqueued_ns, type(err).__name__
+            )
+
+    # -- batching ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._queued == 0 or self._busy >= self._s.concurrency:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, wait_until = self._take_batch(loop.time())
+            if batch:
+                self._launch(batch)
+            elif wait_until is not None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, wait_until - loop.time()))
+
+    def _head(self) -> WorkItem | None:
+        """The oldest item of the highest non-empty priority level, skipping abandoned ones."""
+        for level in self._levels:
+            while level and level[0].future.done():  # caller went away or item was answered
+                self._forget(level.popleft())
+            if level:
+                return level[0]
+        return None
+
+    def _take_batch(self, now: float) -> tuple[list[WorkItem], float | None]:
+        head = self._head()
+        if head is None:
+            return [], None
+        if self._batch_limit <= 0:
+            self._levels[head.priority - 1].popleft()
+            self._forget(head)
+            return [head], None
+        picked, sizes = self._compatible(head)
+        total = sizes[-1]
+        cut = len(picked)
+        if total < self._batch_limit:
+            for p in self._preferred:  # the largest preferred size we can form exactly
+                if p in sizes:
+                    cut = sizes.index(p) + 1
+                    break
+            else:
+                ready_at = head.enqueued_ns / 1e9 - time.perf_counter() + now + self._delay_s
+                if self._delay_s > 0 and now < ready_at and not self._closing:
+                    return [], ready_at
+        batch = picked[:cut]
+        for item in batch:
+            self._remove(item)
+        return batch, None
+
+    def _compatible(self, head: WorkItem) -> tuple[list[WorkItem], list[int]]:
+        """Items that can join ``head`` in one batch, in priority then arrival order."""
+        picked: list[WorkItem] = []
+        sizes: list[int] = []
+        total = 0
+        for level in self._levels:
+            for item in level:
+                if item.future.done() or item.shape_key != head.shape_key:
+                    continue
+                if total + item.batch_size > self._batch_limit:
+                    return picked, sizes
+                total += item.batch_size
+                picked.append(item)
+                sizes.append(total)
+        return picked, sizes
+
+    def _launch(self, batch: list[WorkItem]) -> None:
+        self._busy += 1
+        self._idle.clear()
+        task = asyncio.get_running_loop().create_task(self._execute(batch))
+        task.items = batch  # type: ignore[attr-defined]  # read by close() to answer callers
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._log_task_failure)
+
+    async def _execute(self, batch: list[WorkItem]) -> None:
+        start = time.perf_counter_ns()
+        try:
+            inputs = self._assemble(batch)
+            t_in = time.perf_counter_ns()
+            outputs = await self._infer(inputs)
+            t_inf = time.perf_counter_ns()
+            self._distribute(batch, outputs)
+            t_out = time.perf_counter_ns()
+            items = sum(i.batch_size for i in batch) if self._s.max_batch_size else len(batch)
+            self._stats.record_batch(items, len(batch), t_in - start, t_inf - t_in, t_out - t_inf)
+            for item in batch:
+                self._stats.record_success(t_out - item.enqueued_ns, start - item.enqueued_ns)
+        except asyncio.CancelledError:
+            for item in batch:
+                self._resolve_error(item, Unavailable("server shut down while the request ran"))
+            raise
+        except Exception as err:  # noqa: BLE001 - every caller must get the batch's error
+            if not isinstance(err, FrameserveError):
+                log.exception("batch of %s failed", self._stats.model)
+                err = ModelExecutionError(f"model raised {type(err).__name__}: {err}")
+            for item in batch:
+                self._resolve_error(item, err)
+        finally:
+            self._busy -= 1
+            self._update_idle()
+            self._wake.set()
+
+    def _assemble(self, batch: list[WorkItem]) -> Tensors:
+        if len(batch) == 1:
+            return batch[0].inputs
+        names = batch[0].inputs.keys()
+        return {n: np.concatenate([item.inputs[n] for item in batch]) for n in names}
+
+    def _distribute(self, batch: list[WorkItem], outputs: Tensors) -> None:
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+            return
+        total = sum(item.batch_size for item in batch)
+        for name, arr in outputs.items():
+            if arr.ndim == 0 or arr.shape[0] != total:
+                raise ModelExecutionError(
+                    f"output {name!r}: expected batch dimension {total}, model returned shape "
+                    f"{list(arr.shape)}"
+                )
+        offset = 0
+        for item in batch:
+            end = offset + item.batch_size
+            if not item.future.done():
+                item.future.set_result({n: a[offset:end] for n, a in outputs.items()})
+            offset = end
+
+    def _log_task_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scheduler task of %s failed", self._stats.model, exc_info=task.exception())

@@ -1,0 +1,227 @@
+"""The inference server core: repository, readiness, draining and the request entry point.
+
+Knows nothing of HTTP or gRPC: the front ends call ``infer`` and the metadata methods. Owned by
+one event loop (the one ``start`` runs on); every method is called on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from frameserve import __version__
+from frameserve.cpu import CpuBudget, detect_cpu_budget
+from frameserve.errors import (
+    ConfigError,
+    FrameserveError,
+    InvalidInput,
+    NotFound,
+    NotSupported,
+    Unavailable,
+)
+from frameserve.serving.config import parse_model_config
+from frameserve.serving.model import ModelVersion
+from frameserve.serving.repository import ModelRepository, check_model_name
+from frameserve.serving.stats import Metrics, VersionStats
+from frameserve.serving.types import InferRequest, InferResponse, ModelMetadata, RepositoryEntry
+
+log = logging.getLogger(__name__)
+
+ModelControlMode = Literal["none", "poll", "explicit"]
+EXTENSIONS = (
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Upper bounds on what one request may carry."""
+
+    max_body_bytes: int = 256 * 2**20
+    max_elements: int = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    repository: Path = Path("models")
+    model_control_mode: ModelControlMode = "none"
+    poll_interval_s: float = 15.0
+    load_models: tuple[str, ...] = ()  # explicit mode: what to load at start ("*" = all)
+    strict_readiness: bool = False
+    exit_timeout_s: float = 30.0
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    budget: CpuBudget | None = None  # None: read from the container's limits
+
+
+class InferenceServer:
+    """Serves the models of one repository."""
+
+    name = "frameserve"
+    version = __version__
+    extensions = EXTENSIONS
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.budget = settings.budget or detect_cpu_budget()
+        self.metrics = Metrics()
+        self.repository = ModelRepository(settings.repository, self.budget, self.metrics)
+        self._started = False
+        self._draining = False
+        self._poller: asyncio.Task[None] | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the models the control mode asks for; the server is ready afterwards."""
+        log.info("core budget: %s", self.budget.describe())
+        mode = self.settings.model_control_mode
+        if mode == "explicit":
+            wanted = list(self.settings.load_models)
+            if "*" in wanted:
+                wanted = self.repository.model_folders()
+        else:
+            wanted = self.repository.model_folders()
+        for name in wanted:
+            try:
+                await self.repository.load(name)
+            except FrameserveError as err:
+                log.error("model %s not loaded: %s", name, err.message)
+        if mode == "poll":
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll_forever(), name="poller"
+            )
+        self._started = True
+        log.info("ready: %d model version(s) loaded", len(self.repository.loaded()))
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.repository.poll()
+            except Exception:  # noqa: BLE001 - polling must survive a bad folder
+                log.exception("repository poll failed")
+
+    async def drain(self) -> None:
+        """Stop taking new requests, finish in-flight ones (up to ``exit_timeout_s``), unload."""
+        if self._draining:
+            return
+        self._draining = True
+        log.info("draining: %d request(s) in flight", self._inflight)
+        if self._poller is not None:
+            self._poller.cancel()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.settings.exit_timeout_s)
+        except TimeoutError:
+            log.warning("exit timeout: %d request(s) still in flight", self._inflight)
+        await self.repository.close(timeout=1.0)
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def ready(self) -> bool:
+        if not self._started or self._draining:
+            return False
+        return not (self.settings.strict_readiness and self.repository.failures())
+
+    # -- inference ----------------------------------------------------------------------------
+    async def infer(self, request: InferRequest) -> InferResponse:
+        if self._draining:
+            raise Unavailable("server is shutting down; not accepting new requests")
+        mv = self.repository.get(request.model_name, request.model_version)
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await mv.infer(request)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    # -- metadata -------------------------------------------------------------------------
+    def model_version(self, name: str, version: str = "") -> ModelVersion:
+        return self.repository.get(name, version)
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        mv = self.repository.get(name, version)
+        return ModelMetadata(
+            name=mv.name,
+            versions=tuple(str(v) for v in self.repository.versions_of(name)),
+            platform=mv.platform,
+            inputs=mv.metadata_tensors(mv.inputs),
+            outputs=mv.metadata_tensors(mv.outputs),
+        )
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.repository.get(name, version)
+        except FrameserveError:
+            return False
+        return not self._draining
+
+    def model_statistics(self, name: str = "", version: str = "") -> list[VersionStats]:
+        if not name:
+            return [mv.stats for mv in self.repository.loaded()]
+        if version:
+            return [self.repository.get(name, version).stats]
+        versions = [mv for mv in self.repository.loaded() if mv.name == name]
+        if not versions:
+            raise NotFound(f"model {name!r} is not loaded")
+        return [mv.stats for mv in versions]
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        return self.repository.index(ready_only)
+
+    # -- repository control -------------------------------------------------------------------
+    def _require_explicit(self, action: str) -> None:
+        if self.settings.model_control_mode != "explicit":
+            raise NotSupported(
+                f"{action}: model control mode is {self.settings.model_control_mode!r}; "
+                "start the server with --model-control-mode explicit to load and unload models"
+            )
+
+    async def load_model(self, name: str, config_json: str | None = None) -> None:
+        """Load or reload ``name``, optionally with a JSON config that replaces model.yaml."""
+        self._require_explicit("load")
+        check_model_name(name)
+        override = None
+        if config_json is not None:
+            try:
+                data = json.loads(config_json)
+            except json.JSONDecodeError as err:
+                raise InvalidInput(
+                    f"parameters.config: expected a JSON object, got invalid JSON ({err})"
+                ) from None
+            override = parse_model_config(data, "parameters.config")
+        if name not in self.repository.model_folders():
+            raise NotFound(
+                f"model {name!r}: no such folder in the repository {self.repository.root}"
+            )
+        try:
+            await self.repository.load(name, override)
+        except ConfigError as err:
+            raise ConfigError(f"failed to load {name!r}: {err.message}") from None
+
+    async def unload_model(self, name: str) -> None:
+        self._require_explicit("unload")
+        await self.repository.unload(name)
