@@ -46,8 +46,9 @@ class PythonBackend:
         where = str(script)
         if not script.is_file():
             raise ModelLoadError(f"{settings.path}: expected model.py for backend python")
-        self.inputs = _declared(cfg.inputs, settings.batch_dim, "inputs", where)
-        self.outputs = _declared(cfg.outputs, settings.batch_dim, "outputs", where)
+        batch_dim = bool(settings.batch_dim)  # unset max_batch_size: no batch dimension
+        self.inputs = _declared(cfg.inputs, batch_dim, "inputs", where)
+        self.outputs = _declared(cfg.outputs, batch_dim, "outputs", where)
         self.max_concurrency = cfg.instances or 1
         module_name = f"frameserve_user_{settings.model_name}_{settings.version}_{id(self)}"
         spec = importlib.util.spec_from_file_location(module_name, script)

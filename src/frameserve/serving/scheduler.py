@@ -199,10 +199,16 @@ class Scheduler:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # Reserve the slot before items leave the queue, so that queue + running never
+            # reads zero (idle) while a batch is between the two.
+            self._busy += 1
             batch, wait_until = self._take_batch(loop.time())
             if batch:
                 self._launch(batch)
-            elif wait_until is not None:
+                continue
+            self._busy -= 1
+            self._update_idle()
+            if wait_until is not None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(0.0, wait_until - loop.time()))
@@ -258,8 +264,7 @@ class Scheduler:
         return picked, sizes
 
     def _launch(self, batch: list[WorkItem]) -> None:
-        self._busy += 1
-        self._idle.clear()
+        """Run ``batch`` on the slot that ``_run`` reserved for it."""
         task = asyncio.get_running_loop().create_task(self._execute(batch))
         task.items = batch  # type: ignore[attr-defined]  # read by close() to answer callers
         self._tasks.add(task)

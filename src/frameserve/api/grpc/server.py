@@ -1,0 +1,319 @@
+"""The KServe v2 / Triton gRPC front end (``inference.GRPCInferenceService``).
+
+Every handler is a coroutine on the event loop that owns the ``InferenceServer``, so a request
+reaches ``server.infer`` with no thread hop. ``ModelInfer`` and ``ModelStreamInfer`` are
+registered without protobuf (de)serialisers: they get the received bytes and answer with bytes,
+which lets ``frameserve.api.grpc.codec`` view tensors in place instead of copying them through
+protobuf. Errors become gRPC statuses only through ``frameserve.api.status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from frameserve.api.grpc import codec
+from frameserve.api.grpc.generated import grpc_service_pb2 as pb
+from frameserve.api.status import error_message, grpc_code
+from frameserve.api.triton_config import model_config_proto, model_statistics_proto
+from frameserve.errors import FrameserveError, InvalidInput, NotFound, NotSupported, Unavailable
+
+if TYPE_CHECKING:
+    from frameserve.api.shm import SharedMemoryRegistry
+    from frameserve.serving.server import InferenceServer
+
+log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+DEFAULT_STREAM_WINDOW = 1024  # requests of one stream in flight before reading pauses
+
+_Unary = Callable[[Any], Awaitable[Any]]
+
+
+def _rpc(name: str, method: _Unary) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """Wrap a unary handler: FrameserveErrors and unexpected errors become gRPC statuses."""
+
+    @functools.wraps(method)
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(request)
+        except FrameserveError as err:
+            code, message = grpc_code(err), error_message(err)
+        except Exception as err:
+            log.exception("gRPC %s failed unexpectedly", name)
+            code, message = grpc_code(err), error_message(err)
+        await context.abort(code, message)
+
+    return handler
+
+
+class GRPCInferenceService:
+    """Implements every method of ``inference.GRPCInferenceService`` on one event loop.
+
+    Unary methods take the request message and return the response message (``ModelInfer``:
+    bytes in, bytes out); ``method_handlers`` adds error mapping and (de)serialisation.
+    """
+
+    def __init__(
+        self,
+        server: InferenceServer,
+        shm: SharedMemoryRegistry,
+        stream_window: int = DEFAULT_STREAM_WINDOW,
+    ) -> None:
+        self._server = server
+        self._shm = shm
+        self._max_elements = server.limits.max_elements
+        self._stream_window = stream_window
+
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """A handler for every method of the service, by method name."""
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for method in SERVICE.methods:
+            impl = getattr(self, method.name)
+            if method.name == "ModelStreamInfer":
+                handlers[method.name] = grpc.stream_stream_rpc_method_handler(impl)
+            elif method.name == "ModelInfer":
+                handlers[method.name] = grpc.unary_unary_rpc_method_handler(_rpc(method.name, impl))
+            else:
+                request_type = getattr(pb, method.input_type.name)
+                response_type = getattr(pb, method.output_type.name)
+                handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                    _rpc(method.name, impl),
+                    request_deserializer=request_type.FromString,
+                    response_serializer=response_type.SerializeToString,
+                )
+        return handlers
+
+    # -- health and metadata --------------------------------------------------------------------
+    async def ServerLive(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._server.live)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._server.ready)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+        s = self._server
+        return pb.ServerMetadataResponse(name=s.name, version=s.version, extensions=s.extensions)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self._server.model_ready(request.name, request.version))
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        meta = self._server.model_metadata(request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta.name,
+            versions=meta.versions,
+            platform=meta.platform,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs],
+        )
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
+        version = self._server.model_version(request.name, request.version)
+        return pb.ModelConfigResponse(config=model_config_proto(version))
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest
+    ) -> pb.ModelStatisticsResponse:
+        return model_statistics_proto(self._server.model_statistics(request.name, request.version))
+
+    # -- inference ------------------------------------------------------------------------------
+    async def ModelInfer(self, data: bytes) -> bytes:
+        """One request: serialised ``ModelInferRequest`` in, ``ModelInferResponse`` out."""
+        decoded = self._decode(data)
+        response = await self._server.infer(decoded.request)
+        return codec.encode_infer_response(response, decoded.shm_outputs, self._shm)
+
+    def _decode(self, data: bytes) -> codec.DecodedInferRequest:
+        if self._server.draining:
+            raise Unavailable("the server is draining and accepts no new inference requests")
+        return codec.parse_infer_request(data, self._max_elements, self._shm)
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Run each request of the stream as soon as it arrives; write each response when done.
+
+        Responses carry the request ``id`` and may come back out of order. A failed request is
+        answered in-stream with ``error_message``; the stream stays open. At most
+        ``stream_window`` requests run at once: beyond that reading pauses, and gRPC flow
+        control pushes back on the client.
+        """
+        window = asyncio.Semaphore(self._stream_window)
+        write_lock = asyncio.Lock()  # gRPC allows one outstanding write per stream
+        running: set[asyncio.Task[None]] = set()
+
+        async def write(payload: bytes) -> None:
+            async with write_lock:
+                await context.write(payload)
+
+        try:
+            async for data in requests:
+                await window.acquire()
+                task = asyncio.create_task(self._stream_one(data, write, window))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.gather(*running)
+        finally:
+            for task in running:  # the client went away: nobody waits for these answers
+                task.cancel()
+
+    async def _stream_one(
+        self, data: bytes, write: Callable[[bytes], Awaitable[None]], window: asyncio.Semaphore
+    ) -> None:
+        """One request of a stream; never raises (its errors are answered in-stream)."""
+        request_id = ""
+        try:
+            try:
+                decoded = self._decode(data)
+                request_id = decoded.request.id
+                response = await self._server.infer(decoded.request)
+                payload = codec.encode_infer_response(
+                    response, decoded.shm_outputs, self._shm, stream=True
+                )
+            except FrameserveError as err:
+                payload = codec.encode_stream_error(error_message(err), request_id)
+            except Exception as err:
+                log.exception("gRPC ModelStreamInfer request %r failed unexpectedly", request_id)
+                payload = codec.encode_stream_error(error_message(err), request_id)
+            await write(payload)
+        except Exception:
+            log.exception("gRPC ModelStreamInfer: could not answer request %r", request_id)
+        finally:
+            window.release()
+
+    # -- repository -----------------------------------------------------------------------------
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest
+    ) -> pb.RepositoryIndexResponse:
+        _single_repository(request.repository_name)
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[
+                index(name=e.name, version=e.version, state=e.state, reason=e.reason)
+                for e in self._server.repository_index(ready_only=request.ready)
+            ]
+        )
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest
+    ) -> pb.RepositoryModelLoadResponse:
+        _single_repository(request.repository_name)
+        config: str | None = None
+        for key, param in request.parameters.items():
+            if key == "config" and param.WhichOneof("parameter_choice") == "string_param":
+                config = param.string_param
+            elif key.startswith("file:"):
+                raise NotSupported(
+                    f"parameters['{key}']: frameserve loads models from its repository folder; "
+                    "expected no file overrides"
+                )
+            else:
+                raise InvalidInput(
+                    f"parameters['{key}']: expected 'config' (string_param), "
+                    f"got {key!r} ({param.WhichOneof('parameter_choice') or 'no value'})"
+                )
+        await self._server.load_model(request.model_name, config)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest
+    ) -> pb.RepositoryModelUnloadResponse:
+        _single_repository(request.repository_name)
+        for key in request.parameters:
+            if key != "unload_dependents":  # no ensembles here, so nothing depends on a model
+                raise InvalidInput(
+                    f"parameters['{key}']: expected 'unload_dependents', got {key!r}"
+                )
+        await self._server.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # -- shared memory --------------------------------------------------------------------------
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self._shm.status(request.name or None):
+            entry = response.regions[region.name]
+            entry.name, entry.key = region.name, region.key
+            entry.offset, entry.byte_size = region.offset, region.byte_size
+        return response
+
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self._shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self._shm.unregister(request.name or None)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    # CUDA regions cannot be registered, so status and unregister have a true answer: there
+    # are none. perf_analyzer unregisters CUDA regions after every shared-memory run.
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        if request.name:
+            raise NotFound(f"CUDA shared memory region {request.name!r} is not registered")
+        return pb.CudaSharedMemoryStatusResponse()
+
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        raise NotSupported(
+            "CUDA shared memory is not supported by frameserve; register system shared memory "
+            "(SystemSharedMemoryRegister) instead"
+        )
+
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+    # -- settings frameserve does not offer -----------------------------------------------------
+    async def TraceSetting(self, request: Any) -> Any:
+        raise NotSupported("TraceSetting: frameserve has no trace extension; use /metrics")
+
+    async def LogSettings(self, request: Any) -> Any:
+        raise NotSupported("LogSettings: frameserve sets logging from its command line only")
+
+
+def _single_repository(name: str) -> None:
+    if name:
+        raise NotSupported(
+            f"repository_name: frameserve serves one repository, expected '', got {name!r}"
+        )
+
+
+def create_grpc_server(
+    server: InferenceServer, shm: SharedMemoryRegistry, address: str
+) -> grpc.aio.Server:
+    """A gRPC server for ``server`` with its port added at ``address`` (not started yet).
+
+    Messages may be as large as ``server.limits.max_body_bytes``; gRPC answers larger ones with
+    RESOURCE_EXHAUSTED. Call ``start()`` from the event loop that owns ``server``.
+    """
+    limit = server.limits.max_body_bytes
+    grpc_server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share
+        ]
+    )
+    handlers = GRPCInferenceService(server, shm).method_handlers()
+    name = SERVICE.full_name
+    grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    grpc_server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]
+    grpc_server.add_insecure_port(address)
+    return grpc_server

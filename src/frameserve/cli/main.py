@@ -1,0 +1,87 @@
+"""``frameserve`` command line: argument parsing only; the work is in the layers below."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from frameserve import __version__
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {text}")
+    return value
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="serve a model repository over HTTP and gRPC (KServe v2)")
+    p.add_argument("--repository", type=Path, default=Path("models"), help="default: ./models")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--http-port", type=_port, default=8000)
+    p.add_argument("--grpc-port", type=_port, default=8001)
+    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
+    p.add_argument("--poll-interval", type=_positive_float, default=15.0, metavar="SECONDS")
+    p.add_argument(
+        "--load-model", action="append", default=[], metavar="NAME",
+        help="explicit mode: load this model at start ('*' for all); repeatable",
+    )  # fmt: skip
+    p.add_argument("--strict-readiness", action="store_true",
+                   help="stay unready while any model failed to load")  # fmt: skip
+    p.add_argument("--exit-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="how long SIGTERM waits for in-flight requests")  # fmt: skip
+    p.add_argument("--max-request-mb", type=_positive_float, default=256.0,
+                   help="largest request body / gRPC message (413 above)")  # fmt: skip
+    p.add_argument("--max-elements", type=int, default=64 * 2**20,
+                   help="largest element count of one input tensor")  # fmt: skip
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from frameserve.api.app import ListenSettings, run
+    from frameserve.cli import logs
+    from frameserve.serving.server import RequestLimits, ServerSettings
+
+    logs.configure(args.log_level, args.log_format)
+    if not args.repository.is_dir():
+        print(f"frameserve serve: --repository {args.repository} is not a folder", file=sys.stderr)  # noqa: T201
+        return 2
+    settings = ServerSettings(
+        repository=args.repository,
+        model_control_mode=args.model_control_mode,
+        poll_interval_s=args.poll_interval,
+        load_models=tuple(args.load_model),
+        strict_readiness=args.strict_readiness,
+        exit_timeout_s=args.exit_timeout,
+        limits=RequestLimits(int(args.max_request_mb * 2**20), args.max_elements),
+    )
+    return run(settings, ListenSettings(args.host, args.http_port, args.grpc_port))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frameserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"frameserve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return 2  # unreachable: argparse requires a known command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

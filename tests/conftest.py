@@ -1,0 +1,31 @@
+"""Fixtures shared by every test tier.
+
+``start_server`` runs the real ``frameserve serve`` in a subprocess on free loopback ports and
+waits until it is ready; every server a test started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+for folder in (
+    TESTS,
+    TESTS / "functional",
+):  # shared builders: tests/models.py, functional/repos.py
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from servers import RunningServer, ServerLauncher  # noqa: E402
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Start a fresh server for one test: ``start_server(repo, *cli_args)``."""
+    launcher = ServerLauncher(tmp_path)
+    yield launcher.start
+    launcher.stop_all()
