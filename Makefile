@@ -44,8 +44,7 @@ test: setup lint typecheck perf-analyzer
 	  $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Regenerate the gRPC stubs from the vendored KServe/Triton protos (needs grpcio-tools).
-proto:
-	$(BIN)/python -m pip install -q "grpcio-tools==1.75.1"
+proto: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py
 
 bench: setup perf-analyzer

@@ -70,10 +70,8 @@ async def serve(settings: ServerSettings, listen: ListenSettings) -> int:
         await grpc_server.stop(None)
         log.error("HTTP listener on %s:%d failed to start", listen.host, listen.http_port)
         return 1
-    log.info(
-        "listening",
-        extra={"http": f"{listen.host}:{listen.http_port}", "grpc": f"{listen.host}:{listen.grpc_port}"},
-    )
+    http_addr = f"{listen.host}:{listen.http_port}"
+    log.info("listening", extra={"http": http_addr, "grpc": f"{listen.host}:{listen.grpc_port}"})
     await server.start()
     stop_task = loop.create_task(stop.wait())
     await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -135,7 +135,7 @@ class OpenVinoBackend:
         }
         if self._settings.config.device.startswith("CPU"):
             info["threads"] = c.get_property("INFERENCE_NUM_THREADS")
-            info["precision"] = c.get_property("INFERENCE_PRECISION_HINT")
+            info["precision"] = c.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         return "openvino " + " ".join(f"{k}={v}" for k, v in info.items())
 
     def _infer_blocking(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -215,11 +215,13 @@ class _Routes:
 
     # -- health and metadata --------------------------------------------------------------
 
+    # Triton answers an unhealthy server with 400; 503 says "try elsewhere" to load balancers
+    # and probes alike, and clients only test for 200.
     async def live(self, request: Request) -> Response:
-        return Response(status_code=200 if self.server.live else 400)  # as Triton answers
+        return Response(status_code=200 if self.server.live else 503)
 
     async def ready(self, request: Request) -> Response:
-        return Response(status_code=200 if self.server.ready else 400)
+        return Response(status_code=200 if self.server.ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
         s = self.server
