@@ -42,7 +42,9 @@ def test_perf_analyzer_run(api_server, tmp_path, protocol, extra):
     cmd = [
         str(binary), "-m", "matmul", "-u", f"127.0.0.1:{port}", "-i", protocol,
         "--concurrency-range", "4", "--measurement-mode", "count_windows",
-        "--measurement-request-count", "200", "--max-trials", "3", "--stability-percentage", "100",
+        "--measurement-request-count", "200", "--max-trials", "3",
+        # a compatibility check, not a measurement: any spread between windows is accepted
+        "--stability-percentage", "999",
         "-f", str(report), *extra,
     ]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

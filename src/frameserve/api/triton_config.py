@@ -163,13 +163,11 @@ def _numbers(message: Message, rendered: dict[str, Any]) -> dict[str, Any]:
             continue
         value = rendered[fd.name]
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            value_fd = fd.message_type.fields_by_name["value"]
-            source_map = getattr(message, fd.name)
-            for key in value:
-                if value_fd.message_type is not None:
+            # Triton's maps hold strings or messages; none maps to a bare 64-bit integer.
+            if fd.message_type.fields_by_name["value"].message_type is not None:
+                source_map = getattr(message, fd.name)
+                for key in value:
                     _numbers(source_map[_map_key(fd, key)], value[key])
-                elif value_fd.type in _INT64_TYPES:
-                    value[key] = int(value[key])
         elif fd.message_type is not None:
             sources = getattr(message, fd.name)
             if fd.is_repeated:

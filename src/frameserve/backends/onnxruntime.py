@@ -45,6 +45,21 @@ def _spec(arg: Any, where: str) -> TensorSpec:
     return TensorSpec(arg.name, datatype, shape)
 
 
+def _as_str(array: np.ndarray) -> np.ndarray:
+    flat = [
+        v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
+        for v in array.reshape(-1)
+    ]
+    return np.array(flat, dtype=object).reshape(array.shape)
+
+
+def _as_bytes(array: np.ndarray) -> np.ndarray:
+    flat = [
+        v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v for v in array.reshape(-1)
+    ]
+    return np.array(flat, dtype=object).reshape(array.shape)
+
+
 class OnnxRuntimeBackend:
     """``instances`` ORT sessions; each runs one batch at a time on its own threads."""
 
@@ -81,14 +96,24 @@ class OnnxRuntimeBackend:
                 self._free.put(
                     ort.InferenceSession(str(source), options, providers=self._providers)
                 )
-        except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as err:
-            msg = str(err).splitlines()[0][:300]
+        except Exception as err:  # noqa: BLE001 - ORT raises InvalidProtobuf, NoSuchFile, Fail, ...
+            msg = " ".join(str(err).split())[:300]
             raise ModelLoadError(f"{source}: ONNX Runtime cannot load the model: {msg}") from None
         session = self._free.get()
         self.inputs = tuple(_spec(a, str(source)) for a in session.get_inputs())
         self.outputs = tuple(_spec(a, str(source)) for a in session.get_outputs())
         self._free.put(session)
+        if settings.batch_dim:
+            static = [i.name for i in self.inputs if not i.shape or i.shape[0] != -1]
+            if static:
+                raise ModelLoadError(
+                    f"{source}: max_batch_size is {cfg.max_batch_size}, but inputs {static} have "
+                    "no dynamic first dimension; set max_batch_size: 0 or export the model with "
+                    "a dynamic batch axis"
+                )
         self._output_names = [o.name for o in self.outputs]
+        self._bytes_inputs = {i.name for i in self.inputs if i.datatype == "BYTES"}
+        self._bytes_outputs = {o.name for o in self.outputs if o.datatype == "BYTES"}
         self._runner = BlockingRunner(self.max_concurrency, f"ort-{settings.model_name}")
 
     def describe(self) -> str:
@@ -98,15 +123,22 @@ class OnnxRuntimeBackend:
         )
 
     def _infer_blocking(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = dict(batch)
+        for name in self._bytes_inputs:
+            # ORT turns each element into str() of it: b"a" would arrive as "b'a'"
+            feeds[name] = _as_str(feeds[name])
         session = self._free.get()
         try:
-            results = session.run(self._output_names, dict(batch))
+            results = session.run(self._output_names, feeds)
         except Exception as err:  # noqa: BLE001 - ORT raises several unrelated types
             msg = " ".join(str(err).split())[:400]
             raise ModelExecutionError(f"ONNX Runtime inference failed: {msg}") from None
         finally:
             self._free.put(session)
-        return dict(zip(self._output_names, results, strict=True))
+        outputs = dict(zip(self._output_names, results, strict=True))
+        for name in self._bytes_outputs:
+            outputs[name] = _as_bytes(outputs[name])
+        return outputs
 
     async def infer(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return await self._runner.run(self._infer_blocking, batch)

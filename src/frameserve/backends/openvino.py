@@ -28,6 +28,13 @@ MODEL_FILES = ("model.xml", "model.onnx", "model.tflite")
 _PRECISION = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
+def runtime_message(err: BaseException, limit: int = 400) -> str:
+    """OpenVINO's error text without its "Exception from src/...cpp:N:" location lines."""
+    lines = [ln.strip() for ln in str(err).splitlines()]
+    useful = [ln for ln in lines if ln and not ln.startswith("Exception from ")]
+    return " ".join(useful or lines)[:limit]
+
+
 def find_model_file(folder: Path) -> Path:
     for name in MODEL_FILES:
         if (folder / name).is_file():
@@ -58,9 +65,9 @@ def _with_dynamic_batch(model: ov.Model, source: Path) -> None:
         try:
             model.reshape(new_shapes)
         except RuntimeError as err:
-            first = str(err).splitlines()[0][:200]
             raise ModelLoadError(
-                f"{source}: cannot give the model a dynamic batch dimension ({first}); "
+                f"{source}: cannot give the model a dynamic batch dimension "
+                f"({runtime_message(err, 200)}); "
                 "set max_batch_size: 0 to serve it without batching"
             ) from None
 
@@ -101,7 +108,7 @@ class OpenVinoBackend:
         try:
             model = core.read_model(str(source))
         except RuntimeError as err:
-            msg = str(err).splitlines()[0][:300]
+            msg = runtime_message(err)
             raise ModelLoadError(f"{source}: OpenVINO cannot read the model: {msg}") from None
         if settings.batch_dim:
             _with_dynamic_batch(model, source)
@@ -111,7 +118,7 @@ class OpenVinoBackend:
         try:
             self._compiled = core.compile_model(model, settings.config.device, self.properties)
         except RuntimeError as err:
-            msg = str(err).splitlines()[0][:300]
+            msg = runtime_message(err)
             raise ModelLoadError(
                 f"{source}: OpenVINO cannot compile for {settings.config.device} "
                 f"with {self.properties}: {msg}"
@@ -123,6 +130,8 @@ class OpenVinoBackend:
             self._free.put(self._compiled.create_infer_request())
         self._runner = BlockingRunner(self.max_concurrency, f"ov-{settings.model_name}")
         self._output_names = [o.name for o in self.outputs]
+        self._bytes_inputs = {i.name for i in self.inputs if i.datatype == "BYTES"}
+        self._bytes_outputs = {i for i, o in enumerate(self.outputs) if o.datatype == "BYTES"}
 
     def describe(self) -> str:
         c = self._compiled
@@ -139,19 +148,27 @@ class OpenVinoBackend:
         return "openvino " + " ".join(f"{k}={v}" for k, v in info.items())
 
     def _infer_blocking(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = dict(batch)
+        for name in self._bytes_inputs:  # OpenVINO takes strings as numpy bytes_, not objects
+            inputs[name] = np.array(list(inputs[name].reshape(-1)), dtype=np.bytes_).reshape(
+                inputs[name].shape
+            )
         request = self._free.get()
         try:
-            request.infer(dict(batch), share_inputs=True)
+            request.infer(inputs, share_inputs=True)
             # The request's output memory is reused by its next inference: copy it out.
-            return {
-                name: request.get_output_tensor(i).data.copy()
-                for i, name in enumerate(self._output_names)
-            }
+            return {name: self._output(request, i) for i, name in enumerate(self._output_names)}
         except RuntimeError as err:
-            msg = " ".join(str(err).split())[:400]
+            msg = runtime_message(err)
             raise ModelExecutionError(f"OpenVINO inference failed: {msg}") from None
         finally:
             self._free.put(request)
+
+    def _output(self, request: ov.InferRequest, index: int) -> np.ndarray:
+        tensor = request.get_output_tensor(index)
+        if index in self._bytes_outputs:
+            return np.array(tensor.bytes_data, dtype=object).reshape(tuple(tensor.shape))
+        return tensor.data.copy()
 
     async def infer(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return await self._runner.run(self._infer_blocking, batch)

@@ -74,8 +74,8 @@ class VersionPolicy(_Strict):
     """Which numbered versions to serve: ``{latest: N}`` | ``all`` | ``{specific: [..]}``."""
 
     kind: Literal["latest", "all", "specific"] = "latest"
-    latest: PositiveInt = 1
-    specific: tuple[PositiveInt, ...] = ()
+    latest: Annotated[int, Field(strict=True, gt=0)] = 1
+    specific: tuple[Annotated[int, Field(strict=True, gt=0)], ...] = ()
 
     def select(self, available: list[int]) -> list[int]:
         """The versions of ``available`` this policy serves, ascending."""

@@ -209,7 +209,11 @@ class ModelVersion:
         item = self.prepare(request)
         assert self.scheduler is not None, "infer on a version that was never started"
         self.scheduler.submit(item)
-        outputs = await item.future
+        self.stats.enter()
+        try:
+            outputs = await item.future
+        finally:
+            self.stats.leave()
         return self._response(request, outputs)
 
     def prepare(self, request: InferRequest) -> WorkItem:

@@ -62,6 +62,12 @@ def _fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+def _version_folders(folder: Path) -> list[str]:
+    """Version folder names: positive integers written without leading zeros ("1", "12")."""
+    names = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted((n for n in names if n == str(int(n)) and int(n) > 0), key=int)
+
+
 def _version_fingerprint(folder: Path) -> str:
     return _fingerprint([p for p in folder.rglob("*") if p.is_file()])
 
@@ -172,7 +178,7 @@ class ModelRepository:
         except ConfigError as err:
             # Remember what we saw so polling retries only after the files change again.
             entry.config_fingerprint = _fingerprint([config_file])
-            entry.folders = frozenset(p.name for p in folder.iterdir() if p.name.isdigit())
+            entry.folders = frozenset(_version_folders(folder))
             entry.problems = {"": ("UNAVAILABLE", err.message)}
             log.error("model %s: %s", entry.name, err.message)
             raise
@@ -199,9 +205,14 @@ class ModelRepository:
             try:
                 fresh[v] = await self._load_version(entry.name, v, config, folder / str(v), fp)
                 del entry.problems[str(v)]
-            except FrameserveError as err:
-                entry.problems[str(v)] = ("UNAVAILABLE", err.message)
-                log.error("model %s v%d failed to load: %s", entry.name, v, err.message)
+            except Exception as err:  # noqa: BLE001 - one bad version must not stop the others
+                reason = (
+                    err.message
+                    if isinstance(err, FrameserveError)
+                    else f"{type(err).__name__}: {err}"
+                )
+                entry.problems[str(v)] = ("UNAVAILABLE", reason)
+                log.error("model %s v%d failed to load: %s", entry.name, v, reason)
         replaced = [v for v in fresh if v in entry.versions]
         stale = [v for v in entry.versions if v not in selected]
         old = {v: entry.versions[v] for v in replaced + stale}
@@ -209,7 +220,7 @@ class ModelRepository:
         for v in stale:
             del entry.versions[v]
         entry.config_fingerprint = config_fp
-        entry.folders = frozenset(str(v) for v in available)
+        entry.folders = frozenset(_version_folders(folder))
         self._close_later(old.values())
         if entry.problems and not entry.versions:
             raise ConfigError(f"model {entry.name!r}: no version could be loaded")
@@ -276,8 +287,7 @@ class ModelRepository:
         config_fp = _fingerprint([folder / CONFIG_FILE])
         if config_fp != entry.config_fingerprint:
             return True
-        available = {p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()}
-        if available != entry.folders:
+        if frozenset(_version_folders(folder)) != entry.folders:
             return True  # versions appeared or disappeared (the policy decides what to do)
         return any(
             mv.fingerprint != (config_fp, _version_fingerprint(folder / str(v)))

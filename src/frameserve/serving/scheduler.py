@@ -26,6 +26,7 @@ from frameserve.errors import (
     DeadlineExceeded,
     FrameDropped,
     FrameserveError,
+    InvalidInput,
     ModelExecutionError,
     QueueFull,
     Unavailable,
@@ -104,6 +105,10 @@ class Scheduler:
         """Queue an item; raise ``QueueFull`` or ``Unavailable`` instead of queueing."""
         if self._closing:
             raise Unavailable("model version is unloading or the server is shutting down")
+        if self._batch_limit > 0 and item.batch_size > self._batch_limit:
+            raise InvalidInput(
+                f"batch size {item.batch_size} exceeds max_batch_size {self._batch_limit}"
+            )
         if item.droppable and item.stream_id is not None and item.stream_limit > 0:
             self._drop_stale(item.stream_id, item.stream_limit)
         if self._queued >= self._s.max_queue_size:
@@ -115,6 +120,7 @@ class Scheduler:
         if item.droppable and item.stream_id is not None:
             self._streams.setdefault(item.stream_id, deque()).append(item)
         self._queued += 1
+        self._stats.queue_depth(self._queued)
         self._idle.clear()
         if item.deadline is not None:
             loop = asyncio.get_running_loop()
@@ -148,6 +154,7 @@ class Scheduler:
     def _forget(self, item: WorkItem) -> None:
         """Bookkeeping for an item leaving the queue (popped, dropped or expired)."""
         self._queued -= 1
+        self._stats.queue_depth(self._queued)
         if item.expiry is not None:
             item.expiry.cancel()
         if item.droppable and item.stream_id is not None:
@@ -278,11 +285,11 @@ class Scheduler:
             t_in = time.perf_counter_ns()
             outputs = await self._infer(inputs)
             t_inf = time.perf_counter_ns()
-            self._distribute(batch, outputs)
+            answered = self._distribute(batch, outputs)
             t_out = time.perf_counter_ns()
             items = sum(i.batch_size for i in batch) if self._s.max_batch_size else len(batch)
             self._stats.record_batch(items, len(batch), t_in - start, t_inf - t_in, t_out - t_inf)
-            for item in batch:
+            for item in answered:  # callers answered earlier (shutdown, cancelled) don't count
                 self._stats.record_success(t_out - item.enqueued_ns, start - item.enqueued_ns)
         except asyncio.CancelledError:
             for item in batch:
@@ -305,11 +312,15 @@ class Scheduler:
         names = batch[0].inputs.keys()
         return {n: np.concatenate([item.inputs[n] for item in batch]) for n in names}
 
-    def _distribute(self, batch: list[WorkItem], outputs: Tensors) -> None:
-        if len(batch) == 1:
-            if not batch[0].future.done():
-                batch[0].future.set_result(outputs)
-            return
+    def _distribute(self, batch: list[WorkItem], outputs: Tensors) -> list[WorkItem]:
+        """Give each item its rows; return the items this call answered."""
+        answered: list[WorkItem] = []
+        if self._s.max_batch_size <= 0:  # no batch dimension: one item, the whole output
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(outputs)
+                    answered.append(item)
+            return answered
         total = sum(item.batch_size for item in batch)
         for name, arr in outputs.items():
             if arr.ndim == 0 or arr.shape[0] != total:
@@ -321,8 +332,13 @@ class Scheduler:
         for item in batch:
             end = offset + item.batch_size
             if not item.future.done():
-                item.future.set_result({n: a[offset:end] for n, a in outputs.items()})
+                rows = (
+                    outputs if len(batch) == 1 else {n: a[offset:end] for n, a in outputs.items()}
+                )
+                item.future.set_result(rows)
+                answered.append(item)
             offset = end
+        return answered
 
     def _log_task_failure(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

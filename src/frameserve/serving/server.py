@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 ModelControlMode = Literal["none", "poll", "explicit"]
 EXTENSIONS = (
-    "classification",
     "model_repository",
     "model_repository(unload_dependents)",
     "schedule_policy",

@@ -110,6 +110,7 @@ class VersionStats:
         self.model = model
         self.version = version
         self.last_inference_ms = 0
+        self.inflight = 0
         self.inference_count = 0
         self.execution_count = 0
         self.success = Duration()
@@ -132,6 +133,21 @@ class VersionStats:
             self.inflight_gauge = metrics.inflight.labels(*lv)
             self.queue_gauge = metrics.queue_depth.labels(*lv)
             self.ready_gauge = metrics.model_ready.labels(*lv)
+
+    def enter(self) -> None:
+        """A request entered this version (queued or running)."""
+        self.inflight += 1
+        if self._metrics is not None:
+            self.inflight_gauge.set(self.inflight)
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if self._metrics is not None:
+            self.inflight_gauge.set(self.inflight)
+
+    def queue_depth(self, depth: int) -> None:
+        if self._metrics is not None:
+            self.queue_gauge.set(depth)
 
     def record_success(self, total_ns: int, queue_ns: int) -> None:
         self.success.add(total_ns)

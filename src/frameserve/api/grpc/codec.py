@@ -161,8 +161,7 @@ def parameter_value(param: pb.InferParameter, where: str) -> bool | int | float 
     choice = param.WhichOneof("parameter_choice")
     if choice is None:
         raise InvalidInput(f"{where}: expected one of bool/int64/uint64/double/string, got none")
-    value: bool | int | float | str = getattr(param, choice)
-    return value
+    return getattr(param, choice)  # type: ignore[no-any-return]
 
 
 def set_parameter(param: pb.InferParameter, value: object, where: str) -> None:

@@ -21,7 +21,7 @@ from frameserve.api.grpc import codec
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
 from frameserve.api.status import error_message, grpc_code
 from frameserve.api.triton_config import model_config_proto, model_statistics_proto
-from frameserve.errors import FrameserveError, InvalidInput, NotFound, NotSupported, Unavailable
+from frameserve.errors import FrameserveError, InvalidInput, NotSupported, Unavailable
 
 if TYPE_CHECKING:
     from frameserve.api.shm import SharedMemoryRegistry
@@ -258,27 +258,16 @@ class GRPCInferenceService:
         self._shm.unregister(request.name or None)
         return pb.SystemSharedMemoryUnregisterResponse()
 
-    # CUDA regions cannot be registered, so status and unregister have a true answer: there
-    # are none. perf_analyzer unregisters CUDA regions after every shared-memory run.
-    async def CudaSharedMemoryStatus(
-        self, request: pb.CudaSharedMemoryStatusRequest
-    ) -> pb.CudaSharedMemoryStatusResponse:
-        if request.name:
-            raise NotFound(f"CUDA shared memory region {request.name!r} is not registered")
-        return pb.CudaSharedMemoryStatusResponse()
+    # perf_analyzer calls CudaSharedMemoryUnregister after every shared-memory run and prints
+    # "Unable to unregister all shared memory regions" on this answer (its exit code stays 0).
+    async def CudaSharedMemoryStatus(self, request: Any) -> Any:
+        raise NotSupported(_NO_CUDA_SHM)
 
-    async def CudaSharedMemoryRegister(
-        self, request: pb.CudaSharedMemoryRegisterRequest
-    ) -> pb.CudaSharedMemoryRegisterResponse:
-        raise NotSupported(
-            "CUDA shared memory is not supported by frameserve; register system shared memory "
-            "(SystemSharedMemoryRegister) instead"
-        )
+    async def CudaSharedMemoryRegister(self, request: Any) -> Any:
+        raise NotSupported(_NO_CUDA_SHM)
 
-    async def CudaSharedMemoryUnregister(
-        self, request: pb.CudaSharedMemoryUnregisterRequest
-    ) -> pb.CudaSharedMemoryUnregisterResponse:
-        return pb.CudaSharedMemoryUnregisterResponse()
+    async def CudaSharedMemoryUnregister(self, request: Any) -> Any:
+        raise NotSupported(_NO_CUDA_SHM)
 
     # -- settings frameserve does not offer -----------------------------------------------------
     async def TraceSetting(self, request: Any) -> Any:
@@ -286,6 +275,12 @@ class GRPCInferenceService:
 
     async def LogSettings(self, request: Any) -> Any:
         raise NotSupported("LogSettings: frameserve sets logging from its command line only")
+
+
+_NO_CUDA_SHM = (
+    "CUDA shared memory is not supported by frameserve; register system shared memory "
+    "(SystemSharedMemoryRegister) instead"
+)
 
 
 def _single_repository(name: str) -> None:
