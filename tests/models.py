@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from frameserve.tools.example_models import IR_VERSION, OPSET, write_model_yaml
+from frameserve.tools.example_models import save_model, write_model_yaml
 
 # v2 datatype -> ONNX element type name (TensorProto attribute)
 ONNX_TYPES = {
@@ -27,18 +27,6 @@ ONNX_TYPES = {
     "BOOL": "BOOL",
     "BYTES": "STRING",
 }
-
-
-def _save(graph: Any, path: Path) -> Path:
-    import onnx
-    from onnx import helper
-
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
 
 
 def _dims(dims: Sequence[int | str]) -> list[int | str]:
@@ -69,7 +57,7 @@ def simple_add_sub(path: Path, width: int = 16, batch: int | str = "N") -> Path:
             helper.make_tensor_value_info("OUTPUT1", TensorProto.INT32, shape),
         ],
     )
-    return _save(graph, path)
+    return save_model(graph, path)
 
 
 def identity(path: Path, datatype: str, dims: Sequence[int | str]) -> Path:
@@ -93,7 +81,7 @@ def identity(path: Path, datatype: str, dims: Sequence[int | str]) -> Path:
         [helper.make_tensor_value_info("INPUT0", elem, shape)],
         [helper.make_tensor_value_info("OUTPUT0", elem, shape)],
     )
-    return _save(graph, path)
+    return save_model(graph, path)
 
 
 def python_model(folder: Path, source_code: str) -> Path:

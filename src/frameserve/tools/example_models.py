@@ -17,7 +17,8 @@ OPSET = 17
 IR_VERSION = 9
 
 
-def _save(graph, path: Path) -> Path:  # type: ignore[no-untyped-def]
+def save_model(graph, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Wrap an ONNX graph in a checked model (opset 17) and write it to ``path``."""
     import onnx
     from onnx import helper
 
@@ -69,7 +70,7 @@ def conv_net(path: Path, seed: int = 0) -> Path:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
         inits,
     )
-    return _save(graph, path)
+    return save_model(graph, path)
 
 
 def matmul_relu(path: Path, size: int = 64, seed: int = 0) -> Path:
@@ -84,7 +85,7 @@ def matmul_relu(path: Path, size: int = 64, seed: int = 0) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", size])],
         [numpy_helper.from_array(w, "w")],
     )
-    return _save(graph, path)
+    return save_model(graph, path)
 
 
 def write_model_yaml(folder: Path, config: dict) -> Path:

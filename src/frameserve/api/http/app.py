@@ -172,17 +172,7 @@ class _Routes:
     async def _json_body(self, request: Request) -> dict[str, Any]:
         """An optional JSON object body ({} when empty)."""
         body = await read_body(request.receive, request.headers, self.server.limits.max_body_bytes)
-        if not body.strip():
-            return {}
-        try:
-            value = orjson.loads(body)
-        except orjson.JSONDecodeError as err:
-            raise InvalidInput(
-                f"request body: expected a JSON object, got malformed JSON ({err})"
-            ) from None
-        if not isinstance(value, dict):
-            raise InvalidInput(f"request body: expected a JSON object, got {type(value).__name__}")
-        return value
+        return codec.parse_json_object(body) if body.strip() else {}
 
     # -- inference ------------------------------------------------------------------------
 

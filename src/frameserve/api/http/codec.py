@@ -151,7 +151,8 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[memoryview, mem
     return view[:n], view[n:]
 
 
-def _parse_header(raw: memoryview) -> dict[str, Any]:
+def parse_json_object(raw: bytes | memoryview) -> dict[str, Any]:
+    """A JSON object from a request body, or InvalidInput saying what came instead."""
     try:
         header = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
@@ -442,7 +443,7 @@ def decode_infer_request(
         )
     body = decompress(body, content_encoding, limits.max_body_bytes)
     json_part, binary_part = _split_body(body, header_length)
-    header = _parse_header(json_part)
+    header = parse_json_object(json_part)
 
     request_id = header.get("id", "")
     if not isinstance(request_id, str):
