@@ -231,9 +231,10 @@ def test_statistics_map_to_triton_fields():
     assert (infer.success.count, infer.success.ns) == (2, 12_000)
     assert (infer.fail.count, infer.fail.ns) == (1, 300)
     assert (infer.queue.count, infer.queue.ns) == (2, 3_000)
-    assert (infer.compute_input.count, infer.compute_input.ns) == (3, 15)
-    assert (infer.compute_infer.count, infer.compute_infer.ns) == (3, 290)
-    assert (infer.compute_output.count, infer.compute_output.ns) == (3, 37)
+    # as in Triton, each request of a batch carries the batch's whole duration: 2 x 10 + 5, ...
+    assert (infer.compute_input.count, infer.compute_input.ns) == (3, 25)
+    assert (infer.compute_infer.count, infer.compute_infer.ns) == (3, 490)
+    assert (infer.compute_output.count, infer.compute_output.ns) == (3, 67)
     assert infer.HasField("cache_hit") and infer.cache_hit.count == 0
     assert [b.batch_size for b in model.batch_stats] == [1, 4]
     four = model.batch_stats[1]

@@ -342,6 +342,21 @@ def test_a_lone_item_runs_once_the_delay_has_passed() -> None:
     run(main())
 
 
+def test_the_delay_never_keeps_a_slot_idle() -> None:
+    """With two slots, a lone item starts at once: waiting would leave a slot idle for nothing."""
+
+    async def main() -> None:
+        model = FakeModel()
+        s = make(model, max_batch_size=8, concurrency=2, max_queue_delay_ms=600_000)
+        it = item([3])
+        s.submit(it)
+        check_rows(it, await result(it))
+        assert model.sizes() == [1]
+        await settle(s)
+
+    run(main())
+
+
 # -- queue limits, deadlines, dropped frames -------------------------------------------------
 
 

@@ -246,8 +246,11 @@ class Scheduler:
                     cut = sizes.index(p) + 1
                     break
             else:
+                # Hold the batch open only while every other slot is busy: waiting with an idle
+                # slot would trade throughput for nothing.
                 ready_at = head.enqueued_ns / 1e9 - time.perf_counter() + now + self._delay_s
-                if self._delay_s > 0 and now < ready_at and not self._closing:
+                others_busy = self._busy >= self._s.concurrency  # _busy counts our reserved slot
+                if self._delay_s > 0 and now < ready_at and others_busy and not self._closing:
                     return [], ready_at
         batch = picked[:cut]
         for item in batch:

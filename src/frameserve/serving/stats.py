@@ -169,9 +169,11 @@ class VersionStats:
         self.last_inference_ms = int(time.time() * 1000)
         self.inference_count += items
         self.execution_count += 1
-        self.compute_input.add(input_ns, requests)
-        self.compute_infer.add(infer_ns, requests)
-        self.compute_output.add(output_ns, requests)
+        # Triton's semantics: every request of the batch spent the batch's time computing, so
+        # per-request averages (what perf_analyzer shows) are total / count.
+        self.compute_input.add(input_ns * requests, requests)
+        self.compute_infer.add(infer_ns * requests, requests)
+        self.compute_output.add(output_ns * requests, requests)
         bs = self.batches.get(items)
         if bs is None:
             bs = self.batches[items] = BatchStats(items)
