@@ -57,7 +57,12 @@ async def serve(settings: ServerSettings, listen: ListenSettings) -> int:
             timeout_keep_alive=75,
         )
     )
-    grpc_server = create_grpc_server(server, shm, f"{listen.host}:{listen.grpc_port}")
+    grpc_address = f"{listen.host}:{listen.grpc_port}"
+    try:
+        grpc_server = create_grpc_server(server, shm, grpc_address)
+    except RuntimeError as err:  # grpc raises RuntimeError when the port cannot be bound
+        log.error("cannot listen for gRPC on %s: %s (is the port in use?)", grpc_address, err)
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
