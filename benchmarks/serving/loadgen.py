@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+
 from servers import ServerProcess
 
 CSV_TIMES = {  # perf_analyzer --verbose-csv column -> our name (microseconds)

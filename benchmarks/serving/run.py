@@ -28,6 +28,7 @@ import pytriton_env
 import report
 import summary
 from loadgen import LoadSettings, run_point, wait_for_quiet
+
 from models import MODELS, BenchModel, ServingSetup, build_repository
 from servers import Ports, ServerProcess
 

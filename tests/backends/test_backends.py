@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import openvino as ov
 import pytest
-from models import identity, python_model, simple_add_sub
 
 from frameserve.backends import Backend, BackendSettings, TensorSpec, load_backend
 from frameserve.backends.openvino import compile_properties
@@ -23,6 +22,8 @@ from frameserve.cpu import CpuBudget
 from frameserve.errors import ModelExecutionError, ModelLoadError
 from frameserve.serving.config import parse_model_config
 from frameserve.tools.example_models import conv_net, matmul_relu
+
+from models import identity, python_model, simple_add_sub
 
 BUDGET = CpuBudget(2, "test")
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from repos import api_repository
 from servers import RunningServer, ServerLauncher
 

@@ -11,10 +11,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpcclient
 import tritonclient.utils.shared_memory as shm
-from repos import ECHO_DATATYPES
 from tritonclient.utils import InferenceServerException
 
 from frameserve.datatypes import to_numpy
+
+from repos import ECHO_DATATYPES
 
 
 @pytest.fixture(scope="module")

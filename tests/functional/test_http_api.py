@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
-from repos import ECHO_DATATYPES
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from repos import ECHO_DATATYPES
 
 
 @pytest.fixture(scope="module")

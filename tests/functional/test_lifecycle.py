@@ -11,10 +11,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from repos import SLOW, python_model
 from tritonclient.utils import InferenceServerException
 
 from frameserve.tools.example_models import matmul_relu, write_model_yaml
+
+from repos import SLOW, python_model
 
 MATMUL = {"backend": "onnxruntime", "max_batch_size": 16, "dynamic_batching": {}, "warmup": 1}
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from models import make_model, onnx_file, python_file, simple_add_sub
 
 from frameserve.cpu import CpuBudget
 from frameserve.errors import (
@@ -31,6 +30,8 @@ from frameserve.errors import (
 from frameserve.serving.server import InferenceServer, ServerSettings
 from frameserve.serving.types import InferRequest, InputTensor
 from frameserve.tools.example_models import matmul_relu, write_model_yaml
+
+from models import make_model, onnx_file, python_file, simple_add_sub
 
 WAIT = 10.0
 BUDGET = CpuBudget(2, "test")
