@@ -39,7 +39,7 @@ def test_python_quick_start(example_server, capsys):
 
 
 def test_curl_quick_start(example_server):
-    shell = "\n".join(_blocks("sh"))
+    shell = "\n".join(b for b in _blocks("sh") if b.startswith("curl"))
     commands = re.findall(r"^curl .*?(?=^curl |\Z)", shell, flags=re.S | re.M)
     assert len(commands) == 3, commands
     outputs = []
