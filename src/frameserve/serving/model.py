@@ -192,13 +192,11 @@ class ModelVersion:
     def start(self) -> None:
         self.scheduler = Scheduler(self.backend.infer, self._scheduler_settings, self.stats)
         self.scheduler.start()
-        if hasattr(self.stats, "ready_gauge"):
-            self.stats.ready_gauge.set(1)
+        self.stats.set_ready(True)
 
     async def close(self, timeout: float | None = None) -> None:
         """Drain queued and running work, then release the runtime."""
-        if hasattr(self.stats, "ready_gauge"):
-            self.stats.ready_gauge.set(0)
+        self.stats.set_ready(False)
         if self.scheduler is not None:
             await self.scheduler.close(timeout)
         await asyncio.to_thread(self.backend.close)

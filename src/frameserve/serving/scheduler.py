@@ -85,7 +85,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], list[WorkItem]] = {}  # executing batches
         self._loop_task: asyncio.Task[None] | None = None
 
     # -- public, on the owning loop ---------------------------------------------------------
@@ -142,8 +142,8 @@ class Scheduler:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         # Batches still running answer their callers themselves; don't wait on a stuck backend.
-        for task in list(self._tasks):
-            for item in getattr(task, "items", ()):
+        for batch in list(self._running.values()):
+            for item in batch:
                 self._resolve_error(item, Unavailable("server shut down while the request ran"))
 
     # -- queue bookkeeping ------------------------------------------------------------------
@@ -276,9 +276,8 @@ class Scheduler:
     def _launch(self, batch: list[WorkItem]) -> None:
         """Run ``batch`` on the slot that ``_run`` reserved for it."""
         task = asyncio.get_running_loop().create_task(self._execute(batch))
-        task.items = batch  # type: ignore[attr-defined]  # read by close() to answer callers
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._running[task] = batch
+        task.add_done_callback(self._forget_task)
         task.add_done_callback(self._log_task_failure)
 
     async def _execute(self, batch: list[WorkItem]) -> None:
@@ -342,6 +341,9 @@ class Scheduler:
                 answered.append(item)
             offset = end
         return answered
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
 
     def _log_task_failure(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

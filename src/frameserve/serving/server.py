@@ -80,9 +80,6 @@ class InferenceServer:
         self._started = False
         self._draining = False
         self._poller: asyncio.Task[None] | None = None
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -120,14 +117,13 @@ class InferenceServer:
         if self._draining:
             return
         self._draining = True
-        log.info("draining: %d request(s) in flight", self._inflight)
+        inflight = sum(mv.stats.inflight for mv in self.repository.loaded())
+        log.info("draining: %d request(s) in flight", inflight)
         if self._poller is not None:
             self._poller.cancel()
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.settings.exit_timeout_s)
-        except TimeoutError:
-            log.warning("exit timeout: %d request(s) still in flight", self._inflight)
-        await self.repository.close(timeout=1.0)
+        # Each version closes once its queued and running requests are done; whatever is still
+        # waiting at the exit timeout is answered with 503 by its scheduler.
+        await self.repository.close(timeout=self.settings.exit_timeout_s)
 
     @property
     def live(self) -> bool:
@@ -148,14 +144,7 @@ class InferenceServer:
         if self._draining:
             raise Unavailable("server is shutting down; not accepting new requests")
         mv = self.repository.get(request.model_name, request.model_version)
-        self._inflight += 1
-        self._idle.clear()
-        try:
-            return await mv.infer(request)
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
+        return await mv.infer(request)
 
     # -- metadata -------------------------------------------------------------------------
     def model_version(self, name: str, version: str = "") -> ModelVersion:

@@ -145,6 +145,10 @@ class VersionStats:
         if self._metrics is not None:
             self.inflight_gauge.set(self.inflight)
 
+    def set_ready(self, ready: bool) -> None:
+        if self._metrics is not None:
+            self.ready_gauge.set(1 if ready else 0)
+
     def queue_depth(self, depth: int) -> None:
         if self._metrics is not None:
             self.queue_gauge.set(depth)
