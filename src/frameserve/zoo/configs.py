@@ -1,0 +1,167 @@
+"""The text files each zoo model is installed with: ``model.yaml`` or ``pipeline.yaml``.
+
+The numbers are those of each model's reference pipeline: MediaPipe's face detection and
+selfie segmentation graphs (``face_detection_full_range.pbtxt``, ``face_detection_short_range
+.pbtxt``, ``selfie_segmentation_cpu.pbtxt``) and rapidocr 3.10's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+FACES = """\
+# MediaPipe face detection, full range (sparse): faces at video distances, 192x192.
+backend: openvino
+max_batch_size: 8
+dynamic_batching: {max_queue_delay_ms: 2}
+precision: f32
+openvino:
+  rewrite_batch_reshapes: true   # the .tflite graph hard-codes batch 1 in its Reshape nodes
+preprocess:
+  color: rgb
+  resize: {mode: letterbox, size: [192, 192], interpolation: linear}
+  scale: 0.00392156862745098     # 1/255
+  mean: [0.5, 0.5, 0.5]
+  std: [0.5, 0.5, 0.5]           # -> [-1, 1]
+  layout: NHWC
+postprocess:
+  task: ssd_anchors
+  boxes: Identity
+  scores: Identity_1
+  anchors: {input_size: [192, 192], strides: [4], anchor_offset: 0.5}
+  num_keypoints: 6
+  box_scale: 192
+  score_threshold: 0.6
+  iou_threshold: 0.3
+"""
+
+FACES_NEAR = """\
+# MediaPipe face detection, short range: close-up faces (within about 2 m), 128x128.
+backend: openvino
+max_batch_size: 8
+dynamic_batching: {max_queue_delay_ms: 2}
+precision: f32
+openvino:
+  rewrite_batch_reshapes: true
+preprocess:
+  color: rgb
+  resize: {mode: letterbox, size: [128, 128], interpolation: linear}
+  scale: 0.00392156862745098
+  mean: [0.5, 0.5, 0.5]
+  std: [0.5, 0.5, 0.5]
+  layout: NHWC
+postprocess:
+  task: ssd_anchors
+  boxes: regressors
+  scores: classificators
+  anchors:
+    input_size: [128, 128]
+    strides: [8, 16, 16, 16]
+    anchor_offset: 0.5
+    interpolated_scale_aspect_ratio: 1.0
+  num_keypoints: 6
+  box_scale: 128
+  score_threshold: 0.5
+  iou_threshold: 0.3
+"""
+
+PERSON_MASK = """\
+# MediaPipe selfie segmentation (general, 256x256): person foreground probability.
+backend: openvino
+max_batch_size: 8
+dynamic_batching: {max_queue_delay_ms: 2}
+precision: f32
+openvino:
+  frontend_extensions: [mediapipe]   # converts the custom op Convolution2DTransposeBias
+preprocess:
+  color: rgb
+  resize: {mode: stretch, size: [256, 256], interpolation: linear}
+  scale: 0.00392156862745098     # -> [0, 1]
+  layout: NHWC
+postprocess:
+  task: segmentation
+  output: activation_10
+  threshold: 0.5
+"""
+
+TEXT_DET = """\
+# PP-OCRv6 text detection (small), as rapidocr 3.10 runs it.
+backend: openvino
+max_batch_size: 4
+dynamic_batching: {max_queue_delay_ms: 2}
+precision: f32
+preprocess:
+  color: bgr
+  resize: {mode: limit_side, limit: 736, limit_type: min, multiple: 32, interpolation: linear}
+  scale: 0.00392156862745098
+  mean: [0.5, 0.5, 0.5]
+  std: [0.5, 0.5, 0.5]
+  layout: NCHW
+postprocess:
+  task: db_text
+  output: fetch_name_0
+  threshold: 0.3
+  box_threshold: 0.5
+  max_candidates: 1000
+  unclip_ratio: 1.6
+  dilation: true
+"""
+
+TEXT_CLS = """\
+# PP-OCR text line orientation (0 or 180 degrees), mobile v2.0.
+backend: openvino
+max_batch_size: 6
+dynamic_batching: {max_queue_delay_ms: 2}
+precision: f32
+preprocess:
+  color: bgr
+  resize: {mode: fixed_height, height: 48, width: 192, interpolation: linear}
+  scale: 0.00392156862745098
+  mean: [0.5, 0.5, 0.5]
+  std: [0.5, 0.5, 0.5]
+  layout: NCHW
+postprocess:
+  task: classes
+  output: save_infer_model/scale_0.tmp_1
+  labels: ["0", "180"]
+  top_k: 2
+"""
+
+TEXT_REC = """\
+# PP-OCRv6 text recognition (small); dict.txt comes from the model's own metadata.
+backend: openvino
+max_batch_size: 6
+dynamic_batching: {max_queue_delay_ms: 2}
+precision: f32
+preprocess:
+  color: bgr
+  resize: {mode: fixed_height, height: 48, width: 320, variable_width: true, interpolation: linear}
+  scale: 0.00392156862745098
+  mean: [0.5, 0.5, 0.5]
+  std: [0.5, 0.5, 0.5]
+  layout: NCHW
+postprocess:
+  task: ctc
+  output: fetch_name_0
+  dictionary: dict.txt
+"""
+
+OCR = """\
+# Text detection -> crop and straighten each region -> orientation -> recognition.
+steps:
+  - model: text-det
+  - crop: {}
+  - model: text-cls
+    rotate: {label: "180", min_score: 0.9}
+  - model: text-rec
+output:
+  texts: {min_score: 0.5}
+"""
+
+ZOO_FILES: dict[str, dict[str, str]] = {
+    "faces": {"model.yaml": FACES},
+    "faces-near": {"model.yaml": FACES_NEAR},
+    "person-mask": {"model.yaml": PERSON_MASK},
+    "text-det": {"model.yaml": TEXT_DET},
+    "text-cls": {"model.yaml": TEXT_CLS},
+    "text-rec": {"model.yaml": TEXT_REC},
+    "ocr": {"pipeline.yaml": OCR},
+}
