@@ -19,6 +19,12 @@ import openvino as ov
 
 from frameserve.backends._threads import BlockingRunner
 from frameserve.backends.base import BackendSettings, TensorSpec
+from frameserve.backends.openvino_graph import (
+    FRONTEND_EXTENSIONS,
+    check_batching,
+    fuse_preprocessing,
+    rewrite_batch_reshapes,
+)
 from frameserve.datatypes import from_numpy
 from frameserve.errors import ModelExecutionError, ModelLoadError
 
@@ -104,25 +110,24 @@ class OpenVinoBackend:
     def __init__(self, settings: BackendSettings) -> None:
         self._settings = settings
         source = find_model_file(settings.path)
-        core = ov.Core()
-        try:
-            model = core.read_model(str(source))
-        except RuntimeError as err:
-            msg = runtime_message(err)
-            raise ModelLoadError(f"{source}: OpenVINO cannot read the model: {msg}") from None
+        model = self._read(source)
         if settings.batch_dim:
             _with_dynamic_batch(model, source)
         self.inputs = tuple(_spec(p) for p in model.inputs)
         self.outputs = tuple(_spec(p) for p in model.outputs)
         self.properties = compile_properties(settings)
         try:
-            self._compiled = core.compile_model(model, settings.config.device, self.properties)
+            self._compiled = self._core.compile_model(
+                model, settings.config.device, self.properties
+            )
         except RuntimeError as err:
             msg = runtime_message(err)
             raise ModelLoadError(
                 f"{source}: OpenVINO cannot compile for {settings.config.device} "
                 f"with {self.properties}: {msg}"
             ) from None
+        if self._rebatched:
+            check_batching(self._compiled, source)
         nireq = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.max_concurrency = settings.config.instances or max(1, nireq)
         self._free: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
@@ -132,6 +137,25 @@ class OpenVinoBackend:
         self._output_names = [o.name for o in self.outputs]
         self._bytes_inputs = {i.name for i in self.inputs if i.datatype == "BYTES"}
         self._bytes_outputs = {i for i, o in enumerate(self.outputs) if o.datatype == "BYTES"}
+
+    def _read(self, source: Path) -> ov.Model:
+        """Read the file (with any frontend extensions) and apply the declared graph edits."""
+        cfg = self._settings.config
+        self._core = core = ov.Core()
+        for name in cfg.openvino.frontend_extensions:
+            for extension in FRONTEND_EXTENSIONS[name]():
+                core.add_extension(extension)
+        try:
+            model = core.read_model(str(source))
+        except RuntimeError as err:
+            msg = runtime_message(err)
+            raise ModelLoadError(f"{source}: OpenVINO cannot read the model: {msg}") from None
+        self._rebatched = bool(cfg.openvino.rewrite_batch_reshapes and self._settings.batch_dim)
+        if self._rebatched:
+            rewrite_batch_reshapes(model)
+        if cfg.preprocess is not None and cfg.preprocess.fuse:
+            fuse_preprocessing(model, cfg.preprocess, source)
+        return model
 
     def describe(self) -> str:
         c = self._compiled

@@ -26,6 +26,7 @@ from pydantic import (
 
 from frameserve.datatypes import DATATYPES
 from frameserve.errors import ConfigError
+from frameserve.processing.spec import PostprocessSpec, PreprocessSpec
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 Backend = Literal["openvino", "onnxruntime", "python"]
@@ -127,6 +128,14 @@ class OnnxRuntimeOptions(_Strict):
 class OpenVinoOptions(_Strict):
     enable_cpu_pinning: bool | None = None
     properties: dict[str, str] = {}
+    frontend_extensions: list[Literal["mediapipe"]] = Field(
+        default=[], description="conversions for custom ops the frontends lack"
+    )
+    rewrite_batch_reshapes: bool = Field(
+        default=False,
+        description="let graphs whose Reshape nodes hard-code batch 1 batch; checked at load "
+        "against batch-1 results",
+    )
 
 
 class ModelConfig(_Strict):
@@ -153,6 +162,8 @@ class ModelConfig(_Strict):
     onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
     openvino: OpenVinoOptions = OpenVinoOptions()
     parameters: dict[str, str | int | float | bool] = {}
+    preprocess: PreprocessSpec | None = None
+    postprocess: PostprocessSpec | None = None
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -175,6 +186,10 @@ class ModelConfig(_Strict):
             names = [t.name for t in tensors]
             if len(set(names)) != len(names):
                 raise ValueError(f"{field} has duplicate names: {names}")
+        if self.postprocess is not None and self.preprocess is None:
+            raise ValueError("postprocess needs a preprocess block to know the input geometry")
+        if self.preprocess is not None and self.preprocess.fuse and self.backend != "openvino":
+            raise ValueError(f"preprocess.fuse needs backend openvino, got {self.backend!r}")
         db = self.dynamic_batching
         if db is not None and self.max_batch_size is not None and self.max_batch_size > 0:
             too_big = [b for b in db.preferred_batch_sizes if b > self.max_batch_size]
@@ -211,15 +226,19 @@ def parse_model_config(data: Any, source: str) -> ModelConfig:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
-def load_model_config(path: Path) -> ModelConfig:
-    """Read and validate ``<model>/model.yaml``."""
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content, or ConfigError naming the file and what was wrong."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    config = parse_model_config(data, str(path))
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    """Read and validate ``<model>/model.yaml``."""
+    config = parse_model_config(read_yaml(path), str(path))
     folder = path.parent.name
     if config.name is not None and config.name != folder:
         raise ConfigError(

@@ -17,7 +17,8 @@ import numpy as np
 from frameserve.backends import Backend, BackendSettings, TensorSpec, load_backend
 from frameserve.cpu import CpuBudget
 from frameserve.datatypes import from_numpy, to_numpy
-from frameserve.errors import ConfigError, InvalidInput
+from frameserve.errors import ConfigError, FrameserveError, InvalidInput
+from frameserve.processing.tasks import ModelProcessing
 from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig
 from frameserve.serving.scheduler import Scheduler, SchedulerSettings, WorkItem
 from frameserve.serving.stats import Metrics, VersionStats
@@ -112,7 +113,8 @@ class ModelVersion:
             self.outputs = resolve_tensors(
                 config.outputs, self.backend.outputs, batch_dim, "outputs", source
             )
-        except ConfigError:
+            self.processing = self._processing(source)
+        except FrameserveError:
             self.backend.close()
             raise
         if "dynamic_batching" in config.model_fields_set:
@@ -135,6 +137,26 @@ class ModelVersion:
         self.scheduler: Scheduler | None = None
         self._input_index = {t.name: t for t in self.inputs}
         self._output_names = [t.name for t in self.outputs]
+
+    def _processing(self, source: str) -> ModelProcessing | None:
+        """The declared pre/post-processing, checked against the model's tensors."""
+        pre = self.config.preprocess
+        if pre is None:
+            return None
+        inputs = [t.name for t in self.inputs]
+        name = pre.input or (inputs[0] if len(inputs) == 1 else None)
+        if name not in inputs:
+            raise ConfigError(
+                f"{source}: preprocess.input: expected one of {inputs}, got {pre.input!r}"
+            )
+        processing = ModelProcessing(pre, self.config.postprocess, self.path.parent, pre.fuse)
+        outputs = [t.name for t in self.outputs]
+        unknown = [n for n in processing.output_names() if n not in outputs]
+        if unknown:
+            raise ConfigError(
+                f"{source}: postprocess: the model has outputs {outputs}, got {unknown}"
+            )
+        return processing
 
     # -- description ------------------------------------------------------------------------
     @property
@@ -177,6 +199,11 @@ class ModelVersion:
                 raise ConfigError(
                     f"{path}: warmup.file: cannot read sample inputs: {err}"
                 ) from None
+        if self.processing is not None and len(self.inputs) == 1:
+            # Dynamic dims get a realistic size: a frame through the declared pre-processing.
+            frame = np.full((240, 320, 3), 128, dtype=np.uint8)
+            tensor, _ = self.processing.preprocess([frame] * wc.batch_size)
+            return {self.inputs[0].name: tensor if self.max_batch_size > 0 else tensor[0]}
         lead = (wc.batch_size,) if self.max_batch_size > 0 else ()
         out = {}
         for t in self.inputs:

@@ -20,6 +20,7 @@ from frameserve.cpu import CpuBudget
 from frameserve.errors import ConfigError, FrameserveError, InvalidInput, NotFound
 from frameserve.serving.config import MODEL_NAME_RE, ModelConfig, load_model_config
 from frameserve.serving.model import ModelVersion
+from frameserve.serving.pipeline import PIPELINE_FILE
 from frameserve.serving.stats import Metrics
 from frameserve.serving.types import RepositoryEntry
 
@@ -85,13 +86,28 @@ class ModelRepository:
 
     # -- discovery ------------------------------------------------------------------------------
     def model_folders(self) -> list[str]:
-        """Names of the model folders in the repository (those holding a model.yaml)."""
+        """Names of the model folders in the repository (pipelines are listed apart)."""
         if not self.root.is_dir():
             return []
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and MODEL_NAME_RE.match(p.name)
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and MODEL_NAME_RE.match(p.name)
+            and not (p / PIPELINE_FILE).is_file()
+        )
+
+    def pipeline_folders(self) -> list[str]:
+        """Names of the model pipelines (folders holding a pipeline.yaml)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if not p.name.startswith(".")
+            and MODEL_NAME_RE.match(p.name)
+            and (p / PIPELINE_FILE).is_file()
         )
 
     def _folder(self, name: str) -> Path:

@@ -23,11 +23,21 @@ from frameserve.errors import (
     NotSupported,
     Unavailable,
 )
+from frameserve.processing.results import Result
+from frameserve.processing.tasks import DecodeOptions
 from frameserve.serving.config import parse_model_config
 from frameserve.serving.model import ModelVersion
+from frameserve.serving.pipeline import PIPELINE_FILE, PipelineConfig, load_pipeline_config
+from frameserve.serving.predict import Predictor, Timings
 from frameserve.serving.repository import ModelRepository, check_model_name
 from frameserve.serving.stats import Metrics, VersionStats
-from frameserve.serving.types import InferRequest, InferResponse, ModelMetadata, RepositoryEntry
+from frameserve.serving.types import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    TensorMetadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,7 @@ class RequestLimits:
 
     max_body_bytes: int = 256 * 2**20
     max_elements: int = 64 * 2**20
+    max_image_pixels: int = 50_000_000  # a decoded image larger than this is refused (413)
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,9 @@ class InferenceServer:
         self.budget = settings.budget or detect_cpu_budget()
         self.metrics = Metrics()
         self.repository = ModelRepository(settings.repository, self.budget, self.metrics)
+        self.predictor = Predictor(self.repository.get, self.budget.cores)
+        self.pipelines: dict[str, PipelineConfig] = {}
+        self._pipeline_failures: dict[str, str] = {}
         self._started = False
         self._draining = False
         self._poller: asyncio.Task[None] | None = None
@@ -97,6 +111,7 @@ class InferenceServer:
                 await self.repository.load(name)
             except FrameserveError as err:
                 log.error("model %s not loaded: %s", name, err.message)
+        self.load_pipelines()
         if mode == "poll":
             self._poller = asyncio.get_running_loop().create_task(
                 self._poll_forever(), name="poller"
@@ -109,6 +124,7 @@ class InferenceServer:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
                 await self.repository.poll()
+                self.load_pipelines()
             except Exception:  # noqa: BLE001 - polling must survive a bad folder
                 log.exception("repository poll failed")
 
@@ -124,6 +140,22 @@ class InferenceServer:
         # Each version closes once its queued and running requests are done; whatever is still
         # waiting at the exit timeout is answered with 503 by its scheduler.
         await self.repository.close(timeout=self.settings.exit_timeout_s)
+        self.predictor.close()
+
+    def load_pipelines(self) -> None:
+        """(Re)read every ``pipeline.yaml``; a bad one is reported and the rest still load."""
+        found: dict[str, PipelineConfig] = {}
+        failures: dict[str, str] = {}
+        for name in self.repository.pipeline_folders():
+            try:
+                found[name] = load_pipeline_config(self.repository.root / name / PIPELINE_FILE)
+            except ConfigError as err:
+                failures[name] = err.message
+                if self._pipeline_failures.get(name) != err.message:
+                    log.error("pipeline %s not loaded: %s", name, err.message)
+        for name in found.keys() - self.pipelines.keys():
+            log.info("pipeline %s: %s", name, " -> ".join(found[name].models))
+        self.pipelines, self._pipeline_failures = found, failures
 
     @property
     def live(self) -> bool:
@@ -143,14 +175,47 @@ class InferenceServer:
     async def infer(self, request: InferRequest) -> InferResponse:
         if self._draining:
             raise Unavailable("server is shutting down; not accepting new requests")
+        limit = self.limits.max_image_pixels
+        pipeline = self.pipelines.get(request.model_name)
+        if pipeline is not None:
+            return await self.predictor.infer_pipeline(request.model_name, pipeline, request, limit)
         mv = self.repository.get(request.model_name, request.model_version)
+        if mv.processing is not None and any(t.datatype == "BYTES" for t in request.inputs):
+            request = await self.predictor.expand_images(mv, request, limit)
         return await mv.infer(request)
+
+    async def predict(
+        self, name: str, data: bytes, content_type: str | None, options: DecodeOptions
+    ) -> tuple[Result, Timings]:
+        """An image request: encoded image -> task result in source pixels, with step times."""
+        if self._draining:
+            raise Unavailable("server is shutting down; not accepting new requests")
+        timings = Timings()
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            self.predictor.processing_version(name)  # 404/400 before decoding anything
+        image = await self.predictor.decode(
+            data, self.limits.max_image_pixels, content_type, "body", timings
+        )
+        if pipeline is not None:
+            result = await self.predictor.run_pipeline(name, pipeline, image, options, timings)
+        else:
+            result = await self.predictor.predict(name, image, options, timings)
+        return result, timings
 
     # -- metadata -------------------------------------------------------------------------
     def model_version(self, name: str, version: str = "") -> ModelVersion:
         return self.repository.get(name, version)
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        if name in self.pipelines and version in ("", "1"):
+            return ModelMetadata(
+                name=name,
+                versions=("1",),
+                platform="pipeline",
+                inputs=(TensorMetadata("image", "BYTES", (-1,)),),
+                outputs=(TensorMetadata("result", "BYTES", (-1,)),),
+            )
         mv = self.repository.get(name, version)
         return ModelMetadata(
             name=mv.name,
@@ -161,6 +226,8 @@ class InferenceServer:
         )
 
     def model_ready(self, name: str, version: str = "") -> bool:
+        if name in self.pipelines and version in ("", "1"):
+            return all(self.model_ready(m) for m in self.pipelines[name].models)
         try:
             self.repository.get(name, version)
         except FrameserveError:
@@ -178,7 +245,20 @@ class InferenceServer:
         return [mv.stats for mv in versions]
 
     def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
-        return self.repository.index(ready_only)
+        entries = self.repository.index(ready_only)
+        for name, pipeline in self.pipelines.items():
+            ready = self.model_ready(name)
+            if ready or not ready_only:
+                missing = [m for m in pipeline.models if not self.model_ready(m)]
+                reason = f"models not ready: {missing}" if missing else ""
+                entries.append(
+                    RepositoryEntry(name, "1", "READY" if ready else "UNAVAILABLE", reason)
+                )
+        if not ready_only:
+            entries += [
+                RepositoryEntry(n, "", "UNAVAILABLE", r) for n, r in self._pipeline_failures.items()
+            ]
+        return sorted(entries, key=lambda e: (e.name, e.version))
 
     # -- repository control -------------------------------------------------------------------
     def _require_explicit(self, action: str) -> None:

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from frameserve.api import triton_config
-from frameserve.api.http import codec
+from frameserve.api.http import codec, predict
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.api.status import error_message, http_status
 from frameserve.errors import (
@@ -207,6 +207,10 @@ class _Routes:
 
     # Triton answers an unhealthy server with 400; 503 says "try elsewhere" to load balancers
     # and probes alike, and clients only test for 200.
+    async def predict(self, request: Request) -> Response:
+        name, _ = _model_path(request)
+        return await predict.predict(self.server, request, name)
+
     async def live(self, request: Request) -> Response:
         return Response(status_code=200 if self.server.live else 503)
 
@@ -345,6 +349,7 @@ def _routes(r: _Routes) -> list[Route]:
         (f"{cuda}/region/{{region}}/unregister", r.cuda_shm, "POST"),
         (f"{cuda}/unregister", r.cuda_shm, "POST"),
         ("/metrics", r.metrics, "GET"),
+        ("/v1/models/{model}/predict", r.predict, "POST"),
     ]
     return [Route(path, _guarded(fn), methods=[method]) for path, fn, method in table]
 

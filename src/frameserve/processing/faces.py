@@ -1,0 +1,107 @@
+"""MediaPipe face detection decoding: SSD anchors, box/keypoint regression, weighted NMS.
+
+Follows MediaPipe's ``SsdAnchorsCalculator`` (fixed-size anchors), ``TensorsToDetections
+Calculator`` (raw order x, y, w, h; sigmoid scores clipped at +-``score_clipping``) and
+``NonMaxSuppressionCalculator`` with the WEIGHTED algorithm, then removes the letterbox.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from frameserve.processing.results import Detections
+from frameserve.processing.spec import AnchorSpec, FaceSsdSpec
+from frameserve.processing.transform import Geometry
+
+
+@lru_cache(maxsize=8)
+def ssd_anchors(spec: AnchorSpec) -> np.ndarray:
+    """Anchor centres ``[N, 2]`` (x, y in 0..1); layers sharing a stride share a grid."""
+    centres: list[np.ndarray] = []
+    strides = spec.strides
+    per_cell = len(spec.aspect_ratios) + (1 if spec.interpolated_scale_aspect_ratio > 0 else 0)
+    i = 0
+    while i < len(strides):
+        stride = strides[i]
+        j = i
+        while j < len(strides) and strides[j] == stride:
+            j += 1
+        count = per_cell * (j - i)
+        fw = int(np.ceil(spec.input_size[0] / stride))
+        fh = int(np.ceil(spec.input_size[1] / stride))
+        ys, xs = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")
+        grid = np.stack(
+            [(xs + spec.anchor_offset) / fw, (ys + spec.anchor_offset) / fh], axis=-1
+        ).reshape(-1, 1, 2)
+        centres.append(np.repeat(grid, count, axis=1).reshape(-1, 2))
+        i = j
+    return np.concatenate(centres).astype(np.float64)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's WEIGHTED suppression: each cluster becomes its score-weighted mean."""
+    order = np.argsort(-scores, kind="stable")
+    remaining = order
+    out_b, out_s, out_k = [], [], []
+    while len(remaining):
+        best = remaining[0]
+        overlap = _iou(boxes[best], boxes[remaining])
+        cluster = remaining[overlap > iou_threshold]
+        if best not in cluster:  # a degenerate (zero-area) box overlaps nothing, not even itself
+            cluster = np.concatenate([[best], cluster])
+        w = scores[cluster][:, None]
+        out_b.append((boxes[cluster] * w).sum(0) / w.sum())
+        out_k.append((keypoints[cluster] * w[:, :, None]).sum(0) / w.sum())
+        out_s.append(scores[best])
+        remaining = remaining[~np.isin(remaining, cluster)]
+    k = keypoints.shape[1]
+    if not out_s:
+        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, k, 2))
+    return np.stack(out_b), np.asarray(out_s), np.stack(out_k)
+
+
+def decode_faces(
+    outputs: dict[str, np.ndarray],
+    geometry: Geometry,
+    spec: FaceSsdSpec,
+    score_threshold: float | None = None,
+    max_results: int | None = None,
+) -> Detections:
+    """Regressors ``[N, 4 + 2K]`` and logits ``[N, 1]`` of one image -> detections in pixels."""
+    raw = outputs[spec.boxes].reshape(-1, 4 + 2 * spec.num_keypoints).astype(np.float64)
+    logits = outputs[spec.scores].reshape(-1).astype(np.float64)
+    anchors = ssd_anchors(spec.anchors)
+    if len(raw) != len(anchors):
+        raise ValueError(f"{spec.boxes}: expected {len(anchors)} anchors, got {len(raw)}")
+    threshold = spec.score_threshold if score_threshold is None else score_threshold
+    clipped = np.clip(logits, -spec.score_clipping, spec.score_clipping)
+    scores = 1.0 / (1.0 + np.exp(-clipped))
+    keep = scores >= threshold
+    raw, scores, anchors = raw[keep], scores[keep], anchors[keep]
+    s = spec.box_scale
+    centre = raw[:, 0:2] / s + anchors
+    half = raw[:, 2:4] / s / 2.0
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    kps = raw[:, 4:].reshape(-1, spec.num_keypoints, 2) / s + anchors[:, None, :]
+    boxes, scores, kps = weighted_nms(boxes, scores, kps, spec.iou_threshold)
+    limit = min(spec.max_results, max_results) if max_results else spec.max_results
+    boxes, scores, kps = boxes[:limit], scores[:limit], kps[:limit]
+    corners = geometry.to_source(boxes.reshape(-1, 2, 2), normalized=True).reshape(-1, 4)
+    points = geometry.to_source(kps, normalized=True)
+    return Detections(corners, scores, [spec.label] * len(scores), points)

@@ -1,0 +1,150 @@
+"""The ``preprocess`` and ``postprocess`` blocks of ``model.yaml``.
+
+They declare exactly how a decoded image becomes the model's input tensor and how the output
+tensors become results, so that every caller (an image request, a v2 request with an encoded
+image, a video pipeline) runs the same steps the model was trained with.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+Interpolation = Literal["nearest", "linear", "cubic", "area", "lanczos"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResizeSpec(_Strict):
+    """How the source image is brought to the model's input size.
+
+    - ``stretch``: to ``size`` exactly, ignoring the aspect ratio.
+    - ``letterbox``: keep the ratio, fit inside ``size``, centre, pad the borders.
+    - ``pad``: keep the ratio, fit inside ``size``, pad right and bottom.
+    - ``limit_side``: scale so the ``limit_type`` side meets ``limit`` (PP-OCR detection:
+      ``min`` only enlarges, ``max`` only shrinks), then round each side to a multiple of
+      ``multiple``.
+    - ``fixed_height``: scale to ``height`` keeping the ratio (width rounded up, at most the
+      target width); the target width is ``width``, or with ``variable_width`` the widest
+      ratio in the batch times ``height`` (PP-OCR recognition); pad right.
+    """
+
+    mode: Literal["stretch", "letterbox", "pad", "limit_side", "fixed_height"]
+    size: tuple[PositiveInt, PositiveInt] | None = Field(
+        default=None, description="[width, height] for stretch, letterbox and pad"
+    )
+    interpolation: Interpolation = "linear"
+    pad_value: float = 0.0
+    limit: PositiveInt | None = None
+    limit_type: Literal["min", "max"] = "max"
+    multiple: PositiveInt = 1
+    height: PositiveInt | None = None
+    width: PositiveInt | None = None
+    variable_width: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> ResizeSpec:
+        need = {
+            "stretch": ("size",),
+            "letterbox": ("size",),
+            "pad": ("size",),
+            "limit_side": ("limit",),
+            "fixed_height": ("height", "width"),
+        }[self.mode]
+        missing = [f for f in need if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"resize mode {self.mode!r} needs {missing}")
+        return self
+
+
+class PreprocessSpec(_Strict):
+    """Decoded RGB uint8 image -> input tensor: colour, resize, normalise, layout, dtype."""
+
+    input: str | None = Field(default=None, description="the tensor fed; default: the only input")
+    color: Literal["rgb", "bgr"] = "rgb"
+    resize: ResizeSpec
+    scale: float = 1.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (1.0, 1.0, 1.0)
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+    dtype: Literal["FP32", "FP16", "UINT8"] = "FP32"
+    fuse: bool = Field(
+        default=False,
+        description="run colour order, normalisation, layout and dtype inside the OpenVINO "
+        "graph (PrePostProcessor); the request then carries uint8 NHWC after resize",
+    )
+
+
+class AnchorSpec(_Strict):
+    """MediaPipe ``SsdAnchorsCalculator`` options (fixed-size anchors)."""
+
+    input_size: tuple[PositiveInt, PositiveInt]
+    strides: tuple[PositiveInt, ...]
+    anchor_offset: float = 0.5
+    aspect_ratios: tuple[PositiveFloat, ...] = (1.0,)
+    interpolated_scale_aspect_ratio: float = 0.0
+
+
+class FaceSsdSpec(_Strict):
+    """MediaPipe face detection: SSD anchors, sigmoid scores, weighted NMS."""
+
+    task: Literal["ssd_anchors"]
+    boxes: str
+    scores: str
+    anchors: AnchorSpec
+    num_keypoints: Annotated[int, Field(ge=0)] = 6
+    box_scale: PositiveFloat
+    score_clipping: PositiveFloat = 100.0
+    score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
+    max_results: PositiveInt = 100
+    label: str = "face"
+
+
+class SegmentationSpec(_Strict):
+    """Per-pixel foreground probability -> a mask at the source resolution."""
+
+    task: Literal["segmentation"]
+    output: str
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    interpolation: Interpolation = "linear"
+
+
+class TextDetectionSpec(_Strict):
+    """DB (differentiable binarisation) text detection -> quadrilaterals."""
+
+    task: Literal["db_text"]
+    output: str
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    box_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    max_candidates: PositiveInt = 1000
+    unclip_ratio: PositiveFloat = 1.6
+    dilation: bool = True
+    min_size: PositiveFloat = 3.0
+
+
+class CtcSpec(_Strict):
+    """CTC greedy decoding with a character dictionary (blank first, space last)."""
+
+    task: Literal["ctc"]
+    output: str
+    dictionary: str = Field(description="one character a line, relative to the model folder")
+
+
+class ClassesSpec(_Strict):
+    """Top-k over class scores (softmax first unless the model already gives probabilities)."""
+
+    task: Literal["classes"]
+    output: str
+    labels: list[str]
+    top_k: PositiveInt = 5
+    softmax: bool = False
+
+
+PostprocessSpec = Annotated[
+    FaceSsdSpec | SegmentationSpec | TextDetectionSpec | CtcSpec | ClassesSpec,
+    Field(discriminator="task"),
+]

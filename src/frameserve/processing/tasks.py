@@ -1,0 +1,119 @@
+"""A model's declared processing as one object: images in, task results out.
+
+``ModelProcessing`` joins a ``Preprocessor`` and the decoder of the declared task. It is pure
+(numpy/cv2), knows nothing about runtimes or batching, and is shared by image requests, v2
+requests with encoded images and video pipelines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from frameserve.processing.faces import decode_faces
+from frameserve.processing.results import Classes, Mask, Result
+from frameserve.processing.spec import (
+    ClassesSpec,
+    CtcSpec,
+    FaceSsdSpec,
+    PostprocessSpec,
+    PreprocessSpec,
+    SegmentationSpec,
+    TextDetectionSpec,
+)
+from frameserve.processing.text import decode_ctc, decode_text_regions, load_dictionary
+from frameserve.processing.transform import INTERPOLATION, Geometry, Preprocessor
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeOptions:
+    """Per-request knobs (query parameters of ``/predict``)."""
+
+    score_threshold: float | None = None
+    max_results: int | None = None
+
+
+def decode_mask(outputs: dict[str, np.ndarray], geometry: Geometry, spec: SegmentationSpec) -> Mask:
+    """Foreground probability ``[H, W]`` -> a 0/255 mask at the source size (padding cut off)."""
+    prob = outputs[spec.output].astype(np.float32)
+    prob = prob.reshape(prob.shape[-3:-1] if prob.shape[-1] == 1 else prob.shape[-2:])
+    x0, y0, x1, y1 = geometry.content_box
+    content = prob[y0:y1, x0:x1]
+    w, h = geometry.source_size
+    full = cv2.resize(content, (w, h), interpolation=INTERPOLATION[spec.interpolation])
+    return Mask(np.where(full > spec.threshold, 255, 0).astype(np.uint8))
+
+
+def decode_classes(
+    outputs: dict[str, np.ndarray], spec: ClassesSpec, options: DecodeOptions
+) -> Classes:
+    scores = outputs[spec.output].reshape(-1).astype(np.float64)
+    if len(scores) != len(spec.labels):
+        raise ValueError(
+            f"{spec.output}: the model gives {len(scores)} scores, {len(spec.labels)} labels"
+        )
+    if spec.softmax:
+        e = np.exp(scores - scores.max())
+        scores = e / e.sum()
+    k = min(spec.top_k, options.max_results or spec.top_k)
+    order = np.argsort(-scores, kind="stable")[:k]
+    if options.score_threshold is not None:
+        order = order[scores[order] >= options.score_threshold]
+    return Classes([spec.labels[i] for i in order], scores[order])
+
+
+class ModelProcessing:
+    """Pre-processing and task decoding declared in one model's ``model.yaml``."""
+
+    def __init__(
+        self,
+        preprocess: PreprocessSpec,
+        postprocess: PostprocessSpec | None,
+        folder: Path,
+        fused: bool = False,
+    ) -> None:
+        self.preprocess = Preprocessor(preprocess, fused)
+        self.postprocess = postprocess
+        self._dictionary = (
+            load_dictionary(folder / postprocess.dictionary)
+            if isinstance(postprocess, CtcSpec)
+            else ()
+        )
+
+    @property
+    def task(self) -> str:
+        return self.postprocess.task if self.postprocess is not None else ""
+
+    def decode(
+        self,
+        outputs: dict[str, np.ndarray],
+        geometry: Geometry,
+        options: DecodeOptions = DecodeOptions(),
+    ) -> Result:
+        """Outputs of one item (batch dimension removed) -> its result in source pixels."""
+        spec = self.postprocess
+        if isinstance(spec, FaceSsdSpec):
+            return decode_faces(
+                outputs, geometry, spec, options.score_threshold, options.max_results
+            )
+        if isinstance(spec, SegmentationSpec):
+            return decode_mask(outputs, geometry, spec)
+        if isinstance(spec, TextDetectionSpec):
+            return decode_text_regions(
+                outputs, geometry, spec, options.score_threshold, options.max_results
+            )
+        if isinstance(spec, CtcSpec):
+            return decode_ctc(outputs, spec, self._dictionary)
+        if isinstance(spec, ClassesSpec):
+            return decode_classes(outputs, spec, options)
+        raise ValueError("this model declares no postprocess block")
+
+    def output_names(self) -> list[str]:
+        """The output tensors the decoder reads."""
+        spec = self.postprocess
+        if isinstance(spec, FaceSsdSpec):
+            return [spec.boxes, spec.scores]
+        return [spec.output] if spec is not None else []

@@ -1,0 +1,167 @@
+"""Declared pre-processing: an RGB uint8 image -> the model's input tensor, and back.
+
+One implementation for image requests, v2 requests with encoded images and video frames.
+Each image keeps a ``Geometry`` that maps tensor coordinates back to source pixels, so
+decoders report results in the source image's pixels whatever the resize mode was.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from frameserve.errors import InvalidInput
+from frameserve.processing.spec import Interpolation, PreprocessSpec, ResizeSpec
+
+INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+_DTYPES = {"FP32": np.float32, "FP16": np.float16, "UINT8": np.uint8}
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """Where the source image lies in the input tensor: ``tensor = source * scale + pad``."""
+
+    source_size: tuple[int, int]  # (width, height) of the source image
+    tensor_size: tuple[int, int]  # (width, height) of the model input
+    scale: tuple[float, float]  # (x, y)
+    pad: tuple[float, float]  # (left, top) in tensor pixels
+
+    def to_source(self, points: np.ndarray, normalized: bool = False) -> np.ndarray:
+        """Map ``[..., 2]`` (x, y) points from tensor pixels (or 0..1 of the tensor) to source."""
+        pts = np.asarray(points, dtype=np.float64)
+        if normalized:
+            pts = pts * np.asarray(self.tensor_size, dtype=np.float64)
+        return (pts - np.asarray(self.pad)) / np.asarray(self.scale)
+
+    @property
+    def content_box(self) -> tuple[int, int, int, int]:
+        """The part of the tensor the image covers: (x0, y0, x1, y1) in tensor pixels."""
+        w, h = self.source_size
+        x0, y0 = self.pad
+        x1 = x0 + w * self.scale[0]
+        y1 = y0 + h * self.scale[1]
+        return round(x0), round(y0), round(x1), round(y1)
+
+
+def resize(image: np.ndarray, size: tuple[int, int], interpolation: Interpolation) -> np.ndarray:
+    """cv2.resize to (width, height); a no-op when the size already matches."""
+    if image.shape[1] == size[0] and image.shape[0] == size[1]:
+        return image
+    return cv2.resize(image, size, interpolation=INTERPOLATION[interpolation])
+
+
+def _target(spec: ResizeSpec, w: int, h: int, batch_ratio: float) -> tuple[int, int, int, int]:
+    """(content width, content height, tensor width, tensor height) for one image."""
+    if spec.mode == "stretch":
+        assert spec.size is not None
+        return spec.size[0], spec.size[1], spec.size[0], spec.size[1]
+    if spec.mode in ("letterbox", "pad"):
+        assert spec.size is not None
+        tw, th = spec.size
+        s = min(tw / w, th / h)
+        return max(1, round(w * s)), max(1, round(h * s)), tw, th
+    if spec.mode == "limit_side":
+        assert spec.limit is not None
+        side = min(h, w) if spec.limit_type == "min" else max(h, w)
+        grow = spec.limit_type == "min" and side < spec.limit
+        shrink = spec.limit_type == "max" and side > spec.limit
+        ratio = spec.limit / side if (grow or shrink) else 1.0
+        # PP-OCR's rule: truncate, then round each side to the nearest multiple.
+        m = spec.multiple
+        rw = max(m, int(round(int(w * ratio) / m) * m))
+        rh = max(m, int(round(int(h * ratio) / m) * m))
+        return rw, rh, rw, rh
+    assert spec.height is not None and spec.width is not None
+    th = spec.height
+    tw = int(th * batch_ratio) if spec.variable_width else spec.width
+    cw = min(tw, int(math.ceil(th * w / h)))
+    return max(1, cw), th, tw, th
+
+
+class Preprocessor:
+    """Applies one ``PreprocessSpec``; stateless and safe to share between threads."""
+
+    def __init__(self, spec: PreprocessSpec, fused: bool = False) -> None:
+        self.spec = spec
+        self.fused = fused  # the runtime graph does colour, normalisation and layout itself
+        self.interpolation = spec.resize.interpolation
+        self.dtype = _DTYPES[spec.dtype]
+        scale = np.float32(spec.scale)
+        std = np.asarray(spec.std, dtype=np.float32)
+        # (x * scale - mean) / std == x * a + b, folded once.
+        self._mul = (scale / std).astype(np.float32)
+        self._add = (-np.asarray(spec.mean, dtype=np.float32) / std).astype(np.float32)
+        self._identity = spec.scale == 1.0 and not any(spec.mean) and spec.std == (1, 1, 1)
+
+    def batch_ratio(self, images: list[np.ndarray]) -> float:
+        """Widest width/height ratio of a batch (and of the target), for variable widths."""
+        r = self.spec.resize
+        floor = (r.width / r.height) if (r.width and r.height) else 0.0
+        return max([floor] + [im.shape[1] / im.shape[0] for im in images])
+
+    def resize_image(
+        self, image: np.ndarray, batch_ratio: float = 0.0
+    ) -> tuple[np.ndarray, Geometry]:
+        """Resize and pad one HxWx3 uint8 image (colour order untouched) to the tensor size."""
+        check_image(image)
+        h, w = image.shape[:2]
+        r = self.spec.resize
+        cw, ch, tw, th = _target(r, w, h, batch_ratio or self.batch_ratio([image]))
+        content = resize(image, (cw, ch), self.interpolation)
+        if (cw, ch) == (tw, th):
+            return content, Geometry((w, h), (tw, th), (cw / w, ch / h), (0.0, 0.0))
+        left = (tw - cw) // 2 if r.mode == "letterbox" else 0
+        top = (th - ch) // 2 if r.mode == "letterbox" else 0
+        fill = np.clip(round(r.pad_value), 0, 255)
+        out = np.full((th, tw, 3), fill, dtype=np.uint8)
+        out[top : top + ch, left : left + cw] = content
+        return out, Geometry((w, h), (tw, th), (cw / w, ch / h), (float(left), float(top)))
+
+    def normalize(self, resized: np.ndarray) -> np.ndarray:
+        """Colour order, scale/mean/std, layout and dtype for a [N,H,W,3] uint8 batch."""
+        if self.fused:
+            return np.ascontiguousarray(resized)
+        x = resized[..., ::-1] if self.spec.color == "bgr" else resized
+        if self.spec.dtype == "UINT8":
+            out = np.ascontiguousarray(x)
+        elif self._identity:
+            out = x.astype(self.dtype)
+        else:
+            out = (x.astype(np.float32) * self._mul + self._add).astype(self.dtype, copy=False)
+        if self.spec.layout == "NCHW":
+            out = out.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(out)
+
+    def __call__(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
+        """A batch tensor for images that resize to one tensor size, with their geometries."""
+        ratio = self.batch_ratio(images) if self.spec.resize.variable_width else 0.0
+        resized, geometries = [], []
+        for im in images:
+            r, g = self.resize_image(im, ratio)
+            resized.append(r)
+            geometries.append(g)
+        sizes = {g.tensor_size for g in geometries}
+        if len(sizes) > 1:
+            raise InvalidInput(
+                f"images resize to different tensor sizes {sorted(sizes)}; send them apart"
+            )
+        return self.normalize(np.stack(resized)), geometries
+
+
+def check_image(image: np.ndarray, where: str = "image") -> None:
+    """Refuse anything but a non-empty HxWx3 uint8 array."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInput(
+            f"{where}: expected an HxWx3 uint8 RGB image, got {image.dtype} {list(image.shape)}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidInput(f"{where}: expected a non-empty image, got {list(image.shape)}")
