@@ -23,6 +23,16 @@ for folder in (
 from servers import RunningServer, ServerLauncher  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def zoo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every zoo model, pulled once per session through the shared wheel cache (read-only)."""
+    from frameserve.zoo import default_cache_dir, pull
+
+    dest = tmp_path_factory.mktemp("zoo") / "models"
+    pull(None, dest, cache_dir=default_cache_dir())
+    return dest
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Start a fresh server for one test: ``start_server(repo, *cli_args)``."""

@@ -1,7 +1,7 @@
 """Sanity tests of the MediaPipe references themselves (not of frameserve).
 
-The model files come from ``FRAMESERVE_TEST_MEDIAPIPE_DIR`` (MediaPipe's ``mediapipe/modules``
-tree; see reference/mediapipe_models.py); tests that need them skip when they are absent.
+The model files are MediaPipe's own, from the zoo repository the suite pulls (see
+reference/mediapipe_models.py).
 
 ``MEDIAPIPE_ASTRONAUT`` holds what MediaPipe 0.10.21 itself (its Python solutions API on CPU,
 ``FaceDetection(model_selection=0|1, min_detection_confidence=0.5|0.6)`` and
@@ -12,6 +12,7 @@ re-framings of it, recorded once; the references must reproduce it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
@@ -180,18 +181,19 @@ FindModel: TypeAlias = Callable[[Variant], str]
 
 
 @pytest.fixture
-def face_model() -> FindModel:
+def face_model(zoo_repository: Path) -> FindModel:
     """``face_model(variant)``: that detector's .tflite path; skips the test when it is absent."""
 
     def find(variant: Variant) -> str:
-        return str(mediapipe_model(FACE_FULL_RANGE if variant == "full" else FACE_SHORT_RANGE))
+        name = FACE_FULL_RANGE if variant == "full" else FACE_SHORT_RANGE
+        return str(mediapipe_model(zoo_repository, name))
 
     return find
 
 
 @pytest.fixture(scope="module")
-def selfie_model() -> str:
-    return str(mediapipe_model(SELFIE))
+def selfie_model(zoo_repository: Path) -> str:
+    return str(mediapipe_model(zoo_repository, SELFIE))
 
 
 # --------------------------------------------------------------------------- no model needed

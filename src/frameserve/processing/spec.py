@@ -37,7 +37,19 @@ class ResizeSpec(_Strict):
         default=None, description="[width, height] for stretch, letterbox and pad"
     )
     interpolation: Interpolation = "linear"
+    sampler: Literal["resize", "warp"] = Field(
+        default="resize",
+        description="resize: cv2.resize (half-pixel centres) on whole-pixel padding; warp: "
+        "map the padded source rectangle's corners onto the tensor's corners with "
+        "cv2.warpPerspective (MediaPipe's ImageToTensorCalculator on CPU); stretch, letterbox "
+        "and pad only",
+    )
     pad_value: float = 0.0
+    pad_in: Literal["image", "tensor"] = Field(
+        default="image",
+        description="image: pad pixels with pad_value before normalisation; tensor: fill the "
+        "normalised tensor with pad_value (PP-OCR pads its normalised crops with 0)",
+    )
     limit: PositiveInt | None = None
     limit_type: Literal["min", "max"] = "max"
     multiple: PositiveInt = 1
@@ -57,6 +69,12 @@ class ResizeSpec(_Strict):
         missing = [f for f in need if getattr(self, f) is None]
         if missing:
             raise ValueError(f"resize mode {self.mode!r} needs {missing}")
+        if self.pad_in == "tensor" and self.sampler == "warp":
+            raise ValueError("pad_in 'tensor' works with sampler 'resize' only")
+        if self.sampler == "warp" and self.mode not in ("stretch", "letterbox", "pad"):
+            raise ValueError(
+                f"sampler 'warp' works with stretch, letterbox and pad, not {self.mode!r}"
+            )
         return self
 
 
@@ -76,6 +94,12 @@ class PreprocessSpec(_Strict):
         description="run colour order, normalisation, layout and dtype inside the OpenVINO "
         "graph (PrePostProcessor); the request then carries uint8 NHWC after resize",
     )
+
+    @model_validator(mode="after")
+    def _fusable(self) -> PreprocessSpec:
+        if self.fuse and self.resize.pad_in == "tensor":
+            raise ValueError("fuse cannot pad in the tensor (resize.pad_in: tensor)")
+        return self
 
 
 class AnchorSpec(_Strict):

@@ -115,16 +115,43 @@ class Preprocessor:
         check_image(image)
         h, w = image.shape[:2]
         r = self.spec.resize
+        if r.sampler == "warp":
+            return self._warp(image)
         cw, ch, tw, th = _target(r, w, h, batch_ratio or self.batch_ratio([image]))
         content = resize(image, (cw, ch), self.interpolation)
-        if (cw, ch) == (tw, th):
-            return content, Geometry((w, h), (tw, th), (cw / w, ch / h), (0.0, 0.0))
         left = (tw - cw) // 2 if r.mode == "letterbox" else 0
         top = (th - ch) // 2 if r.mode == "letterbox" else 0
+        geometry = Geometry((w, h), (tw, th), (cw / w, ch / h), (float(left), float(top)))
+        if (cw, ch) == (tw, th) or r.pad_in == "tensor":
+            return content, geometry  # tensor padding happens after normalisation
         fill = np.clip(round(r.pad_value), 0, 255)
         out = np.full((th, tw, 3), fill, dtype=np.uint8)
         out[top : top + ch, left : left + cw] = content
-        return out, Geometry((w, h), (tw, th), (cw / w, ch / h), (float(left), float(top)))
+        return out, geometry
+
+    def _warp(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """Map the source, padded to the tensor's aspect ratio, onto the tensor's corners."""
+        r = self.spec.resize
+        assert r.size is not None
+        h, w = image.shape[:2]
+        tw, th = r.size
+        rw, rh = float(w), float(h)
+        if r.mode != "stretch":  # grow the region to the target aspect ratio
+            rw, rh = max(rw, rh * tw / th), max(rh, rw * th / tw)
+        x0 = (w - rw) / 2 if r.mode == "letterbox" else 0.0
+        y0 = (h - rh) / 2 if r.mode == "letterbox" else 0.0
+        sx, sy = tw / rw, th / rh
+        matrix = np.array([[sx, 0, -x0 * sx], [0, sy, -y0 * sy], [0, 0, 1]], dtype=np.float64)
+        fill = float(np.clip(round(r.pad_value), 0, 255))
+        out = cv2.warpPerspective(
+            image,
+            matrix,
+            (tw, th),
+            flags=INTERPOLATION[self.interpolation],
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(fill, fill, fill),
+        )
+        return np.asarray(out), Geometry((w, h), (tw, th), (sx, sy), (-x0 * sx, -y0 * sy))
 
     def normalize(self, resized: np.ndarray) -> np.ndarray:
         """Colour order, scale/mean/std, layout and dtype for a [N,H,W,3] uint8 batch."""
@@ -154,7 +181,24 @@ class Preprocessor:
             raise InvalidInput(
                 f"images resize to different tensor sizes {sorted(sizes)}; send them apart"
             )
+        if self.spec.resize.pad_in == "tensor" and not self.fused:
+            return self._pad_tensors(resized, geometries), geometries
         return self.normalize(np.stack(resized)), geometries
+
+    def _pad_tensors(self, contents: list[np.ndarray], geometries: list[Geometry]) -> np.ndarray:
+        """Normalise each resized image, then place it on a tensor filled with ``pad_value``."""
+        tw, th = geometries[0].tensor_size
+        batch = np.full((len(contents), th, tw, 3), self.spec.resize.pad_value, dtype=self.dtype)
+        for i, (content, g) in enumerate(zip(contents, geometries, strict=True)):
+            left, top = int(g.pad[0]), int(g.pad[1])
+            ch, cw = content.shape[:2]
+            x = content[..., ::-1] if self.spec.color == "bgr" else content
+            batch[i, top : top + ch, left : left + cw] = (
+                x.astype(np.float32) * self._mul + self._add
+            )
+        if self.spec.layout == "NCHW":
+            batch = batch.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(batch)
 
 
 def check_image(image: np.ndarray, where: str = "image") -> None:

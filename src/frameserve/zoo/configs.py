@@ -17,7 +17,8 @@ openvino:
   rewrite_batch_reshapes: true   # the .tflite graph hard-codes batch 1 in its Reshape nodes
 preprocess:
   color: rgb
-  resize: {mode: letterbox, size: [192, 192], interpolation: linear}
+  # MediaPipe's ImageToTensorCalculator: warp the padded square onto the tensor's corners.
+  resize: {mode: letterbox, size: [192, 192], interpolation: linear, sampler: warp}
   scale: 0.00392156862745098     # 1/255
   mean: [0.5, 0.5, 0.5]
   std: [0.5, 0.5, 0.5]           # -> [-1, 1]
@@ -43,7 +44,7 @@ openvino:
   rewrite_batch_reshapes: true
 preprocess:
   color: rgb
-  resize: {mode: letterbox, size: [128, 128], interpolation: linear}
+  resize: {mode: letterbox, size: [128, 128], interpolation: linear, sampler: warp}
   scale: 0.00392156862745098
   mean: [0.5, 0.5, 0.5]
   std: [0.5, 0.5, 0.5]
@@ -73,7 +74,7 @@ openvino:
   frontend_extensions: [mediapipe]   # converts the custom op Convolution2DTransposeBias
 preprocess:
   color: rgb
-  resize: {mode: stretch, size: [256, 256], interpolation: linear}
+  resize: {mode: stretch, size: [256, 256], interpolation: linear, sampler: warp}
   scale: 0.00392156862745098     # -> [0, 1]
   layout: NHWC
 postprocess:
@@ -113,7 +114,8 @@ dynamic_batching: {max_queue_delay_ms: 2}
 precision: f32
 preprocess:
   color: bgr
-  resize: {mode: fixed_height, height: 48, width: 192, interpolation: linear}
+  # PP-OCR pads the normalised crop with zeros, on the right.
+  resize: {mode: fixed_height, height: 48, width: 192, interpolation: linear, pad_in: tensor}
   scale: 0.00392156862745098
   mean: [0.5, 0.5, 0.5]
   std: [0.5, 0.5, 0.5]
@@ -133,7 +135,13 @@ dynamic_batching: {max_queue_delay_ms: 2}
 precision: f32
 preprocess:
   color: bgr
-  resize: {mode: fixed_height, height: 48, width: 320, variable_width: true, interpolation: linear}
+  resize:
+    mode: fixed_height
+    height: 48
+    width: 320
+    variable_width: true     # the widest crop of the batch sets the width
+    interpolation: linear
+    pad_in: tensor           # PP-OCR pads the normalised crops with zeros, on the right
   scale: 0.00392156862745098
   mean: [0.5, 0.5, 0.5]
   std: [0.5, 0.5, 0.5]
