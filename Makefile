@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup serve test lint typecheck unit perf-analyzer proto bench clean
 
-setup: $(STAMP) $(REPO)/.frameserve-example
+setup: $(STAMP) $(REPO)/.frameserve-example $(REPO)/.frameserve-zoo.json
 
 # Reinstall only when the lock file or the package metadata changed.
 $(STAMP): requirements.lock pyproject.toml
@@ -20,9 +20,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-# Until the model zoo exists, the default repository holds an example model made with onnx.helper.
+# Two small example models made with onnx.helper (the quick start's tensors) ...
 $(REPO)/.frameserve-example: $(STAMP) scripts/make_example_repository.py
 	$(BIN)/python scripts/make_example_repository.py $(REPO)
+	touch $@
+
+# ... and the model zoo, from pinned PyPI wheels (sha256-checked, cached in ~/.cache/frameserve).
+$(REPO)/.frameserve-zoo.json: $(STAMP) src/frameserve/zoo/catalog.py src/frameserve/zoo/configs.py
+	$(BIN)/frameserve zoo pull --dest $(REPO)
 	touch $@
 
 serve: setup

@@ -1,4 +1,4 @@
-"""Fill a model repository with the example models (until `frameserve zoo pull` exists)."""
+"""Add the two example models (tensors in, tensors out) to a model repository."""
 
 from __future__ import annotations
 

@@ -43,6 +43,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="largest request body / gRPC message (413 above)")  # fmt: skip
     p.add_argument("--max-elements", type=int, default=64 * 2**20,
                    help="largest element count of one input tensor")  # fmt: skip
+    p.add_argument("--max-image-pixels", type=int, default=50_000_000,
+                   help="largest decoded image an image request may carry (413 above)")  # fmt: skip
     p.add_argument("--log-format", choices=["json", "text"], default="json")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
@@ -63,7 +65,9 @@ def _serve(args: argparse.Namespace) -> int:
         load_models=tuple(args.load_model),
         strict_readiness=args.strict_readiness,
         exit_timeout_s=args.exit_timeout,
-        limits=RequestLimits(int(args.max_request_mb * 2**20), args.max_elements),
+        limits=RequestLimits(
+            int(args.max_request_mb * 2**20), args.max_elements, args.max_image_pixels
+        ),
     )
     return run(settings, ListenSettings(args.host, args.http_port, args.grpc_port))
 
