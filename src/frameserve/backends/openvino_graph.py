@@ -69,8 +69,15 @@ def check_batching(compiled: ov.CompiledModel, source: Any) -> None:
     for i in range(2):
         single = request.infer({k: v[i : i + 1] for k, v in feeds.items()}).values()
         for j, out in enumerate(single):
+            mine = both[j][i : i + 1]
+            if both[j].shape[0] != 2 or mine.shape != out.shape:
+                raise ModelLoadError(
+                    f"{source}: openvino.rewrite_batch_reshapes: a batch of 2 gives output "
+                    f"{j} of shape {list(both[j].shape)}, batch 1 gives {list(out.shape)}; this "
+                    "graph folds the batch, so it cannot batch; set max_batch_size: 0"
+                )
             scale = float(np.abs(out).max()) + 1.0
-            if float(np.abs(both[j][i : i + 1] - out).max()) > 1e-2 * scale:
+            if float(np.abs(mine - out).max()) > 1e-2 * scale:
                 raise ModelLoadError(
                     f"{source}: openvino.rewrite_batch_reshapes: batched outputs differ from "
                     "batch-1 outputs, so this graph cannot batch; set max_batch_size: 0"

@@ -97,6 +97,14 @@ def decode_faces(
     s = spec.box_scale
     centre = raw[:, 0:2] / s + anchors
     half = raw[:, 2:4] / s / 2.0
+    sized = np.all(half >= 0, axis=1)  # MediaPipe drops boxes of negative size
+    raw, scores, anchors, centre, half = (
+        raw[sized],
+        scores[sized],
+        anchors[sized],
+        centre[sized],
+        half[sized],
+    )
     boxes = np.concatenate([centre - half, centre + half], axis=1)
     kps = raw[:, 4:].reshape(-1, spec.num_keypoints, 2) / s + anchors[:, None, :]
     boxes, scores, kps = weighted_nms(boxes, scores, kps, spec.iou_threshold)

@@ -166,4 +166,4 @@ def decode_ctc(outputs: dict[str, np.ndarray], spec: CtcSpec, dictionary: tuple[
     keep &= idx != 0
     text = "".join(dictionary[i] for i in idx[keep])
     confs = [round(float(c), 5) for c in best[keep]] or [0.0]
-    return Text(text, round(float(np.mean(confs)), 5))
+    return Text(text, float(np.round(np.mean(confs), 5)))  # numpy's rounding, as PP-OCR
