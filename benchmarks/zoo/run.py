@@ -25,9 +25,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/common.py
+
 import cv2
 import openvino as ov
 import report
+from common import cpu_flags, cpu_model, git_commit
 from fusion import FUSED_MODELS, measure_fusion
 from inputs import ModelInputs, describe_source
 from runtimes import (
@@ -72,17 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def machine_facts() -> dict:
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        model = platform.processor() or "unknown"
+    flags = cpu_flags()
     return {
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "nproc": os.cpu_count(),
         "cpu_budget": detect_cpu_budget().describe(),
         "cpu_bf16_flags": sorted(f for f in flags if "bf16" in f),
@@ -94,24 +89,13 @@ def machine_facts() -> dict:
         "loadavg_at_start": os.getloadavg(),
         "versions": {
             "frameserve": importlib.metadata.version("frameserve"),
-            "frameserve_git": _git_commit(),
+            "frameserve_git": git_commit(ROOT),
             "openvino": importlib.metadata.version("openvino"),
             "onnxruntime": importlib.metadata.version("onnxruntime"),
             "numpy": importlib.metadata.version("numpy"),
             "opencv": cv2.__version__,
         },
     }
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--exclude", "*"],
-            capture_output=True, text=True, timeout=10, check=True,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def pull_zoo(dest: Path) -> None:

@@ -11,23 +11,17 @@ import http.client
 import json
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common import free_port
 from inputs import encoded_image
 
 LOOPBACK = "127.0.0.1"
 STEPS = ("decode", "preprocess", "infer", "postprocess")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def _status(port: int, path: str) -> int | None:

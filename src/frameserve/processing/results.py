@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from frameserve.processing.image import encode_png
+
 
 def _r(x: float) -> float:
     return round(float(x), 2)
@@ -94,8 +96,6 @@ class Mask:
             raise ValueError(f"Mask: expected HxW uint8, got {self.mask.dtype} {self.mask.shape}")
 
     def to_json(self) -> dict[str, Any]:
-        from frameserve.processing.image import encode_png
-
         h, w = self.mask.shape
         png = base64.b64encode(encode_png(self.mask)).decode("ascii")
         return {"mask": {"png": png, "width": w, "height": h}}

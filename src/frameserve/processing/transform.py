@@ -153,17 +153,20 @@ class Preprocessor:
         )
         return np.asarray(out), Geometry((w, h), (tw, th), (sx, sy), (-x0 * sx, -y0 * sy))
 
+    def _values(self, images: np.ndarray) -> np.ndarray:
+        """Colour order, then scale/mean/std and dtype, on ``[..., H, W, 3]`` uint8."""
+        x = images[..., ::-1] if self.spec.color == "bgr" else images
+        if self.spec.dtype == "UINT8":
+            return np.ascontiguousarray(x)
+        if self._identity:
+            return x.astype(self.dtype)
+        return (x.astype(np.float32) * self._mul + self._add).astype(self.dtype, copy=False)
+
     def normalize(self, resized: np.ndarray) -> np.ndarray:
         """Colour order, scale/mean/std, layout and dtype for a [N,H,W,3] uint8 batch."""
         if self.fused:
             return np.ascontiguousarray(resized)
-        x = resized[..., ::-1] if self.spec.color == "bgr" else resized
-        if self.spec.dtype == "UINT8":
-            out = np.ascontiguousarray(x)
-        elif self._identity:
-            out = x.astype(self.dtype)
-        else:
-            out = (x.astype(np.float32) * self._mul + self._add).astype(self.dtype, copy=False)
+        out = self._values(resized)
         if self.spec.layout == "NCHW":
             out = out.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(out)
@@ -192,10 +195,7 @@ class Preprocessor:
         for i, (content, g) in enumerate(zip(contents, geometries, strict=True)):
             left, top = int(g.pad[0]), int(g.pad[1])
             ch, cw = content.shape[:2]
-            x = content[..., ::-1] if self.spec.color == "bgr" else content
-            batch[i, top : top + ch, left : left + cw] = (
-                x.astype(np.float32) * self._mul + self._add
-            )
+            batch[i, top : top + ch, left : left + cw] = self._values(content)
         if self.spec.layout == "NCHW":
             batch = batch.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(batch)

@@ -33,13 +33,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from frameserve.api import triton_config
 from frameserve.api.http import codec, predict
+from frameserve.api.http.body import read_body
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.api.status import error_message, http_status
 from frameserve.errors import (
     FrameserveError,
     InvalidInput,
     NotSupported,
-    PayloadTooLarge,
     Unavailable,
 )
 from frameserve.serving.repository import check_model_name
@@ -98,30 +98,6 @@ def _guarded(handler: Endpoint) -> Endpoint:
         return await _answer(request.method, request.url.path, lambda: handler(request))
 
     return endpoint
-
-
-async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes before reading all of it."""
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"Content-Length: {declared} bytes exceeds the limit of {limit} bytes (max_body_bytes)"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while True:  # chunked uploads carry no Content-Length, so count as the chunks arrive
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body: more than the limit of {limit} bytes (max_body_bytes)"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)  # one chunk: the same object, no copy
 
 
 def _tensor_json(tensor: TensorMetadata) -> dict[str, Any]:

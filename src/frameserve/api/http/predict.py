@@ -15,7 +15,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from frameserve.errors import InvalidInput, PayloadTooLarge
+from frameserve.api.http.body import check_content_length, read_body
+from frameserve.errors import InvalidInput
 from frameserve.processing.tasks import DecodeOptions
 from frameserve.serving.server import InferenceServer
 
@@ -47,11 +48,7 @@ def decode_options(query: Any) -> DecodeOptions:
 
 async def image_from_request(request: Request, limit: int) -> tuple[bytes, str | None]:
     """The encoded image and its declared type, from a raw body or a multipart form."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"Content-Length: {declared} bytes exceeds the limit of {limit} bytes (max_body_bytes)"
-        )
+    check_content_length(request.headers, limit)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         async with request.form(max_files=1, max_fields=8, max_part_size=limit) as form:
@@ -64,10 +61,7 @@ async def image_from_request(request: Request, limit: int) -> tuple[bytes, str |
             return data, (part.content_type or None)
     if content_type not in IMAGE_TYPES and content_type != "application/octet-stream":
         raise InvalidInput(f"Content-Type: expected {_EXPECTED}, got {content_type or 'none'!r}")
-    data = await request.body()
-    if len(data) > limit:
-        raise PayloadTooLarge(f"request body: more than the limit of {limit} bytes")
-    return data, content_type
+    return await read_body(request.receive, request.headers, limit), content_type
 
 
 async def predict(server: InferenceServer, request: Request, name: str) -> Response:
