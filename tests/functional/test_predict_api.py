@@ -6,10 +6,10 @@ Every bad input gets a clear 4xx naming what was wrong, and the server stays up 
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import shutil
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -247,13 +247,17 @@ def test_body_over_the_request_limit_is_413(server: RunningServer) -> None:
     # The server answers from Content-Length alone, before any of the 6 MB is sent (a client
     # still uploading would see the connection close, as with any server that refuses early).
     host, port = server.http_url.split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as conn:
-        conn.sendall(
-            b"POST /v1/models/faces/predict HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: image/png\r\nContent-Length: 6000000\r\n\r\n"
-        )
-        reply = conn.recv(65536).decode()
-    assert reply.startswith("HTTP/1.1 413"), reply
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest("POST", "/v1/models/faces/predict")
+        conn.putheader("Content-Type", "image/png")
+        conn.putheader("Content-Length", "6000000")
+        conn.endheaders()  # and no body
+        response = conn.getresponse()
+        status, reply = response.status, response.read().decode()
+    finally:
+        conn.close()
+    assert status == 413, reply
     assert "exceeds the limit" in reply
 
 
