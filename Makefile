@@ -12,11 +12,14 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP) $(REPO)/.frameserve-example $(REPO)/.frameserve-zoo.json
 
-# Reinstall only when the lock file or the package metadata changed.
+# Reinstall only when the lock file or the package metadata changed. The lock is the whole
+# closure, so pip installs it --no-deps: trackers asks for opencv-python (GUI build, needs
+# libGL), which the lock leaves out (uv --no-emit-package) because opencv-python-headless
+# provides the same cv2.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip==25.3"
-	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
