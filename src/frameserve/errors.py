@@ -61,3 +61,7 @@ class ModelExecutionError(FrameserveError):
 
 class NotSupported(FrameserveError):
     """A valid request for a feature this server does not provide (HTTP 400 / UNIMPLEMENTED)."""
+
+
+class VideoError(InvalidInput):
+    """A video cannot be read (not a video, no video stream, unreadable) or written."""

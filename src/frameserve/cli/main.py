@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from frameserve import __version__
+from frameserve.cli.video import add_video, run_video
 
 
 def _positive_float(text: str) -> float:
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_zoo(sub)
+    add_video(sub)
     return parser
 
 
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "zoo":
         return _zoo(args)
+    if args.command == "video":
+        return run_video(args)
     return 2  # unreachable: argparse requires a known command
 
 

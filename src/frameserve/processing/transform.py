@@ -117,8 +117,28 @@ class Preprocessor:
         r = self.spec.resize
         if r.sampler == "warp":
             return self._warp(image)
-        cw, ch, tw, th = _target(r, w, h, batch_ratio or self.batch_ratio([image]))
-        content = resize(image, (cw, ch), self.interpolation)
+        ratio = batch_ratio or self.batch_ratio([image])
+        cw, ch, _, _ = _target(r, w, h, ratio)
+        return self.place(resize(image, (cw, ch), self.interpolation), (w, h), ratio)
+
+    def content_size(self, source_size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) the source is resized to before padding (``resize`` sampler)."""
+        w, h = source_size
+        cw, ch, _, _ = _target(self.spec.resize, w, h, 0.0)
+        return cw, ch
+
+    def place(
+        self, content: np.ndarray, source_size: tuple[int, int], batch_ratio: float = 0.0
+    ) -> tuple[np.ndarray, Geometry]:
+        """Pad an image already resized to ``content_size`` onto the tensor, with its geometry.
+
+        Video decoding may resize in FFmpeg's scaler (where that matches ``resize_image``).
+        """
+        w, h = source_size
+        r = self.spec.resize
+        cw, ch = content.shape[1], content.shape[0]
+        floor = (r.width / r.height) if (r.width and r.height) else 0.0
+        tw, th = _target(r, w, h, batch_ratio or max(floor, w / h))[2:]
         left = (tw - cw) // 2 if r.mode == "letterbox" else 0
         top = (th - ch) // 2 if r.mode == "letterbox" else 0
         geometry = Geometry((w, h), (tw, th), (cw / w, ch / h), (float(left), float(top)))
@@ -187,6 +207,13 @@ class Preprocessor:
         if self.spec.resize.pad_in == "tensor" and not self.fused:
             return self._pad_tensors(resized, geometries), geometries
         return self.normalize(np.stack(resized)), geometries
+
+    def from_content(
+        self, content: np.ndarray, source_size: tuple[int, int]
+    ) -> tuple[np.ndarray, Geometry]:
+        """A batch of one from an image already resized to ``content_size`` (image padding)."""
+        placed, geometry = self.place(content, source_size)
+        return self.normalize(placed[None]), geometry
 
     def _pad_tensors(self, contents: list[np.ndarray], geometries: list[Geometry]) -> np.ndarray:
         """Normalise each resized image, then place it on a tensor filled with ``pad_value``."""

@@ -64,6 +64,28 @@ def _regions(result: Result, where: str) -> Texts:
     raise InvalidInput(f"{where}: yields {type(result).__name__}, not regions to crop")
 
 
+async def infer_tensor(
+    mv: ModelVersion, tensor: np.ndarray, stream_id: str | None = None
+) -> dict[str, np.ndarray]:
+    """A pre-processed batch ``[N, ...]`` through the model's scheduler -> outputs ``[N, ...]``."""
+    assert mv.processing is not None
+    name = mv.processing.preprocess.spec.input or mv.inputs[0].name
+    if mv.max_batch_size == 0:
+        tensor = tensor[0]
+    request = InferRequest(
+        mv.name,
+        [InputTensor(name, from_numpy(tensor.dtype), tuple(tensor.shape), tensor)],
+        model_version=str(mv.version),
+        outputs=mv.processing.output_names(),
+        stream_id=stream_id,
+    )
+    response = await mv.infer(request)
+    outputs = {o.name: o.data for o in response.outputs}
+    if mv.max_batch_size == 0:
+        outputs = {k: v[None] for k, v in outputs.items()}
+    return outputs
+
+
 class Predictor:
     """Runs models with declared processing and model pipelines on images."""
 
@@ -95,20 +117,8 @@ class Predictor:
         assert mv.processing is not None
         with timings.step("preprocess"):
             tensor, geometries = await self._off_loop(mv.processing.preprocess, images)
-        name = mv.processing.preprocess.spec.input or mv.inputs[0].name
-        if mv.max_batch_size == 0:
-            tensor = tensor[0]
-        request = InferRequest(
-            mv.name,
-            [InputTensor(name, from_numpy(tensor.dtype), tuple(tensor.shape), tensor)],
-            model_version=str(mv.version),
-            outputs=mv.processing.output_names(),
-        )
         with timings.step("infer"):
-            response = await mv.infer(request)
-        outputs = {o.name: o.data for o in response.outputs}
-        if mv.max_batch_size == 0:
-            outputs = {k: v[None] for k, v in outputs.items()}
+            outputs = await infer_tensor(mv, tensor)
         return outputs, geometries
 
     async def run_model(

@@ -1,0 +1,1 @@
+"""Video pipelines: decode, sample, run model pipelines on frames, track, write results."""

@@ -1,0 +1,112 @@
+"""Frames as they travel through a video pipeline, and which decoded frames a run keeps.
+
+A ``Frame`` is an RGB image with its exact timestamp (integer pts in the stream's time base),
+the decoded frame index and the stream it belongs to. ``Sampling`` is what ``--sample`` and a
+pipeline's ``sample:`` say; ``FrameSelector`` applies it to decoded frames in order, with
+exact rational arithmetic so ``fps:F`` picks the same frames on every machine.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+
+from frameserve.errors import InvalidInput
+
+SamplingMode = Literal["all", "every", "fps", "keyframes"]
+_SAMPLE_RE = re.compile(r"^(all|keyframes|every:(\d+)|fps:(\d+(?:\.\d+)?|\d+/\d+))$")
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """``all`` | ``every:N`` (frames 0, N, 2N, ...) | ``fps:F`` | ``keyframes``."""
+
+    mode: SamplingMode = "all"
+    every: int = 1
+    fps: Fraction = Fraction(0)
+
+    @classmethod
+    def parse(cls, text: str, where: str = "--sample") -> Sampling:
+        m = _SAMPLE_RE.match(text.strip())
+        if m is None:
+            raise InvalidInput(f"{where}: expected all, every:N, fps:F or keyframes, got {text!r}")
+        if m.group(2) is not None:
+            n = int(m.group(2))
+            if n < 1:
+                raise InvalidInput(f"{where}: every:N needs N >= 1, got {n}")
+            return cls("every", every=n)
+        if m.group(3) is not None:
+            fps = Fraction(m.group(3))
+            if fps <= 0:
+                raise InvalidInput(f"{where}: fps:F needs F > 0, got {m.group(3)}")
+            return cls("fps", fps=fps)
+        return cls("keyframes" if text.strip() == "keyframes" else "all")
+
+    def __str__(self) -> str:
+        if self.mode == "every":
+            return f"every:{self.every}"
+        if self.mode == "fps":
+            return f"fps:{self.fps}"
+        return self.mode
+
+
+@dataclass(slots=True)
+class FrameSelector:
+    """Decides, frame by frame in presentation order, whether a decoded frame is kept.
+
+    ``fps:F`` keeps the first frame at or after each tick ``t0 + k/F`` (and never two frames
+    for one tick), which is what FFmpeg's ``fps`` filter does for a down-conversion without
+    duplicating frames; it works on timestamps, so variable frame rate is handled.
+    """
+
+    sampling: Sampling
+    _next_tick: Fraction | None = field(default=None, init=False)
+
+    def keep(self, index: int, seconds: Fraction, keyframe: bool) -> bool:
+        s = self.sampling
+        if s.mode == "all":
+            return True
+        if s.mode == "every":
+            return index % s.every == 0
+        if s.mode == "keyframes":
+            return keyframe
+        if self._next_tick is None:
+            self._next_tick = seconds
+        if seconds < self._next_tick:
+            return False
+        step = 1 / s.fps
+        # Skip ticks that fell between frames (a gap in a variable-rate stream).
+        ticks = (seconds - self._next_tick) // step + 1
+        self._next_tick += ticks * step
+        return True
+
+
+@dataclass(slots=True)
+class Frame:
+    """One frame of one stream: the decoded RGB image and where it sits in time.
+
+    ``image`` is None only for a spare frame (frame-rate up-conversion): a placeholder at the
+    new rate that a model fills from its two neighbours ``previous`` and ``next``.
+    """
+
+    stream: int
+    index: int  # decoded frame index in the stream (0-based, presentation order)
+    pts: int  # in ``time_base``
+    time_base: Fraction
+    image: np.ndarray | None
+    keyframe: bool = False
+    previous: np.ndarray | None = None
+    next: np.ndarray | None = None
+    source_size: tuple[int, int] | None = None  # set when FFmpeg already resized ``image``
+
+    @property
+    def seconds(self) -> Fraction:
+        return self.pts * self.time_base
+
+    @property
+    def spare(self) -> bool:
+        return self.image is None

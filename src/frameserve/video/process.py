@@ -1,0 +1,177 @@
+"""The model stage of a video pipeline, split where the work is done.
+
+A frame of a single-model pipeline crosses three threads, so the event loop only schedules:
+
+- ``prepare`` (the input's decoder thread): the declared pre-processing, right after decoding,
+  as DeepStream converts next to its decoder; OpenCV releases the GIL;
+- ``infer`` (the server's event loop): the tensor goes through the model's ``Scheduler``, so
+  frames in flight from every input (and online requests) batch together;
+- ``finish`` (the input's sink thread): the task decoder turns outputs into a result.
+
+Model pipelines with crop steps (OCR) run whole on the loop through the ``Predictor``, whose
+pool does their CPU work; interpolation sends the two neighbours of a spare frame to the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from frameserve.errors import ConfigError, NotFound
+from frameserve.processing.results import Result
+from frameserve.processing.tasks import DecodeOptions
+from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.serving.model import ModelVersion
+from frameserve.serving.predict import Timings, infer_tensor
+from frameserve.serving.server import InferenceServer
+from frameserve.serving.types import InferRequest, InputTensor
+from frameserve.video.config import VideoPipelineConfig
+from frameserve.video.frames import Frame
+
+INTERPOLATE_INPUTS = ("previous", "next")
+INTERPOLATE_OUTPUT = "middle"
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A frame with what the decoder thread made of it."""
+
+    frame: Frame
+    tensor: np.ndarray | None = None  # single-model pipelines: the pre-processed [1, ...] batch
+    geometry: Geometry | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> busy seconds
+
+
+@dataclass(slots=True)
+class FrameOutput:
+    """What the model stage made of one frame."""
+
+    result: Result | None  # analysis pipelines
+    image: np.ndarray | None  # transformation pipelines: the frame to encode
+    timings: Timings
+
+
+class FrameProcessor:
+    """Runs a video pipeline's models on frames (see the module docstring for threads)."""
+
+    def __init__(
+        self,
+        server: InferenceServer,
+        name: str,
+        config: VideoPipelineConfig,
+        options: DecodeOptions | None = None,
+    ) -> None:
+        self.server = server
+        self.name = name
+        self.config = config
+        self.options = options or DecodeOptions()
+        self._model_pipeline = config.model_pipeline() if config.steps is not None else None
+        self.single: ModelVersion | None = None  # set for single-model analysis pipelines
+        self.task = self._check_models()
+
+    def _check_models(self) -> str:
+        """Every model is loaded and fits the pipeline; returns the task of the result."""
+        where = f"pipeline {self.name}"
+        for model in self.config.models:
+            try:
+                mv = self.server.repository.get(model)
+            except NotFound:
+                raise ConfigError(
+                    f"{where}: needs model {model!r}, which is not loaded from "
+                    f"{self.server.repository.root} (frameserve zoo pull installs the zoo)"
+                ) from None
+            if self.config.interpolate is not None:
+                names = sorted(t.name for t in mv.inputs)
+                outputs = {t.name for t in mv.outputs}
+                if names != sorted(INTERPOLATE_INPUTS) or INTERPOLATE_OUTPUT not in outputs:
+                    raise ConfigError(
+                        f"{where}: interpolate model {model} must take inputs "
+                        f"{list(INTERPOLATE_INPUTS)} and give {INTERPOLATE_OUTPUT!r}, has "
+                        f"inputs {names} and outputs {sorted(outputs)}"
+                    )
+            else:
+                self.server.predictor.processing_version(model)
+        if self.config.interpolate is not None:
+            return "interpolate"
+        if len(self.config.steps or []) > 1:
+            return "texts"
+        self.single = self.server.repository.get(self.config.models[0])
+        assert self.single.processing is not None
+        return self.single.processing.task
+
+    @property
+    def models(self) -> list[str]:
+        return self.config.models
+
+    def resize_for(self, full_frames: bool) -> Preprocessor | None:
+        """The pre-processing FFmpeg may do while decoding: single-model pipelines whose
+        sinks need no full-size frames."""
+        mv = self.single
+        if full_frames or mv is None or mv.processing is None:
+            return None
+        return mv.processing.preprocess
+
+    # -- decoder thread ---------------------------------------------------------------------
+    def prepare(self, frame: Frame) -> Prepared:
+        prepared = Prepared(frame)
+        if self.single is not None and frame.image is not None:
+            assert self.single.processing is not None
+            started = time.perf_counter()
+            pre = self.single.processing.preprocess
+            if frame.source_size is not None:  # FFmpeg resized it while decoding
+                prepared.tensor, prepared.geometry = pre.from_content(
+                    frame.image, frame.source_size
+                )
+            else:
+                tensor, geometries = pre([frame.image])
+                prepared.tensor, prepared.geometry = tensor, geometries[0]
+            prepared.seconds["preprocess"] = time.perf_counter() - started
+        return prepared
+
+    # -- event loop -------------------------------------------------------------------------
+    async def infer(self, prepared: Prepared) -> FrameOutput | dict[str, np.ndarray]:
+        """Raw outputs (single model, for ``finish``) or the finished output."""
+        frame, timings = prepared.frame, Timings()
+        if prepared.tensor is not None:
+            assert self.single is not None
+            return await infer_tensor(self.single, prepared.tensor, f"video-{frame.stream}")
+        if self.config.interpolate is not None:
+            image = frame.image if not frame.spare else await self._interpolate(frame, timings)
+            return FrameOutput(None, image, timings)
+        assert frame.image is not None and self._model_pipeline is not None
+        result = await self.server.predictor.run_pipeline(
+            self.name, self._model_pipeline, frame.image, self.options, timings
+        )
+        return FrameOutput(result, None, timings)
+
+    async def _interpolate(self, frame: Frame, timings: Timings) -> np.ndarray:
+        assert self.config.interpolate is not None and frame.previous is not None
+        assert frame.next is not None
+        mv = self.server.repository.get(self.config.interpolate.model)
+        pair = (frame.previous, frame.next)
+        batch = mv.max_batch_size > 0
+        tensors = [
+            InputTensor(n, "UINT8", a[None].shape if batch else a.shape, a[None] if batch else a)
+            for n, a in zip(INTERPOLATE_INPUTS, pair, strict=True)
+        ]
+        request = InferRequest(mv.name, tensors, outputs=[INTERPOLATE_OUTPUT])
+        with timings.step("infer"):
+            response = await mv.infer(request)
+        middle = response.outputs[0].data
+        return np.asarray(middle[0] if batch else middle, dtype=np.uint8)
+
+    # -- sink thread ------------------------------------------------------------------------
+    def finish(
+        self, prepared: Prepared, outputs: FrameOutput | dict[str, np.ndarray]
+    ) -> FrameOutput:
+        if isinstance(outputs, FrameOutput):
+            return outputs
+        assert self.single is not None and self.single.processing is not None
+        assert prepared.geometry is not None
+        timings = Timings(dict(prepared.seconds))
+        with timings.step("postprocess"):
+            one = {k: v[0] for k, v in outputs.items()}
+            result = self.single.processing.decode(one, prepared.geometry, self.options)
+        return FrameOutput(result, None, timings)

@@ -1,0 +1,367 @@
+"""``frameserve video run``: inputs -> decode -> model stage -> track -> sinks, concurrently.
+
+Threads and what they own (2 cores: everything is sized from one core budget):
+
+- one decoder thread per input: demux + FFmpeg decode (FFmpeg's own codec threads) + RGB;
+- the server's event-loop thread: pre-processing and decoding on its processing pool,
+  inference through each model's ``Scheduler``; frames of every input batch together there;
+- one sink thread per input: waits for its frames' results in order, tracks, writes sinks.
+
+Each input's frames travel in a bounded queue of (frame, future) pairs, which keeps the
+frames in order and bounds what is in flight. One stop event ends everything: the first error
+in any thread (or Ctrl-C) sets it, every loop checks it while blocked, pending frames are
+cancelled, files are closed with what was written, and ``run`` raises that first error.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frameserve.errors import FrameserveError, InvalidInput, VideoError
+from frameserve.processing.results import Detections
+from frameserve.serving.local import LocalServer
+from frameserve.video.config import VideoPipelineConfig
+from frameserve.video.decode import VideoInfo, VideoSource
+from frameserve.video.frames import Frame, Sampling
+from frameserve.video.process import FrameOutput, FrameProcessor
+from frameserve.video.profile import StageProfile
+from frameserve.video.streams import StreamOutputs, StreamRun
+from frameserve.video.track import Tracker, TrackerSettings
+
+log = logging.getLogger(__name__)
+
+Outputs = FrameOutput | dict[str, np.ndarray]
+
+POLL_S = 0.1  # how often a blocked thread looks at the stop event
+_END = object()  # end of one input's frames
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the CLI (or a job) asks for on top of the pipeline file."""
+
+    out: Path = Path("out")
+    sample: Sampling | None = None  # None: the pipeline's own ``sample``
+    video_out: bool = False
+    mask_track: bool = False
+    inflight: int = 0  # frames in flight per input; 0: from the models' batch sizes
+    decode_threads: int = 0  # FFmpeg threads per input; 0: the core budget
+
+
+@dataclass
+class RunSummary:
+    """What a run did: per-input counts and outputs, wall time and the stage profile."""
+
+    pipeline: str
+    streams: list[dict[str, Any]]
+    wall_s: float
+    frames: int
+    profile: StageProfile
+    batches: dict[str, float] = field(default_factory=dict)  # model -> mean batch size
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "frames": self.frames,
+            "wall_s": round(self.wall_s, 4),
+            "fps": round(self.fps, 2),
+            "mean_batch_size": {k: round(v, 2) for k, v in self.batches.items()},
+            "stages": self.profile.to_json(),
+            "streams": self.streams,
+        }
+
+
+def output_stems(inputs: list[Path]) -> list[str]:
+    """``<stem>`` per input; a repeated stem gets ``-2``, ``-3``, ... in input order."""
+    stems: list[str] = []
+    seen: dict[str, int] = {}
+    for p in inputs:
+        n = seen.get(p.stem, 0) + 1
+        seen[p.stem] = n
+        stem = p.stem if n == 1 else f"{p.stem}-{n}"
+        while stem in stems:  # "a-2.mp4" next to two "a.mp4"
+            n += 1
+            stem = f"{p.stem}-{n}"
+        stems.append(stem)
+    return stems
+
+
+class VideoRun:
+    """One run of a video pipeline over one or more inputs, in this process."""
+
+    def __init__(
+        self,
+        server: LocalServer,
+        name: str,
+        config: VideoPipelineConfig,
+        inputs: list[Path],
+        options: RunOptions,
+    ) -> None:
+        if not inputs:
+            raise InvalidInput("video run: expected at least one input file")
+        self.local = server
+        self.name = name
+        self.config = config
+        self.options = options
+        self.sampling = options.sample or Sampling.parse(config.sample, f"{name}: sample")
+        if config.transforms and self.sampling.mode != "all":
+            raise InvalidInput(f"--sample: pipeline {name} makes new frames, needs all frames")
+        self.processor = FrameProcessor(server.server, name, config)
+        self._check_sinks()
+        budget = server.server.budget
+        threads = options.decode_threads or budget.cores
+        resize_for = self.processor.resize_for(full_frames=options.video_out)
+        self.sources = [
+            VideoSource(path, i, self.sampling, threads, resize_for)
+            for i, path in enumerate(inputs)
+        ]  # probes every input now: a file that is not a video fails before any work
+        self.stop = threading.Event()
+        self.profile = StageProfile()
+        self._errors: list[tuple[str, BaseException]] = []
+        self._lock = threading.Lock()
+        self._done = 0
+        self._inflight = options.inflight or self._default_inflight(len(inputs))
+        options.out.mkdir(parents=True, exist_ok=True)
+        self.streams = [
+            StreamRun(
+                source=s,
+                outputs=StreamOutputs.plan(options.out, stem, options, config),
+                config=config,
+                threads=budget.cores,
+                tracker=self._tracker(s),
+                frames=queue.Queue(maxsize=self._inflight),
+            )
+            for s, stem in zip(self.sources, output_stems(inputs), strict=True)
+        ]
+
+    def _check_sinks(self) -> None:
+        task = self.processor.task
+        if self.options.mask_track and task != "segmentation":
+            raise InvalidInput(
+                f"--mask-track: pipeline {self.name} yields {task}, not masks "
+                "(use a segmentation pipeline such as person-mask)"
+            )
+
+    def _tracker(self, source: VideoSource) -> Tracker | None:
+        spec = self.config.track
+        if spec is None or self.processor.task != "ssd_anchors":
+            return None
+        rate = float(source.info.rate) if source.info.rate else 30.0
+        return Tracker(TrackerSettings(spec.lost_seconds, spec.min_iou), frame_rate=rate)
+
+    def _default_inflight(self, streams: int) -> int:
+        """Enough frames in flight to fill every model's batches, shared by the inputs."""
+        want = 4
+        for model in self.processor.models:
+            mv = self.local.server.repository.get(model)
+            want = max(want, 2 * max(1, mv.max_batch_size) * max(1, mv.instances))
+        return max(2, -(-want // streams))
+
+    @property
+    def frames_done(self) -> int:
+        return self._done
+
+    def expected_frames(self) -> int:
+        """Frames the run will write (0 when a header does not say)."""
+        counts = [s.expected_frames() for s in self.sources]
+        if any(c == 0 for c in counts):
+            return 0
+        return sum(2 * c - 1 if self.config.transforms else c for c in counts)
+
+    def run(self, progress: Callable[[int], None] | None = None) -> RunSummary:
+        """Process every input; raise the first error of any stage after all threads ended."""
+        before = self._model_counters()
+        started = time.perf_counter()
+        threads = []
+        for st in self.streams:
+            threads.append(self._thread(f"decode-{st.source.stream_id}", self._decode, st))
+            threads.append(self._thread(f"sink-{st.source.stream_id}", self._sink, st))
+        try:
+            self._wait(threads, progress)
+        except KeyboardInterrupt:
+            self._fail("run", VideoError("interrupted (Ctrl-C): stopped every stage"))
+            self._wait(threads, None)
+        wall = time.perf_counter() - started
+        batches = self._account(before)
+        if self._errors:
+            where, err = self._errors[0]
+            if isinstance(err, FrameserveError):
+                raise type(err)(f"{where}: {err.message}") from err
+            raise VideoError(f"{where}: {type(err).__name__}: {err}") from err
+        return RunSummary(
+            self.name,
+            [st.summary() for st in self.streams],
+            wall,
+            self._done,
+            self.profile,
+            batches,
+        )
+
+    def _thread(self, name: str, target: Callable[[StreamRun], None], st: StreamRun) -> Any:
+        t = threading.Thread(target=self._guard, args=(target, st), name=name, daemon=True)
+        t.start()
+        return t
+
+    def _wait(
+        self, threads: list[threading.Thread], progress: Callable[[int], None] | None
+    ) -> None:
+        reported = 0
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(POLL_S / len(threads))
+            if progress is not None and self._done != reported:
+                progress(self._done - reported)
+                reported = self._done
+        if progress is not None and self._done != reported:
+            progress(self._done - reported)
+
+    def _guard(self, target: Callable[[StreamRun], None], st: StreamRun) -> None:
+        try:
+            target(st)
+        except BaseException as err:  # noqa: BLE001 - any failure must stop the whole run
+            self._fail(str(st.source.path), err)
+        finally:
+            if threading.current_thread().name.startswith("sink"):
+                st.close()
+
+    def _fail(self, where: str, err: BaseException) -> None:
+        with self._lock:
+            first = not self._errors
+            self._errors.append((where, err))
+        if first:
+            if not isinstance(err, FrameserveError):
+                log.error("%s failed", where, exc_info=err)
+            self.stop.set()
+
+    # -- decoder thread ---------------------------------------------------------------------
+    def _decode(self, st: StreamRun) -> None:
+        previous: Frame | None = None
+        for frame in st.source.frames(self.stop):
+            if not self.config.transforms:
+                self._submit(st, frame)
+                continue
+            # Spare-frame scheme: the time base halves, originals keep their instants
+            # (2 * pts), a placeholder sits halfway between two neighbours (pts_a + pts_b).
+            tb = frame.time_base / 2
+            if previous is not None:
+                spare = Frame(
+                    frame.stream, previous.index, previous.pts + frame.pts, tb, None,
+                    previous=previous.image, next=frame.image,
+                )  # fmt: skip
+                self._submit(st, spare)
+            previous = frame
+            self._submit(st, Frame(frame.stream, frame.index, 2 * frame.pts, tb, frame.image))
+        st.source_done = True
+        self._put(st, _END)
+
+    def _submit(self, st: StreamRun, frame: Frame) -> None:
+        prepared = self.processor.prepare(frame)
+        future = self.local.submit(self.processor.infer(prepared))
+        if not self._put(st, (prepared, future)):
+            future.cancel()
+
+    def _put(self, st: StreamRun, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                st.frames.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- sink thread ------------------------------------------------------------------------
+    def _sink(self, st: StreamRun) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    item = st.frames.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    st.finish()
+                    return
+                prepared, future = item
+                outputs = self._result(future)
+                if outputs is None:
+                    return
+                self._write(st, prepared.frame, self.processor.finish(prepared, outputs))
+        finally:
+            self._cancel_pending(st)
+
+    def _result(self, future: Future[Outputs]) -> Outputs | None:
+        while not self.stop.is_set():
+            try:
+                return future.result(timeout=POLL_S)
+            except FutureTimeout:
+                continue
+            except CancelledError:
+                return None
+        future.cancel()
+        return None
+
+    def _write(self, st: StreamRun, frame: Frame, output: FrameOutput) -> None:
+        for step, seconds in output.timings.seconds.items():
+            if step in ("preprocess", "postprocess"):
+                self.profile.add(step, seconds)
+        started = time.perf_counter()
+        result = output.result
+        if st.tracker is not None and isinstance(result, Detections):
+            result = st.tracker.update(result, float(frame.seconds))
+        st.write(frame, result, output.image)
+        self.profile.add("sink", time.perf_counter() - started - st.take_encode_seconds())
+        with self._lock:
+            self._done += 1
+
+    def _cancel_pending(self, st: StreamRun) -> None:
+        while True:
+            try:
+                item = st.frames.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _END:
+                item[1].cancel()
+
+    # -- accounting -------------------------------------------------------------------------
+    def _model_counters(self) -> dict[str, tuple[int, int, int, int]]:
+        out = {}
+        for model in self.processor.models:
+            s = self.local.server.repository.get(model).stats
+            infer = sum(b.compute_infer.ns for b in s.batches.values())
+            out[model] = (s.queue.ns, infer, s.inference_count, s.execution_count)
+        return out
+
+    def _account(self, before: dict[str, tuple[int, int, int, int]]) -> dict[str, float]:
+        """Queue wait and inference from the schedulers; decode and encode from the streams."""
+        batches = {}
+        for model, (q0, i0, n0, e0) in before.items():
+            q1, i1, n1, e1 = self._model_counters()[model]
+            self.profile.add("queue wait", (q1 - q0) / 1e9)
+            self.profile.add("inference", (i1 - i0) / 1e9)
+            if e1 > e0:
+                batches[model] = (n1 - n0) / (e1 - e0)
+        for st in self.streams:
+            self.profile.add("decode", st.source.stats.seconds)
+            self.profile.add("encode", st.encode_seconds)
+        return batches
+
+
+def describe_input(info: VideoInfo) -> str:
+    rate = f"{float(info.rate):.3g} fps" if info.rate else "unknown rate"
+    return (
+        f"{info.path.name}: {info.codec} {info.width}x{info.height}, {rate}, {info.frames} frames"
+    )

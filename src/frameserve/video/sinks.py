@@ -1,0 +1,167 @@
+"""Where results go: JSON lines, mask-track polygons, and re-encoded video with overlays.
+
+Each sink belongs to one stream and is written from that stream's sink thread only, in frame
+order. Lines are flushed as they are written, so a run that fails or is interrupted keeps
+every result it produced. The video sink encodes H.264 with PyAV at the source's size and
+timestamps and copies the audio packets through untouched, interleaved by time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import av
+import numpy as np
+import orjson
+
+from frameserve.errors import VideoError
+from frameserve.processing.results import Mask, Result
+from frameserve.video.config import MaskTrackSpec, VideoOutSpec
+from frameserve.video.decode import VideoInfo, open_video
+from frameserve.video.masks import mask_polygons, polygons_to_json
+
+
+def frame_fields(index: int, pts: int, time_base: Fraction) -> dict[str, Any]:
+    """The fields every line starts with: the frame index and its time, exact and in seconds."""
+    return {"frame": index, "pts": float(pts * time_base), "pts_ticks": pts}
+
+
+class JsonlSink:
+    """``OUT/<stem>.jsonl``: one JSON object per processed frame."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[bytes] = path.open("wb")
+
+    def write(self, line: dict[str, Any]) -> None:
+        self._file.write(orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class MaskTrackSink:
+    """``OUT/<stem>.masks.jsonl``: simplified outer polygons of the mask, per frame."""
+
+    def __init__(self, path: Path, spec: MaskTrackSpec) -> None:
+        self.spec = spec
+        self._lines = JsonlSink(path)
+
+    def write(self, fields: dict[str, Any], result: Result | None) -> None:
+        if not isinstance(result, Mask):
+            raise VideoError(f"--mask-track needs masks, the pipeline gave {type(result).__name__}")
+        s = self.spec
+        polygons = mask_polygons(result.mask, s.epsilon, s.min_area, s.max_points)
+        self._lines.write({**fields, "polygons": polygons_to_json(polygons)})
+
+    def close(self) -> None:
+        self._lines.close()
+
+
+class VideoSink:
+    """``OUT/<stem>.mp4``: H.264, the source's size and timestamps, audio copied through."""
+
+    def __init__(
+        self,
+        path: Path,
+        source: VideoInfo,
+        time_base: Fraction,
+        rate: Fraction | None,
+        spec: VideoOutSpec,
+        threads: int,
+    ) -> None:
+        self.path = path
+        self.time_base = time_base
+        self.seconds = 0.0  # encode time, for the profile
+        self.frames = 0
+        self._out: Any = av.open(str(path), "w")
+        self._input: Any = None
+        try:
+            self._video = self._video_stream(source, time_base, rate, spec, threads)
+            self._audio, self._audio_packets = self._audio_stream(source.path)
+        except BaseException:
+            self.close()
+            raise
+        self._pending: Any = None  # the next audio packet, read but not muxed yet
+
+    def _video_stream(
+        self,
+        source: VideoInfo,
+        time_base: Fraction,
+        rate: Fraction | None,
+        spec: VideoOutSpec,
+        threads: int,
+    ) -> Any:
+        stream = self._out.add_stream(spec.codec, rate=rate or Fraction(30))
+        stream.width, stream.height = source.width, source.height
+        even = source.width % 2 == 0 and source.height % 2 == 0
+        stream.pix_fmt = "yuv420p" if even else "yuv444p"  # 4:2:0 needs even sizes
+        stream.time_base = time_base  # keep the source's ticks: no rounding of timestamps
+        stream.codec_context.time_base = time_base
+        stream.codec_context.thread_count = max(1, threads)
+        stream.options = {"preset": spec.preset, "crf": str(spec.crf)}
+        return stream
+
+    def _audio_stream(self, path: Path) -> tuple[Any, Iterator[Any]]:
+        """The first audio stream of the input, added by template (codec parameters kept)."""
+        self._input = open_video(path)
+        if not self._input.streams.audio:
+            return None, iter(())
+        source = self._input.streams.audio[0]
+        return self._out.add_stream_from_template(source), self._input.demux(source)
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        started = time.perf_counter()
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = pts
+        frame.time_base = self.time_base
+        for packet in self._video.encode(frame):
+            self._mux_video(packet)
+        self.frames += 1
+        self.seconds += time.perf_counter() - started
+
+    def _mux_video(self, packet: Any) -> None:
+        if packet.dts is not None and packet.time_base is not None:
+            self._mux_audio_until(packet.dts * packet.time_base)
+        self._out.mux(packet)
+
+    def _mux_audio_until(self, seconds: Fraction | None) -> None:
+        """Copy audio packets up to ``seconds`` (all when None), so streams stay interleaved."""
+        if self._audio is None:
+            return
+        while True:
+            if self._pending is None:
+                self._pending = next(self._audio_packets, None)
+                if self._pending is None:
+                    return
+            packet = self._pending
+            if packet.dts is None or packet.size == 0:  # the demuxer's final empty packet
+                self._pending = None
+                continue
+            if seconds is not None and packet.dts * packet.time_base > seconds:
+                return
+            packet.stream = self._audio
+            self._out.mux(packet)
+            self._pending = None
+
+    def finish(self) -> None:
+        """Flush the encoder and the remaining audio; the file is complete afterwards."""
+        started = time.perf_counter()
+        for packet in self._video.encode():
+            self._mux_video(packet)
+        self._mux_audio_until(None)
+        self.seconds += time.perf_counter() - started
+        self.close()
+
+    def close(self) -> None:
+        if self._input is not None:
+            self._input.close()
+            self._input = None
+        if self._out is not None:
+            self._out.close()
+            self._out = None

@@ -1,0 +1,150 @@
+"""One input of a video run: its source, its queue of frames in flight, tracker and sinks.
+
+A ``StreamRun`` is written to by its sink thread only (the decoder thread only puts into
+``frames``), so its sinks and tracker need no locks.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from frameserve.errors import VideoError
+from frameserve.processing.results import Result
+from frameserve.video.config import VideoPipelineConfig
+from frameserve.video.decode import VideoSource
+from frameserve.video.frames import Frame
+from frameserve.video.overlay import OverlayStyle, draw
+from frameserve.video.sinks import JsonlSink, MaskTrackSink, VideoSink, frame_fields
+from frameserve.video.track import Tracker
+
+if TYPE_CHECKING:
+    from frameserve.video.run import RunOptions
+
+
+@dataclass(frozen=True)
+class StreamOutputs:
+    """The files one input writes; None where the run did not ask for it."""
+
+    jsonl: Path
+    masks: Path | None
+    video: Path | None
+
+    @classmethod
+    def plan(
+        cls, out: Path, stem: str, options: RunOptions, config: VideoPipelineConfig
+    ) -> StreamOutputs:
+        video = options.video_out or config.transforms  # a transformation's product is video
+        return cls(
+            out / f"{stem}.jsonl",
+            out / f"{stem}.masks.jsonl" if options.mask_track else None,
+            out / f"{stem}.mp4" if video else None,
+        )
+
+
+def overlay_style(config: VideoPipelineConfig) -> OverlayStyle:
+    o = config.overlay
+    return OverlayStyle(mask=o.mask, draw_keypoints=o.keypoints, draw_labels=o.labels)
+
+
+@dataclass
+class StreamRun:
+    source: VideoSource
+    outputs: StreamOutputs
+    config: VideoPipelineConfig
+    threads: int
+    tracker: Tracker | None
+    frames: queue.Queue[Any]
+    source_done: bool = False
+    written: int = 0
+    encode_seconds: float = 0.0
+    _encode_taken: float = 0.0
+    _sinks: dict[str, Any] = field(default_factory=dict)
+    _opened: bool = False
+    _closed: bool = False
+
+    def _open(self) -> None:
+        """Open the sinks on the first frame (in the sink thread that writes them)."""
+        o, info = self.outputs, self.source.info
+        self._opened = True
+        if o.video is not None:
+            if o.video.resolve() == info.path.resolve():
+                raise VideoError(f"{o.video}: refusing to overwrite the input video")
+            scale = 2 if self.config.transforms else 1
+            rate = info.rate * scale if info.rate else None
+            tb = info.time_base / scale
+            self._sinks["video"] = VideoSink(
+                o.video, info, tb, rate, self.config.video_out, self.threads
+            )
+        self._sinks["jsonl"] = JsonlSink(o.jsonl)
+        if o.masks is not None:
+            self._sinks["masks"] = MaskTrackSink(o.masks, self.config.mask_track)
+        self._style = overlay_style(self.config)
+
+    def write(self, frame: Frame, result: Result | None, image: np.ndarray | None) -> None:
+        if self._closed:
+            raise VideoError(f"{self.outputs.jsonl}: written after its run ended")
+        if not self._opened:
+            self._open()
+        fields = frame_fields(
+            self.written if self.config.transforms else frame.index, frame.pts, frame.time_base
+        )
+        line: dict[str, Any] = dict(fields)
+        if self.config.transforms:
+            line["generated"] = frame.spare
+            if frame.spare:
+                line["between"] = [frame.index, frame.index + 1]
+        if result is not None:
+            line.update(result.to_json())
+        self._sinks["jsonl"].write(line)
+        if "masks" in self._sinks:
+            self._sinks["masks"].write(fields, result)
+        video: VideoSink | None = self._sinks.get("video")
+        if video is not None:
+            picture = image if image is not None else frame.image
+            assert picture is not None
+            if result is not None:
+                picture = draw(picture.copy(), result, self._style)
+            video.write(picture, frame.pts)
+            self.encode_seconds = video.seconds
+        self.written += 1
+
+    def take_encode_seconds(self) -> float:
+        """Encode seconds since the last call (the sink stage's time excludes them)."""
+        new = self.encode_seconds - self._encode_taken
+        self._encode_taken = self.encode_seconds
+        return new
+
+    def finish(self) -> None:
+        if not self._opened:  # no frame at all: still leave (empty) outputs behind
+            self._open()
+        video: VideoSink | None = self._sinks.get("video")
+        if video is not None:
+            video.finish()
+            self.encode_seconds = video.seconds
+        self.close()
+
+    def close(self) -> None:
+        """Close every sink; results written so far stay on disk."""
+        for sink in self._sinks.values():
+            sink.close()
+        self._sinks.clear()
+        self._closed = True
+
+    def summary(self) -> dict[str, Any]:
+        s, o = self.source.stats, self.outputs
+        return {
+            "input": str(self.source.path),
+            "decoded": s.decoded,
+            "processed": s.kept,
+            "written": self.written,
+            "resize": self.source.scaler.describe() if self.source.scaler else "processing/",
+            "corrupt_skipped": s.corrupt,
+            "jsonl": str(o.jsonl),
+            "masks": str(o.masks) if o.masks else None,
+            "video": str(o.video) if o.video else None,
+        }

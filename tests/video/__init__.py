@@ -1,0 +1,1 @@
+"""Tests for frameserve.video: decoding, pipelines, overlays and mask tracks."""
