@@ -97,8 +97,7 @@ def _zoo(args: argparse.Namespace) -> int:
     if args.zoo_command == "list":
         print(f"{'NAME':<12} {'PACKAGE':<19} {'FILE':<40} {'IN --dest':<9}  DESCRIPTION")  # noqa: T201
         for m in CATALOG.values():
-            package = m.package.requirement if m.package else "-"
-            file = Path(m.member).name if m.member else "(pipeline)"
+            package, file = m.package_label, m.file_label
             state = "installed" if is_installed(m, args.dest) else "-"
             print(f"{m.name:<12} {package:<19} {file:<40} {state:<9}  {m.description}")  # noqa: T201
         return 0

