@@ -534,3 +534,12 @@ def _slice_nals(payload: bytes, length_size: int) -> list[tuple[int, int]]:
     if not nals:
         raise ValueError("src: the packet holds no coded slice NAL unit")
     return nals
+
+
+def write_bad_input(path: Path, kind: str) -> Path:
+    """``path`` as one kind of bad input: png, text, empty, audio (no video) or missing."""
+    if kind == "audio":
+        make_audio_only(path)
+    elif kind != "missing":
+        write_not_a_video(path, kind)  # type: ignore[arg-type]
+    return path

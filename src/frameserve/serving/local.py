@@ -30,12 +30,14 @@ class LocalServer:
         )
         self._thread.start()
         self.server = InferenceServer(settings)
+        starting = self.submit(self.server.start())
         try:
-            self.call(self.server.start(), timeout=start_timeout_s)
+            starting.result(timeout=start_timeout_s)
             failures = self.server.repository.failures()
             if failures:
                 raise ModelLoadError("; ".join(failures))
-        except BaseException:
+        except BaseException:  # Ctrl-C or a failure while loading: stop loading, then drain
+            starting.cancel()
             self.close()
             raise
 

@@ -198,7 +198,9 @@ class VideoSource:
             frames = packet.decode()
         except av.error.InvalidDataError as err:
             self.stats.corrupt += 1
-            log.warning("%s: skipped a corrupt packet at pts %s (%s)", self.path, packet.pts, err)
+            # With frame threads FFmpeg reports the error a packet or two late.
+            where = f"pts {packet.pts}" if packet.pts is not None else "the end"
+            log.warning("%s: skipped a corrupt packet at or before %s (%s)", self.path, where, err)
             return []
         good = []
         for frame in frames:

@@ -86,19 +86,25 @@ class RunSummary:
         }
 
 
-def output_stems(inputs: list[Path]) -> list[str]:
-    """``<stem>`` per input; a repeated stem gets ``-2``, ``-3``, ... in input order."""
-    stems: list[str] = []
-    seen: dict[str, int] = {}
-    for p in inputs:
-        n = seen.get(p.stem, 0) + 1
-        seen[p.stem] = n
-        stem = p.stem if n == 1 else f"{p.stem}-{n}"
-        while stem in stems:  # "a-2.mp4" next to two "a.mp4"
+def plan_outputs(
+    inputs: list[Path], options: RunOptions, config: VideoPipelineConfig
+) -> list[StreamOutputs]:
+    """Output files per input: ``<stem>``, else ``<stem>-2``, ``-3``, ... so that no output is
+    an input or another input's output (``x.mov`` and ``x.mp4`` in ``--out``'s folder)."""
+    taken = {p.resolve() for p in inputs}
+    planned = []
+    for path in inputs:
+        n = 1
+        while True:
+            stem = path.stem if n == 1 else f"{path.stem}-{n}"
+            outputs = StreamOutputs.plan(options.out, stem, options, config)
+            files = {f.resolve() for f in outputs.files}
+            if not files & taken:
+                break
             n += 1
-            stem = f"{p.stem}-{n}"
-        stems.append(stem)
-    return stems
+        taken |= files
+        planned.append(outputs)
+    return planned
 
 
 class VideoRun:
@@ -140,13 +146,13 @@ class VideoRun:
         self.streams = [
             StreamRun(
                 source=s,
-                outputs=StreamOutputs.plan(options.out, stem, options, config),
+                outputs=outputs,
                 config=config,
                 threads=budget.cores,
                 tracker=self._tracker(s),
                 frames=queue.Queue(maxsize=self._inflight),
             )
-            for s, stem in zip(self.sources, output_stems(inputs), strict=True)
+            for s, outputs in zip(self.sources, plan_outputs(inputs, options, config), strict=True)
         ]
 
     def _check_sinks(self) -> None:

@@ -8,6 +8,7 @@ timestamps and copies the audio packets through untouched, interleaved by time.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import av
+import av.error
 import numpy as np
 import orjson
 
@@ -23,6 +25,8 @@ from frameserve.processing.results import Mask, Result
 from frameserve.video.config import MaskTrackSpec, VideoOutSpec
 from frameserve.video.decode import VideoInfo, open_video
 from frameserve.video.masks import mask_polygons, polygons_to_json
+
+log = logging.getLogger(__name__)
 
 
 def frame_fields(index: int, pts: int, time_base: Fraction) -> dict[str, Any]:
@@ -81,6 +85,8 @@ class VideoSink:
         self.frames = 0
         self._out: Any = av.open(str(path), "w")
         self._input: Any = None
+        self._finished = False
+        self._video: Any = None
         try:
             self._video = self._video_stream(source, time_base, rate, spec, threads)
             self._audio, self._audio_packets = self._audio_stream(source.path)
@@ -152,6 +158,7 @@ class VideoSink:
     def finish(self) -> None:
         """Flush the encoder and the remaining audio; the file is complete afterwards."""
         started = time.perf_counter()
+        self._finished = True
         for packet in self._video.encode():
             self._mux_video(packet)
         self._mux_audio_until(None)
@@ -159,6 +166,14 @@ class VideoSink:
         self.close()
 
     def close(self) -> None:
+        """Close the file; after an error or Ctrl-C, first write the frames the encoder holds."""
+        if self._out is not None and self._video is not None and not self._finished:
+            self._finished = True
+            try:
+                for packet in self._video.encode():
+                    self._out.mux(packet)
+            except (av.error.FFmpegError, ValueError) as err:
+                log.warning("%s: could not flush the encoder while closing: %s", self.path, err)
         if self._input is not None:
             self._input.close()
             self._input = None

@@ -34,6 +34,10 @@ class StreamOutputs:
     masks: Path | None
     video: Path | None
 
+    @property
+    def files(self) -> list[Path]:
+        return [f for f in (self.jsonl, self.masks, self.video) if f is not None]
+
     @classmethod
     def plan(
         cls, out: Path, stem: str, options: RunOptions, config: VideoPipelineConfig
@@ -72,8 +76,6 @@ class StreamRun:
         o, info = self.outputs, self.source.info
         self._opened = True
         if o.video is not None:
-            if o.video.resolve() == info.path.resolve():
-                raise VideoError(f"{o.video}: refusing to overwrite the input video")
             scale = 2 if self.config.transforms else 1
             rate = info.rate * scale if info.rate else None
             tb = info.time_base / scale

@@ -97,6 +97,8 @@ class Tracker:
         self._next_id = itertools.count(1)  # shared by labels, never reused
         self._last_seconds: float | None = None  # the caller's last pts
         self._last_sent: float | None = None  # what the library got for it
+        # Import the library now (~1.5 s, once per process), not on the first frame.
+        import trackers  # noqa: F401
 
     def update(self, detections: Detections, seconds: float | None) -> Detections:
         """Return ``detections`` with ``track_ids`` filled: one id >= 1 per row, rows unchanged.

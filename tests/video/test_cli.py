@@ -1,0 +1,144 @@
+"""``frameserve video run`` as a user runs it: the installed console script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from frameserve.video.profile import STAGES
+from video.media import Clip, make_clip, write_bad_input
+
+pytestmark = pytest.mark.timeout(180)
+
+FRAMESERVE = Path(sys.executable).parent / "frameserve"
+
+
+def video_run(*args: str | Path) -> list[str]:
+    return [str(FRAMESERVE), "video", "run", *(str(a) for a in args)]
+
+
+def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        video_run(*args), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_profile_prints_the_summary_as_json(
+    zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = run_cli(
+        pan_clip.path, "--pipeline", "faces", "--repository", zoo_repository, "--out", out,
+        "--video-out", "--profile",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+
+    assert summary["pipeline"] == "faces"
+    assert summary["frames"] == pan_clip.frames
+    assert summary["fps"] > 0
+    assert list(summary["stages"]) == list(STAGES)
+    assert set(STAGES) >= {"decode", "preprocess", "queue wait", "inference", "postprocess"}
+    for name, stage in summary["stages"].items():
+        assert set(stage) == {"seconds", "share"}, name
+        assert stage["seconds"] >= 0 and 0 <= stage["share"] <= 1, (name, stage)
+    assert sum(s["share"] for s in summary["stages"].values()) == pytest.approx(1, abs=0.01)
+    for busy in ("decode", "inference", "encode", "sink"):  # every one of them did work
+        assert summary["stages"][busy]["seconds"] > 0, busy
+    [stream] = summary["streams"]
+    assert stream["input"] == str(pan_clip.path)
+    assert stream["written"] == pan_clip.frames
+    assert stream["corrupt_skipped"] == 0
+    assert Path(stream["jsonl"]) == out / "pan.jsonl"
+    assert Path(stream["video"]) == out / "pan.mp4"
+    assert len((out / "pan.jsonl").read_text().splitlines()) == pan_clip.frames
+    assert (out / "pan.mp4").stat().st_size > 0
+
+
+def test_ctrl_c_stops_the_run_with_exit_code_130(zoo_repository: Path, tmp_path: Path) -> None:
+    """SIGINT once results are coming: exit 130, every line written so far is whole JSON."""
+    clip = make_clip(tmp_path / "long.mp4", frames=400, audio=False)
+    out = tmp_path / "out"
+    jsonl = out / "long.jsonl"
+    args = video_run(
+        clip.path, "--pipeline", "faces", "--repository", zoo_repository, "--out", out,
+        "--video-out",
+    )  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if jsonl.is_file() and len(jsonl.read_bytes().splitlines()) >= 5:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before Ctrl-C: {proc.communicate()[1]}"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    raw = jsonl.read_bytes()
+    assert raw.endswith(b"\n"), "the last line was cut off"
+    lines = [json.loads(line) for line in raw.splitlines()]
+    assert 5 <= len(lines) < clip.frames
+    assert [line["frame"] for line in lines] == list(range(len(lines)))
+    assert [line["pts_ticks"] for line in lines] == list(clip.pts[: len(lines)])
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("png", "still image"),
+        ("text", "not a video FFmpeg can read"),
+        ("empty", "not a video FFmpeg can read"),
+        ("audio", "expected a video stream"),
+        ("missing", "no such file"),
+    ],
+)
+def test_a_file_that_is_not_a_video_exits_1_with_the_message(
+    kind: str, message: str, zoo_repository: Path, tmp_path: Path
+) -> None:
+    path = write_bad_input(tmp_path / f"input-{kind}.mp4", kind)
+    done = run_cli(
+        path, "--pipeline", "faces", "--repository", zoo_repository, "--out", tmp_path / "out"
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"frameserve video run: {path}: " in done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_mask_track_on_a_faces_pipeline_exits_1(
+    zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    done = run_cli(
+        pan_clip.path, "--pipeline", "faces", "--repository", zoo_repository,
+        "--out", tmp_path / "out", "--mask-track",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "frameserve video run: --mask-track: pipeline faces" in done.stderr
+    assert "person-mask" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unknown_pipeline_exits_1_naming_the_built_ins(
+    zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    done = run_cli(
+        pan_clip.path, "--pipeline", "nope", "--repository", zoo_repository,
+        "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "frameserve video run: --pipeline:" in done.stderr
+    assert "'nope'" in done.stderr and "faces" in done.stderr
