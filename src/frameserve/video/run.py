@@ -2,10 +2,12 @@
 
 Threads and what they own (2 cores: everything is sized from one core budget):
 
-- one decoder thread per input: demux + FFmpeg decode (FFmpeg's own codec threads) + RGB;
-- the server's event-loop thread: pre-processing and decoding on its processing pool,
-  inference through each model's ``Scheduler``; frames of every input batch together there;
-- one sink thread per input: waits for its frames' results in order, tracks, writes sinks.
+- one decoder thread per input: demux + FFmpeg decode (FFmpeg's own codec threads) + RGB +
+  pre-processing;
+- the server's event-loop thread: inference through each model's ``Scheduler``; frames of
+  every input batch together there (pipelines with crop steps also use its processing pool);
+- one sink thread per input: waits for its frames' results in order, decodes them into task
+  results, tracks, writes sinks.
 
 Each input's frames travel in a bounded queue of (frame, future) pairs, which keeps the
 frames in order and bounds what is in flight. One stop event ends everything: the first error
@@ -272,7 +274,6 @@ class VideoRun:
                 self._submit(st, spare)
             previous = frame
             self._submit(st, Frame(frame.stream, frame.index, 2 * frame.pts, tb, frame.image))
-        st.source_done = True
         self._put(st, _END)
 
     def _submit(self, st: StreamRun, frame: Frame) -> None:
@@ -324,12 +325,13 @@ class VideoRun:
         for step, seconds in output.timings.seconds.items():
             if step in ("preprocess", "postprocess"):
                 self.profile.add(step, seconds)
-        started = time.perf_counter()
+        started, encoded = time.perf_counter(), st.encode_seconds
         result = output.result
         if st.tracker is not None and isinstance(result, Detections):
             result = st.tracker.update(result, float(frame.seconds))
         st.write(frame, result, output.image)
-        self.profile.add("sink", time.perf_counter() - started - st.take_encode_seconds())
+        encode = st.encode_seconds - encoded  # counted under "encode" at the end
+        self.profile.add("sink", time.perf_counter() - started - encode)
         with self._lock:
             self._done += 1
 

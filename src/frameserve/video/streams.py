@@ -63,10 +63,8 @@ class StreamRun:
     threads: int
     tracker: Tracker | None
     frames: queue.Queue[Any]
-    source_done: bool = False
     written: int = 0
-    encode_seconds: float = 0.0
-    _encode_taken: float = 0.0
+    _video: VideoSink | None = None  # kept after close: its encode seconds feed the profile
     _sinks: dict[str, Any] = field(default_factory=dict)
     _opened: bool = False
     _closed: bool = False
@@ -79,7 +77,7 @@ class StreamRun:
             scale = 2 if self.config.transforms else 1
             rate = info.rate * scale if info.rate else None
             tb = info.time_base / scale
-            self._sinks["video"] = VideoSink(
+            self._video = self._sinks["video"] = VideoSink(
                 o.video, info, tb, rate, self.config.video_out, self.threads
             )
         self._sinks["jsonl"] = JsonlSink(o.jsonl)
@@ -112,14 +110,11 @@ class StreamRun:
             if result is not None:
                 picture = draw(picture.copy(), result, self._style)
             video.write(picture, frame.pts)
-            self.encode_seconds = video.seconds
         self.written += 1
 
-    def take_encode_seconds(self) -> float:
-        """Encode seconds since the last call (the sink stage's time excludes them)."""
-        new = self.encode_seconds - self._encode_taken
-        self._encode_taken = self.encode_seconds
-        return new
+    @property
+    def encode_seconds(self) -> float:
+        return self._video.seconds if self._video is not None else 0.0
 
     def finish(self) -> None:
         if not self._opened:  # no frame at all: still leave (empty) outputs behind
@@ -127,7 +122,6 @@ class StreamRun:
         video: VideoSink | None = self._sinks.get("video")
         if video is not None:
             video.finish()
-            self.encode_seconds = video.seconds
         self.close()
 
     def close(self) -> None:

@@ -8,15 +8,23 @@ were measured with its script (``frameserve/zoo/scripts/fruc.py``).
 
 from __future__ import annotations
 
-FACES = """\
-# MediaPipe face detection, full range (sparse): faces at video distances, 192x192.
-backend: openvino
+# The MediaPipe detectors' batching. One OpenVINO stream on every core of the budget, fed whole
+# batches: on 2 cores a video run was ~1.5x faster than two single-thread streams that each
+# start on one frame (batch 1.1).
+_DETECTOR_BATCHING = """\
 max_batch_size: 8
 dynamic_batching: {max_queue_delay_ms: 2}
-# One OpenVINO stream on every core of the budget, fed whole batches: on 2 cores a video run
-# was ~1.5x faster than two single-thread streams that each start on one frame (batch 1.1).
 instances: 1
 precision: f32
+"""
+
+FACES = (
+    """\
+# MediaPipe face detection, full range (sparse): faces at video distances, 192x192.
+backend: openvino
+"""
+    + _DETECTOR_BATCHING
+    + """\
 openvino:
   rewrite_batch_reshapes: true   # the .tflite graph hard-codes batch 1 in its Reshape nodes
 preprocess:
@@ -37,16 +45,14 @@ postprocess:
   score_threshold: 0.6
   iou_threshold: 0.3
 """
-
-FACES_NEAR = """\
+)
+FACES_NEAR = (
+    """\
 # MediaPipe face detection, short range: close-up faces (within about 2 m), 128x128.
 backend: openvino
-max_batch_size: 8
-dynamic_batching: {max_queue_delay_ms: 2}
-# One OpenVINO stream on every core of the budget, fed whole batches: on 2 cores a video run
-# was ~1.5x faster than two single-thread streams that each start on one frame (batch 1.1).
-instances: 1
-precision: f32
+"""
+    + _DETECTOR_BATCHING
+    + """\
 openvino:
   rewrite_batch_reshapes: true
 preprocess:
@@ -70,16 +76,14 @@ postprocess:
   score_threshold: 0.5
   iou_threshold: 0.3
 """
-
-PERSON_MASK = """\
+)
+PERSON_MASK = (
+    """\
 # MediaPipe selfie segmentation (general, 256x256): person foreground probability.
 backend: openvino
-max_batch_size: 8
-dynamic_batching: {max_queue_delay_ms: 2}
-# One OpenVINO stream on every core of the budget, fed whole batches: on 2 cores a video run
-# was ~1.5x faster than two single-thread streams that each start on one frame (batch 1.1).
-instances: 1
-precision: f32
+"""
+    + _DETECTOR_BATCHING
+    + """\
 openvino:
   frontend_extensions: [mediapipe]   # converts the custom op Convolution2DTransposeBias
 preprocess:
@@ -92,7 +96,7 @@ postprocess:
   output: activation_10
   threshold: 0.5
 """
-
+)
 TEXT_DET = """\
 # PP-OCRv6 text detection (small), as rapidocr 3.10 runs it.
 backend: openvino
