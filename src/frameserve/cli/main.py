@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from frameserve import __version__
+from frameserve.cli.convert import add_convert, run_convert
 from frameserve.cli.video import add_video, run_video
 
 
@@ -119,18 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_zoo(sub)
     add_video(sub)
+    add_convert(sub)
     return parser
+
+
+COMMANDS = {
+    "serve": _serve,
+    "zoo": _zoo,
+    "video": run_video,
+    "convert": run_convert,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "zoo":
-        return _zoo(args)
-    if args.command == "video":
-        return run_video(args)
-    return 2  # unreachable: argparse requires a known command
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":
