@@ -7,15 +7,10 @@ import sys
 from pathlib import Path
 
 from frameserve import __version__
+from frameserve.cli.args import positive_float
+from frameserve.cli.bench import add_bench, run_bench
 from frameserve.cli.convert import add_convert, run_convert
 from frameserve.cli.video import add_video, run_video
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def _port(text: str) -> int:
@@ -32,16 +27,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--http-port", type=_port, default=8000)
     p.add_argument("--grpc-port", type=_port, default=8001)
     p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
-    p.add_argument("--poll-interval", type=_positive_float, default=15.0, metavar="SECONDS")
+    p.add_argument("--poll-interval", type=positive_float, default=15.0, metavar="SECONDS")
     p.add_argument(
         "--load-model", action="append", default=[], metavar="NAME",
         help="explicit mode: load this model at start ('*' for all); repeatable",
     )  # fmt: skip
     p.add_argument("--strict-readiness", action="store_true",
                    help="stay unready while any model failed to load")  # fmt: skip
-    p.add_argument("--exit-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+    p.add_argument("--exit-timeout", type=positive_float, default=30.0, metavar="SECONDS",
                    help="how long SIGTERM waits for in-flight requests")  # fmt: skip
-    p.add_argument("--max-request-mb", type=_positive_float, default=256.0,
+    p.add_argument("--max-request-mb", type=positive_float, default=256.0,
                    help="largest request body / gRPC message (413 above)")  # fmt: skip
     p.add_argument("--max-elements", type=int, default=64 * 2**20,
                    help="largest element count of one input tensor")  # fmt: skip
@@ -121,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_zoo(sub)
     add_video(sub)
     add_convert(sub)
+    add_bench(sub)
     return parser
 
 
@@ -129,6 +125,7 @@ COMMANDS = {
     "zoo": _zoo,
     "video": run_video,
     "convert": run_convert,
+    "bench": run_bench,
 }
 
 
