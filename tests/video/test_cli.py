@@ -142,3 +142,17 @@ def test_an_unknown_pipeline_exits_1_naming_the_built_ins(
     assert done.returncode == 1, done.stderr
     assert "frameserve video run: --pipeline:" in done.stderr
     assert "'nope'" in done.stderr and "faces" in done.stderr
+
+
+def test_decode_threads_and_inflight_flags(
+    zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = run_cli(
+        pan_clip.path, "--pipeline", "faces", "--repository", zoo_repository, "--out", out,
+        "--decode-threads", "1", "--inflight", "2", "--profile",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["frames"] == pan_clip.frames
+    bad = run_cli(pan_clip.path, "--pipeline", "faces", "--inflight", "0")
+    assert bad.returncode == 2 and "--inflight: expected an integer >= 1, got 0" in bad.stderr

@@ -22,4 +22,15 @@ def load_backend(settings: BackendSettings) -> Backend:
     return PythonBackend(settings)
 
 
-__all__ = ["Backend", "BackendSettings", "TensorSpec", "load_backend"]
+def cpu_has_bf16(device: str = "CPU") -> bool:
+    """Whether OpenVINO can run bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    import openvino as ov
+
+    try:
+        caps = ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError:
+        return False
+    return "BF16" in [str(c).upper() for c in caps]
+
+
+__all__ = ["Backend", "BackendSettings", "TensorSpec", "cpu_has_bf16", "load_backend"]

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from frameserve.cli.args import positive_int
+
 
 def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     video = sub.add_parser("video", help="run video pipelines over files")
@@ -29,6 +31,11 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                    help="also write OUT/<stem>.mp4 with overlays (H.264, audio kept)")  # fmt: skip
     p.add_argument("--mask-track", action="store_true",
                    help="also write OUT/<stem>.masks.jsonl (polygons per frame)")  # fmt: skip
+    p.add_argument("--decode-threads", type=positive_int, default=0, metavar="N",
+                   help="FFmpeg threads per input (default: the core budget)")  # fmt: skip
+    p.add_argument("--inflight", type=positive_int, default=0, metavar="N",
+                   help="frames in flight per input (default: 2 x max_batch_size x instances "
+                        "/ inputs); frameserve tune --pipeline picks both")  # fmt: skip
     p.add_argument("--profile", action="store_true",
                    help="print the summary and stage profile as JSON on stdout")  # fmt: skip
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
@@ -51,7 +58,9 @@ def run_video(args: argparse.Namespace) -> int:
         name, config = load_video_pipeline(args.pipeline, args.repository)
         sample = Sampling.parse(args.sample) if args.sample else None
         infos = [probe(p) for p in args.inputs]  # a file that is not a video fails first
-        options = RunOptions(args.out, sample, args.video_out, args.mask_track)
+        options = RunOptions(
+            args.out, sample, args.video_out, args.mask_track, args.inflight, args.decode_threads
+        )
         settings = ServerSettings(
             repository=args.repository,
             model_control_mode="explicit",
