@@ -78,6 +78,38 @@ def _with_dynamic_batch(model: ov.Model, source: Path) -> None:
             ) from None
 
 
+def core_for(config: Any) -> ov.Core:
+    """An ``ov.Core`` with the frontend extensions ``config.openvino`` names."""
+    core = ov.Core()
+    for name in config.openvino.frontend_extensions:
+        for extension in FRONTEND_EXTENSIONS[name]():
+            core.add_extension(extension)
+    return core
+
+
+def read_model(
+    core: ov.Core, source: Path, config: Any, batch_dim: bool | None, *, fuse: bool = True
+) -> ov.Model:
+    """Read a model file as the backend serves it: the declared graph edits applied.
+
+    ``config`` is the ``ModelConfig``: batch-1 Reshape rewrites (when the model batches),
+    fused pre-processing (``fuse=False`` leaves it out, for tools that save the graph: the
+    backend fuses again when it loads the saved file) and a dynamic batch dimension.
+    """
+    try:
+        model = core.read_model(str(source))
+    except RuntimeError as err:
+        msg = runtime_message(err)
+        raise ModelLoadError(f"{source}: OpenVINO cannot read the model: {msg}") from None
+    if config.openvino.rewrite_batch_reshapes and batch_dim:
+        rewrite_batch_reshapes(model)
+    if fuse and config.preprocess is not None and config.preprocess.fuse:
+        fuse_preprocessing(model, config.preprocess, source)
+    if batch_dim:
+        _with_dynamic_batch(model, source)
+    return model
+
+
 def compile_properties(settings: BackendSettings) -> dict[str, str]:
     """The OpenVINO properties this version compiles with."""
     cfg = settings.config
@@ -110,9 +142,11 @@ class OpenVinoBackend:
     def __init__(self, settings: BackendSettings) -> None:
         self._settings = settings
         source = find_model_file(settings.path)
-        model = self._read(source)
-        if settings.batch_dim:
-            _with_dynamic_batch(model, source)
+        self._core = core_for(settings.config)
+        model = read_model(self._core, source, settings.config, settings.batch_dim)
+        self._rebatched = bool(
+            settings.config.openvino.rewrite_batch_reshapes and settings.batch_dim
+        )
         self.inputs = tuple(_spec(p) for p in model.inputs)
         self.outputs = tuple(_spec(p) for p in model.outputs)
         self.properties = compile_properties(settings)
@@ -137,25 +171,6 @@ class OpenVinoBackend:
         self._output_names = [o.name for o in self.outputs]
         self._bytes_inputs = {i.name for i in self.inputs if i.datatype == "BYTES"}
         self._bytes_outputs = {i for i, o in enumerate(self.outputs) if o.datatype == "BYTES"}
-
-    def _read(self, source: Path) -> ov.Model:
-        """Read the file (with any frontend extensions) and apply the declared graph edits."""
-        cfg = self._settings.config
-        self._core = core = ov.Core()
-        for name in cfg.openvino.frontend_extensions:
-            for extension in FRONTEND_EXTENSIONS[name]():
-                core.add_extension(extension)
-        try:
-            model = core.read_model(str(source))
-        except RuntimeError as err:
-            msg = runtime_message(err)
-            raise ModelLoadError(f"{source}: OpenVINO cannot read the model: {msg}") from None
-        self._rebatched = bool(cfg.openvino.rewrite_batch_reshapes and self._settings.batch_dim)
-        if self._rebatched:
-            rewrite_batch_reshapes(model)
-        if cfg.preprocess is not None and cfg.preprocess.fuse:
-            fuse_preprocessing(model, cfg.preprocess, source)
-        return model
 
     def describe(self) -> str:
         c = self._compiled

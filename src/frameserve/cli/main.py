@@ -10,6 +10,7 @@ from frameserve import __version__
 from frameserve.cli.args import positive_float
 from frameserve.cli.bench import add_bench, run_bench
 from frameserve.cli.convert import add_convert, run_convert
+from frameserve.cli.quantize import add_quantize, run_quantize
 from frameserve.cli.tune import add_tune, run_tune
 from frameserve.cli.video import add_video, run_video
 
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_zoo(sub)
     add_video(sub)
     add_convert(sub)
+    add_quantize(sub)
     add_bench(sub)
     add_tune(sub)
     return parser
@@ -127,6 +129,7 @@ COMMANDS = {
     "zoo": _zoo,
     "video": run_video,
     "convert": run_convert,
+    "quantize": run_quantize,
     "bench": run_bench,
     "tune": run_tune,
 }

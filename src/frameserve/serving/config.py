@@ -78,6 +78,14 @@ class VersionPolicy(_Strict):
     latest: Annotated[int, Field(strict=True, gt=0)] = 1
     specific: tuple[Annotated[int, Field(strict=True, gt=0)], ...] = ()
 
+    def describe(self) -> str:
+        """The policy as model.yaml writes it."""
+        if self.kind == "all":
+            return "all"
+        if self.kind == "specific":
+            return f"{{specific: {list(self.specific)}}}"
+        return f"{{latest: {self.latest}}}"
+
     def select(self, available: list[int]) -> list[int]:
         """The versions of ``available`` this policy serves, ascending."""
         ordered = sorted(available)

@@ -126,15 +126,6 @@ def new_model_config(inputs: Sequence[PortSummary]) -> dict[str, object]:
     return config
 
 
-def describe_policy(policy: VersionPolicy) -> str:
-    """``version_policy`` as model.yaml would write it."""
-    if policy.kind == "all":
-        return "all"
-    if policy.kind == "specific":
-        return f"{{specific: {list(policy.specific)}}}"
-    return f"{{latest: {policy.latest}}}"
-
-
 def _check_arguments(options: ConvertOptions) -> None:
     """The checks that need no conversion: names, files and argument syntax."""
     try:
@@ -243,6 +234,6 @@ def convert_to_ir(options: ConvertOptions) -> ConvertResult:
         config_path=folder / CONFIG_FILE,
         config_written=config is None,
         config=written,
-        policy=describe_policy(policy),
+        policy=policy.describe(),
         served_versions=tuple(policy.select([*existing, version])),
     )
