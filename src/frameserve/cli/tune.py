@@ -69,6 +69,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from frameserve.cli import logs
     from frameserve.errors import FrameserveError
     from frameserve.serving.config import read_yaml
+    from frameserve.serving.repository import version_numbers
     from frameserve.tools.tune import TuneSettings, tune_model
     from frameserve.tools.tune_report import summary, tuned_settings, write_config, write_report
 
@@ -101,7 +102,7 @@ def run_tune(args: argparse.Namespace) -> int:
         if best is not None and best.feasible and not args.dry_run:
             folder = args.repository / args.model
             base = read_yaml(folder / "model.yaml")
-            versions = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+            versions = version_numbers(folder)
             new = tuned_settings(base, best, versions)
             header = f"{stamp}, p99 <= {args.p99_ms:g} ms, {best.throughput:.0f} inferences/s"
             written, backup = write_config(folder, new, header)

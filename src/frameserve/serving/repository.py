@@ -63,10 +63,16 @@ def _fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _version_folders(folder: Path) -> list[str]:
-    """Version folder names: positive integers written without leading zeros ("1", "12")."""
+def version_numbers(folder: Path) -> list[int]:
+    """A model folder's versions: subfolders named by a positive integer without leading zeros."""
+    if not folder.is_dir():
+        return []
     names = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
-    return sorted((n for n in names if n == str(int(n)) and int(n) > 0), key=int)
+    return sorted(int(n) for n in names if n == str(int(n)) and int(n) > 0)
+
+
+def _version_folders(folder: Path) -> list[str]:
+    return [str(v) for v in version_numbers(folder)]
 
 
 def _version_fingerprint(folder: Path) -> str:

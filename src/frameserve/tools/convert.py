@@ -30,7 +30,7 @@ from frameserve.backends.openvino_convert import (
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.serving.config import ModelConfig, VersionPolicy, load_model_config
 from frameserve.serving.pipeline import PIPELINE_FILE
-from frameserve.serving.repository import CONFIG_FILE, check_model_name
+from frameserve.serving.repository import CONFIG_FILE, check_model_name, version_numbers
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -71,14 +71,6 @@ class ConvertResult:
     @property
     def served(self) -> bool:
         return self.version in self.served_versions
-
-
-def version_numbers(folder: Path) -> list[int]:
-    """The model's versions: folders named by a positive integer without leading zeros."""
-    if not folder.is_dir():
-        return []
-    names = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
-    return sorted(int(n) for n in names if n == str(int(n)) and int(n) > 0)
 
 
 def resolve_version(requested: str | None, existing: list[int], folder: Path) -> int:

@@ -45,7 +45,7 @@ from frameserve.serving.config import ModelConfig, load_model_config, read_yaml
 from frameserve.serving.local import LocalServer
 from frameserve.serving.pipeline import PIPELINE_FILE
 from frameserve.serving.predict import Timings
-from frameserve.serving.repository import CONFIG_FILE, check_model_name
+from frameserve.serving.repository import CONFIG_FILE, check_model_name, version_numbers
 from frameserve.serving.server import InferenceServer, ServerSettings
 from frameserve.tools.accuracy import METRICS, agreement
 from frameserve.tools.calibration import FrameSource, Split, open_calibration, split_frames
@@ -149,14 +149,6 @@ class ModelTarget:
     available: tuple[int, ...]
 
 
-def _version_numbers(folder: Path) -> list[int]:
-    return sorted(
-        int(p.name)
-        for p in folder.iterdir()
-        if p.is_dir() and p.name.isdigit() and p.name == str(int(p.name)) and int(p.name) > 0
-    )
-
-
 def resolve_target(options: QuantizeOptions) -> ModelTarget:
     """Find the model and the versions; refuse what cannot be quantized, saying why."""
     root = options.repository
@@ -186,7 +178,7 @@ def resolve_target(options: QuantizeOptions) -> ModelTarget:
             f"{folder / CONFIG_FILE}: postprocess.task: expected one of {sorted(METRICS)}, "
             f"got {config.postprocess.task}"
         )
-    available = _version_numbers(folder)
+    available = version_numbers(folder)
     served = config.version_policy.select(available)
     if options.version is not None:
         if options.version not in available:

@@ -25,7 +25,7 @@ from google.protobuf import json_format
 
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
 from frameserve.api.triton_config import model_statistics_proto
-from frameserve.datatypes import to_numpy
+from frameserve.datatypes import from_numpy, to_numpy
 from frameserve.errors import FrameserveError, InvalidInput, NotFound, Unavailable
 from frameserve.serving.server import InferenceServer
 from frameserve.serving.types import InferRequest, InputTensor
@@ -134,8 +134,6 @@ class LocalTarget:
 
 
 def _datatype_of(array: np.ndarray) -> str:
-    from frameserve.datatypes import from_numpy
-
     return from_numpy(array.dtype)
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from frameserve.errors import FrameserveError, InvalidInput
 from frameserve.serving.config import load_model_config, read_yaml
 from frameserve.serving.local import LocalServer
+from frameserve.serving.repository import version_numbers
 from frameserve.serving.server import InferenceServer, ServerSettings
 from frameserve.tools.bench import check_repository_model, preprocess_shapes
 from frameserve.tools.loadgen import Load, measure
@@ -253,17 +254,13 @@ def build_space(
     mv = server.model_version(model)
     limit = settings.max_batch if mv.max_batch_size > 0 else 0
     return SearchSpace(
-        precisions=precisions_for(config.backend, folder, _all_versions(folder), bf16)
+        precisions=precisions_for(config.backend, folder, version_numbers(folder), bf16)
         if config.backend == "openvino"
         else precisions_for(config.backend, folder, versions, False),
         layouts=layouts_for(server.budget.cores),
         batches=batch_sizes(limit),
         delays=settings.delays if limit > 1 else (0.0,),
     )
-
-
-def _all_versions(folder: Path) -> list[int]:
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def tune_model(
