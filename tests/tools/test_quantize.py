@@ -120,6 +120,7 @@ def test_a_gate_tighter_than_the_drop_fails_and_writes_nothing(
     # 25 images, shorter than 300 + 75: 20 % (5) held out, 20 calibrate.
     assert "calibration: 20 frames, held out: 5 frames, of 25 in " in out
     assert "metric: mask IoU" in out and "FAIL, nothing written" in out
+    assert "would serve version" in out  # nothing was written, so nothing serves it yet
     drop = float(out.split("drop: ")[1].split(",")[0])
     assert drop > 0.0  # the premise: INT8 masks differ somewhere
     assert f"mask IoU: drop {drop:.4f} exceeds --max-drop 0.0; nothing written" in err

@@ -215,6 +215,18 @@ def test_space_helpers(tmp_path: Path) -> None:
     assert is_int8(tmp_path / "1") and not is_int8(tmp_path / "2")
 
 
+def test_the_start_is_what_serves_today() -> None:
+    from frameserve.serving.config import parse_model_config
+
+    config = parse_model_config(
+        {"backend": "openvino", "precision": "f32", "max_batch_size": 8}, "model.yaml"
+    )
+    # version 2 is INT8 (tried at bf16 only) and the newest: the start serves it, not v1 f32
+    start = _space().nearest(config, [1, 2])
+    assert start.precision == Precision(2, "bf16", int8=True) and start.batch == 8
+    assert _space().nearest(config, [1]).precision == Precision(1, "f32")
+
+
 def test_apply_and_tuned_settings() -> None:
     base = {"backend": "openvino", "max_batch_size": 8, "dynamic_batching": {"max_queue_size": 64}}
     best = Candidate(Precision(2, "bf16", int8=True), 2, 1, 4, 1.0)

@@ -115,6 +115,8 @@ class QuantizeReport:
         verdict = "PASS" if self.passed else "FAIL"
         where = f"written as version {self.out_version}" if self.written else "nothing written"
         serve = "serves" if self.served else "does NOT serve"
+        if not self.written:
+            serve = "would serve" if self.served else "would NOT serve"
         ops = ", ".join(f"{v} {k}" for k, v in self.quantized_ops.items()) or "none"
         return "\n".join(
             [

@@ -113,9 +113,14 @@ class SearchSpace:
         float_versions = [p for p in self.precisions if not p.int8] or list(self.precisions)
         served = max(versions) if versions else float_versions[0].version
         hint = config.precision or ""
+        # What serves today: that version at its hint, else that version (an INT8 one is tried
+        # at one hint), else the float weights at the configured hint.
         precision = next(
             (p for p in self.precisions if p.version == served and p.hint == hint),
-            next((p for p in float_versions if p.hint == hint), float_versions[0]),
+            next(
+                (p for p in self.precisions if p.version == served),
+                next((p for p in float_versions if p.hint == hint), float_versions[0]),
+            ),
         )
         instances = config.instances or 1
         layout = min(self.layouts, key=lambda lt: abs(lt[0] - instances))
