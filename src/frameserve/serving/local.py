@@ -12,12 +12,37 @@ import asyncio
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from frameserve.errors import ModelLoadError
 from frameserve.serving.server import InferenceServer, ServerSettings
 
 T = TypeVar("T")
+
+
+class ServerHandle(Protocol):
+    """What threads that feed a server need: the server and a way onto its loop.
+
+    ``LocalServer`` (its own loop thread) and ``AttachedServer`` (the loop of ``frameserve
+    serve``) both provide it, so video runs, jobs and live streams work in either.
+    """
+
+    server: InferenceServer
+    loop: asyncio.AbstractEventLoop
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]: ...
+
+
+class AttachedServer:
+    """A server that already runs on ``loop``; other threads reach it through ``submit``."""
+
+    def __init__(self, server: InferenceServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.loop = loop
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Schedule a coroutine on the server's loop from any other thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
 
 class LocalServer:

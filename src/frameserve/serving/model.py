@@ -276,12 +276,14 @@ class ModelVersion:
             inputs={n: arrays[n] for n in self._input_index},
             batch_size=batch if self.max_batch_size > 0 else 1,
             future=loop.create_future(),
-            priority=self._priority(request.priority),
+            priority=self.priority_levels + 1
+            if request.background
+            else self._priority(request.priority),
             deadline=loop.time() + timeout if timeout else None,
             shape_key=shape_key,
             stream_id=request.stream_id,
             droppable=request.droppable,
-            stream_limit=int(request.parameters.get("max_inflight", 0) or 0),
+            stream_limit=request.max_inflight,
         )
 
     def _check_shape(

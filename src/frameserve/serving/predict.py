@@ -28,7 +28,13 @@ from frameserve.processing.text import crop_region
 from frameserve.processing.transform import Geometry
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.pipeline import PipelineConfig
-from frameserve.serving.types import InferRequest, InferResponse, InputTensor, OutputTensor
+from frameserve.serving.types import (
+    Admission,
+    InferRequest,
+    InferResponse,
+    InputTensor,
+    OutputTensor,
+)
 
 T = TypeVar("T")
 STEPS = ("decode", "preprocess", "infer", "postprocess")
@@ -65,9 +71,13 @@ def _regions(result: Result, where: str) -> Texts:
 
 
 async def infer_tensor(
-    mv: ModelVersion, tensor: np.ndarray, stream_id: str | None = None
+    mv: ModelVersion, tensor: np.ndarray, admission: Admission | None = None
 ) -> dict[str, np.ndarray]:
-    """A pre-processed batch ``[N, ...]`` through the model's scheduler -> outputs ``[N, ...]``."""
+    """A pre-processed batch ``[N, ...]`` through the model's scheduler -> outputs ``[N, ...]``.
+
+    ``admission`` places the request among other sources' (stream, live dropping, background).
+    """
+    a = admission or Admission()
     assert mv.processing is not None
     name = mv.processing.preprocess.spec.input or mv.inputs[0].name
     if mv.max_batch_size == 0:
@@ -77,7 +87,10 @@ async def infer_tensor(
         [InputTensor(name, from_numpy(tensor.dtype), tuple(tensor.shape), tensor)],
         model_version=str(mv.version),
         outputs=mv.processing.output_names(),
-        stream_id=stream_id,
+        stream_id=a.stream_id,
+        droppable=a.droppable,
+        max_inflight=a.max_inflight,
+        background=a.background,
     )
     response = await mv.infer(request)
     outputs = {o.name: o.data for o in response.outputs}
@@ -111,14 +124,18 @@ class Predictor:
         return mv
 
     async def tensors(
-        self, mv: ModelVersion, images: list[np.ndarray], timings: Timings
+        self,
+        mv: ModelVersion,
+        images: list[np.ndarray],
+        timings: Timings,
+        admission: Admission | None = None,
     ) -> tuple[dict[str, np.ndarray], list[Geometry]]:
         """Pre-process images that share a tensor size and infer them as one batch."""
         assert mv.processing is not None
         with timings.step("preprocess"):
             tensor, geometries = await self._off_loop(mv.processing.preprocess, images)
         with timings.step("infer"):
-            outputs = await infer_tensor(mv, tensor)
+            outputs = await infer_tensor(mv, tensor, admission)
         return outputs, geometries
 
     async def run_model(
@@ -127,6 +144,7 @@ class Predictor:
         images: list[np.ndarray],
         options: DecodeOptions,
         timings: Timings,
+        admission: Admission | None = None,
     ) -> list[Result]:
         """Results for each image; batches of at most ``max_batch_size``, in order."""
         assert mv.processing is not None
@@ -135,7 +153,7 @@ class Predictor:
         results: list[Result] = []
         for start in range(0, len(images), size):
             chunk = images[start : start + size]
-            outputs, geometries = await self.tensors(mv, chunk, timings)
+            outputs, geometries = await self.tensors(mv, chunk, timings, admission)
 
             def decode(
                 o: dict[str, np.ndarray] = outputs, g: list[Geometry] = geometries
@@ -227,12 +245,13 @@ class Predictor:
         image: np.ndarray,
         options: DecodeOptions,
         timings: Timings,
+        admission: Admission | None = None,
     ) -> Result:
         """Run the steps of a model pipeline on one image."""
         first = config.steps[0]
         assert first.model is not None
         mv = self.processing_version(first.model)
-        found = (await self.run_model(mv, [image], DecodeOptions(), timings))[0]
+        found = (await self.run_model(mv, [image], DecodeOptions(), timings, admission))[0]
         if len(config.steps) == 1:
             return found
         regions = _regions(found, f"pipeline {name}: steps[0] ({first.model})")
@@ -245,7 +264,9 @@ class Predictor:
             mv = self.processing_version(step.model)
             # Widest last, in batches: how PP-OCR groups crops (and pads each batch's width).
             order = sorted(range(len(crops)), key=lambda j: crops[j].shape[1] / crops[j].shape[0])
-            results = await self.run_model(mv, [crops[j] for j in order], DecodeOptions(), timings)
+            results = await self.run_model(
+                mv, [crops[j] for j in order], DecodeOptions(), timings, admission
+            )
             for j, result in zip(order, results, strict=True):
                 if isinstance(result, Text):
                     texts[j], scores[j] = result.text, result.score

@@ -47,7 +47,7 @@ class WorkItem:
     inputs: Tensors
     batch_size: int
     future: asyncio.Future[Tensors]
-    priority: int = 1  # 1 is the highest level
+    priority: int = 1  # 1 is the highest level; priority_levels + 1 is the background level
     deadline: float | None = None  # loop.time() after which it must not start
     shape_key: Hashable = None  # items batch together only when their non-batch dims match
     stream_id: str | None = None
@@ -77,7 +77,9 @@ class Scheduler:
         self._batch_limit = settings.max_batch_size if db is not None else 0
         self._delay_s = (db.max_queue_delay_ms / 1000.0) if db is not None else 0.0
         self._preferred = sorted(db.preferred_batch_sizes, reverse=True) if db is not None else []
-        self._levels: list[deque[WorkItem]] = [deque() for _ in range(settings.priority_levels)]
+        # One deque per priority level, plus a background level below them all (video jobs):
+        # it is batched only with what the levels above leave, and is never dropped.
+        self._levels: list[deque[WorkItem]] = [deque() for _ in range(settings.priority_levels + 1)]
         self._streams: dict[str, deque[WorkItem]] = {}
         self._queued = 0
         self._busy = 0

@@ -42,7 +42,19 @@ class InferRequest:
     timeout_us: int = 0  # 0: the model's default (``dynamic_batching.timeout_ms``) or none
     stream_id: str | None = None
     droppable: bool = False  # may be replaced by a newer item of the same stream
+    max_inflight: int = 0  # droppable items of this stream allowed in the queue (0 = any)
+    background: bool = False  # below every priority level: runs on capacity left (video jobs)
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """How one source's requests enter a model's scheduler (video runs, jobs, live streams)."""
+
+    stream_id: str | None = None
+    droppable: bool = False  # live: a newer frame replaces the stalest queued one
+    max_inflight: int = 0  # live: queued frames allowed for this stream (0 = any)
+    background: bool = False  # jobs: below every priority level, never dropped, only slowed
 
 
 @dataclass(slots=True)

@@ -149,6 +149,17 @@ def load_video_pipeline(spec: str, repository: Path) -> tuple[str, VideoPipeline
         if not path.is_file():
             raise ConfigError(f"--pipeline: no such file {spec}")
         return path.stem, parse_video_pipeline(read_yaml(path), str(path))
+    return load_named_pipeline(spec, repository, "--pipeline")
+
+
+def load_named_pipeline(
+    name: str, repository: Path, where: str = "pipeline"
+) -> tuple[str, VideoPipelineConfig]:
+    """A pipeline by name only (the server's jobs and streams: clients name no files): a
+    built-in, a repository pipeline folder or a repository model with declared processing."""
+    if not isinstance(name, str):
+        raise InvalidInput(f"{where}: expected a pipeline name, got {name!r}")
+    spec = name
     builtins = builtin_pipelines()
     if spec in builtins:
         return spec, parse_video_pipeline(yaml.safe_load(builtins[spec]), f"built-in {spec}")
@@ -158,7 +169,8 @@ def load_video_pipeline(spec: str, repository: Path) -> tuple[str, VideoPipeline
     if MODEL_NAME_RE.match(spec) and (folder / "model.yaml").is_file():
         return spec, VideoPipelineConfig(steps=[StepSpec(model=spec)])
     known = sorted(builtins)
-    raise ConfigError(
-        f"--pipeline: expected a YAML file, a built-in pipeline ({', '.join(known)}) or a "
+    files = "a YAML file, " if where == "--pipeline" else ""
+    raise InvalidInput(
+        f"{where}: expected {files}a built-in pipeline ({', '.join(known)}) or a "
         f"pipeline or model folder in {repository}, got {spec!r}"
     )

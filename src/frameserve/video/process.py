@@ -15,7 +15,7 @@ pool does their CPU work; interpolation sends the two neighbours of a spare fram
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from frameserve.processing.transform import Geometry, Preprocessor
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.predict import Timings, infer_tensor
 from frameserve.serving.server import InferenceServer
-from frameserve.serving.types import InferRequest, InputTensor
+from frameserve.serving.types import Admission, InferRequest, InputTensor
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.frames import Frame
 
@@ -62,11 +62,16 @@ class FrameProcessor:
         name: str,
         config: VideoPipelineConfig,
         options: DecodeOptions | None = None,
+        admission: Admission | None = None,
     ) -> None:
+        """``admission``: how this source's frames enter the schedulers; its ``stream_id`` is a
+        prefix, completed with the frame's stream number (default: ``video-<n>``)."""
         self.server = server
         self.name = name
         self.config = config
         self.options = options or DecodeOptions()
+        self.admission = admission or Admission(stream_id="video")
+        self._admissions: dict[int, Admission] = {}
         self._model_pipeline = config.model_pipeline() if config.steps is not None else None
         self.single: ModelVersion | None = None  # set for single-model analysis pipelines
         self.task = self._check_models()
@@ -136,15 +141,27 @@ class FrameProcessor:
         frame, timings = prepared.frame, Timings()
         if prepared.tensor is not None:
             assert self.single is not None
-            return await infer_tensor(self.single, prepared.tensor, f"video-{frame.stream}")
+            return await infer_tensor(self.single, prepared.tensor, self._admission(frame))
         if self.config.interpolate is not None:
             image = frame.image if not frame.spare else await self._interpolate(frame, timings)
             return FrameOutput(None, image, timings)
         assert frame.image is not None and self._model_pipeline is not None
         result = await self.server.predictor.run_pipeline(
-            self.name, self._model_pipeline, frame.image, self.options, timings
+            self.name,
+            self._model_pipeline,
+            frame.image,
+            self.options,
+            timings,
+            self._admission(frame),
         )
         return FrameOutput(result, None, timings)
+
+    def _admission(self, frame: Frame) -> Admission:
+        found = self._admissions.get(frame.stream)
+        if found is None:
+            stream_id = f"{self.admission.stream_id}-{frame.stream}"
+            found = self._admissions[frame.stream] = replace(self.admission, stream_id=stream_id)
+        return found
 
     async def _interpolate(self, frame: Frame, timings: Timings) -> np.ndarray:
         assert self.config.interpolate is not None and frame.previous is not None
@@ -156,7 +173,16 @@ class FrameProcessor:
             InputTensor(n, "UINT8", a[None].shape if batch else a.shape, a[None] if batch else a)
             for n, a in zip(INTERPOLATE_INPUTS, pair, strict=True)
         ]
-        request = InferRequest(mv.name, tensors, outputs=[INTERPOLATE_OUTPUT])
+        a = self._admission(frame)
+        request = InferRequest(
+            mv.name,
+            tensors,
+            outputs=[INTERPOLATE_OUTPUT],
+            stream_id=a.stream_id,
+            droppable=a.droppable,
+            max_inflight=a.max_inflight,
+            background=a.background,
+        )
         with timings.step("infer"):
             response = await mv.infer(request)
         middle = response.outputs[0].data

@@ -32,7 +32,7 @@ import numpy as np
 
 from frameserve.errors import FrameserveError, InvalidInput, VideoError
 from frameserve.processing.results import Detections
-from frameserve.serving.local import LocalServer
+from frameserve.serving.local import ServerHandle
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import VideoInfo, VideoSource
 from frameserve.video.frames import Frame, Sampling
@@ -114,7 +114,7 @@ class VideoRun:
 
     def __init__(
         self,
-        server: LocalServer,
+        server: ServerHandle,
         name: str,
         config: VideoPipelineConfig,
         inputs: list[Path],
