@@ -652,6 +652,35 @@ def test_a_batch_is_filled_by_priority_then_arrival() -> None:
     run(main())
 
 
+def test_background_items_run_on_the_capacity_left_and_are_never_dropped() -> None:
+    """Video jobs sit below every priority level: online and live items always go first, a
+    job's items fill what is left of a batch, and the live dropping never touches them."""
+
+    async def main() -> None:
+        model = FakeModel(gated=True)
+        s = make(model, max_batch_size=2, priority_levels=1)
+        background = 2  # priority_levels + 1: the level below every configured one
+        blocker = item([0])
+        s.submit(blocker)
+        await model.wait_started(1)
+        jobs = [item([40 + i], priority=background, stream_id="job-1") for i in range(3)]
+        live = [
+            item([20 + i], stream_id="live-1", droppable=True, stream_limit=2) for i in range(3)
+        ]
+        online = item([10])
+        for it in (jobs[0], live[0], jobs[1], live[1], online, live[2], jobs[2]):
+            s.submit(it)
+        assert isinstance(await error_of(live[0]), FrameDropped)  # the stale live frame
+        model.gate.set()
+        for it in (blocker, *jobs, online, *live[1:]):
+            check_rows(it, await result(it))
+        order = [b[:, 0].tolist() for b in model.batches]
+        assert order == [[0], [21, 10], [22, 40], [41, 42]]
+        await settle(s)
+
+    run(main())
+
+
 # -- bookkeeping --------------------------------------------------------------------------
 
 

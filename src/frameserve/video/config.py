@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.serving.config import MODEL_NAME_RE, format_validation_error, read_yaml
 from frameserve.serving.pipeline import PIPELINE_FILE, OutputSpec, PipelineConfig, StepSpec
-from frameserve.video.frames import Sampling
+from frameserve.video.frames import check_sample
 
 BUILTIN_PACKAGE = "frameserve.video.pipelines"
 
@@ -89,10 +89,7 @@ class VideoPipelineConfig(_Strict):
     @field_validator("sample")
     @classmethod
     def _sample(cls, v: str) -> str:
-        try:
-            Sampling.parse(v, "sample")
-        except InvalidInput as err:
-            raise ValueError(err.message) from None
+        check_sample(v)
         return v
 
     @model_validator(mode="after")

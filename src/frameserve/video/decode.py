@@ -4,7 +4,9 @@ FFmpeg decodes on its own codec threads (frame and slice threading, sized from t
 budget); this module runs in one decoder thread per input and converts only the frames the
 sampling keeps to RGB. Timestamps stay integers in the stream's time base, so variable frame
 rate survives. With ``keyframes`` sampling the decoder skips every other frame outright
-(``skip_frame=NONKEY``), which is what makes that mode cheap.
+(``skip_frame=NONKEY``), which is what makes that mode cheap. A source may start at a
+``SeekPoint`` (a resumed job): the demuxer seeks back to that keyframe, and indices and
+sampling continue as if the file had been decoded from its beginning.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import av.error
 
 from frameserve.errors import VideoError
 from frameserve.processing.transform import Preprocessor
-from frameserve.video.frames import Frame, FrameSelector, Sampling
-from frameserve.video.scaler import ScalerPlan, plan_scaler
+from frameserve.video.frames import Frame, FrameSelector, Sampling, SeekPoint
+from frameserve.video.scaler import ScalerPlan, plan_scaler, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,11 @@ def _info(path: Path, container: Any) -> VideoInfo:
     )
 
 
+class _SeekMissed(Exception):
+    """The demuxer's seek landed after the keyframe asked for: MPEG-TS and other formats
+    without an index seek by bisecting bytes and may resume a GOP late."""
+
+
 class VideoSource:
     """The kept frames of one input, in presentation order, as ``Frame`` objects."""
 
@@ -115,10 +122,17 @@ class VideoSource:
         sampling: Sampling,
         threads: int,
         resize_for: Preprocessor | None = None,
+        start: SeekPoint | None = None,
+        first_index: int = 0,
     ) -> None:
         """``resize_for``: the model's pre-processing, when only its input is needed (no
-        full-size frames for crops or video output): FFmpeg may then resize (see ``scaler``)."""
+        full-size frames for crops or video output): FFmpeg may then resize (see ``scaler``).
+        ``start``: decode from this keyframe (a resumed job), with the frame indices and the
+        sampling decisions of a decode from the beginning; kept frames with an index below
+        ``first_index`` are decoded and sampled but not yielded (they were written before)."""
         self.path = path
+        self.start = start
+        self.first_index = first_index
         self.stream_id = stream_id
         self.sampling = sampling
         self.threads = max(1, threads)
@@ -140,57 +154,81 @@ class VideoSource:
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Decode and yield kept frames until the end of the file or ``stop`` is set."""
-        container = open_video(self.path)
-        try:
-            yield from self._decode(container, stop)
-        finally:
-            container.close()
+        seek = self.start is not None
+        while True:
+            container = open_video(self.path)
+            try:
+                yield from self._decode(container, stop, seek)
+                return
+            except _SeekMissed as missed:
+                log.warning("%s: %s; decoding from the start instead", self.path, missed)
+                seek = False  # nothing was yielded yet: the same frames come from the start
+            finally:
+                container.close()
 
-    def _decode(self, container: Any, stop: threading.Event) -> Iterator[Frame]:
+    def _decode(self, container: Any, stop: threading.Event, seek: bool) -> Iterator[Frame]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self.threads
         if self.sampling.mode == "keyframes":
             stream.codec_context.skip_frame = "NONKEY"
         time_base = stream.time_base or Fraction(1, 90000)
-        selector = FrameSelector(self.sampling)
-        seen_pts: list[int] = []  # packet pts, sorted: a frame's index is its rank
+        selector = FrameSelector.resume(self.sampling, self.start)
+        passed: SeekPoint | None = None  # the keyframe passed since the last kept frame
         started = time.perf_counter()
+        for frame, index in self._decoded(container, stream, stop, seek):
+            pts = frame.pts if frame.pts is not None else self._guess_pts(index, time_base)
+            if frame.key_frame and frame.pts is not None:
+                passed = selector.seek_point(pts, index)
+            keep = selector.keep(index, pts * time_base, bool(frame.key_frame))
+            if not keep or index < self.first_index:
+                continue
+            image, scaled = self._image(frame)
+            self.stats.kept += 1
+            self.stats.seconds += time.perf_counter() - started
+            yield Frame(
+                self.stream_id, index, pts, time_base, image, bool(frame.key_frame),
+                source_size=(frame.width, frame.height) if scaled else None, seek=passed,
+            )  # fmt: skip
+            passed = None
+            started = time.perf_counter()
+        self.stats.seconds += time.perf_counter() - started
+
+    def _decoded(
+        self, container: Any, stream: Any, stop: threading.Event, seek: bool
+    ) -> Iterator[tuple[Any, int]]:
+        """Decoded frames from ``start`` on (all without one) with their index: the rank of
+        their pts among the packet pts seen, offset by the start keyframe's index."""
+        start = self.start
+        low, offset = (start.pts, start.index) if start is not None else (None, 0)
+        if seek and start is not None:  # back to the keyframe (or one before it)
+            container.seek(start.pts, stream=stream, backward=True, any_frame=False)
+        checked = not seek
+        seen_pts: list[int] = []  # packet pts from the start on, sorted
         for packet in container.demux(stream):
             if stop.is_set():
                 return
-            if packet.pts is not None:
+            if packet.pts is not None and (low is None or packet.pts >= low):
                 bisect.insort(seen_pts, packet.pts)
             for frame in self._decode_packet(packet):
-                index = self._index(frame, seen_pts)
+                if low is not None and frame.pts is not None:
+                    if frame.pts < low:  # before the keyframe: the previous run wrote it
+                        continue
+                    if not checked and frame.pts > low:
+                        raise _SeekMissed(f"seeking to pts {low} landed at pts {frame.pts}")
+                    checked = True
+                index = offset + self._index(frame, seen_pts)
                 self.stats.decoded += 1
-                pts = frame.pts if frame.pts is not None else self._guess_pts(index, time_base)
-                seconds = pts * time_base
-                if not selector.keep(index, seconds, bool(frame.key_frame)):
-                    continue
-                image, scaled = self._image(frame)
-                self.stats.kept += 1
-                self.stats.seconds += time.perf_counter() - started
-                yield Frame(
-                    self.stream_id, index, pts, time_base, image, bool(frame.key_frame),
-                    source_size=(frame.width, frame.height) if scaled else None,
-                )  # fmt: skip
-                started = time.perf_counter()
-        self.stats.seconds += time.perf_counter() - started
+                yield frame, index
+        if not checked:  # the seek went past the keyframe and the last frame
+            raise _SeekMissed(f"seeking to pts {low} found no frame at or after it")
 
     def _image(self, frame: Any) -> tuple[Any, bool]:
         """The frame in RGB: full size, or already resized by FFmpeg where that matches."""
         if self._resize_for is not None and self.scaler is None:
             self.scaler = plan_scaler(self._resize_for, frame)
             log.info("%s: %s", self.path, self.scaler.describe())
-        plan = self.scaler
-        if plan is not None and plan.size is not None:
-            w, h = plan.size
-            small = frame.reformat(
-                width=w, height=h, format="rgb24", interpolation=plan.interpolation
-            )
-            return small.to_ndarray(), True
-        return frame.to_ndarray(format="rgb24"), False
+        return to_rgb(frame, self.scaler)
 
     def _decode_packet(self, packet: Any) -> list[Any]:
         """Frames of one packet; a corrupt packet is skipped with a warning and counted."""

@@ -3,7 +3,9 @@
 A ``Frame`` is an RGB image with its exact timestamp (integer pts in the stream's time base),
 the decoded frame index and the stream it belongs to. ``Sampling`` is what ``--sample`` and a
 pipeline's ``sample:`` say; ``FrameSelector`` applies it to decoded frames in order, with
-exact rational arithmetic so ``fps:F`` picks the same frames on every machine.
+exact rational arithmetic so ``fps:F`` picks the same frames on every machine. A ``SeekPoint``
+is a keyframe decoding can start again from, with the selector's state just before it, so a
+resumed decode keeps exactly the frames the first one would have kept.
 """
 
 from __future__ import annotations
@@ -54,6 +56,30 @@ class Sampling:
         return self.mode
 
 
+def check_sample(value: str | None, where: str = "sample") -> str | None:
+    """The body of a pydantic ``sample`` validator: ``value`` when None or a valid sampling,
+    else ``ValueError`` (which pydantic reports with the field)."""
+    if value is not None:
+        try:
+            Sampling.parse(value, where)
+        except InvalidInput as err:
+            raise ValueError(err.message) from None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SeekPoint:
+    """A keyframe to decode from again: its pts and frame index, and the selector state there.
+
+    ``next_tick`` is ``FrameSelector``'s state before it decided on this keyframe (``fps:F``
+    only; the other modes decide from the frame alone), so replayed decisions are identical.
+    """
+
+    pts: int
+    index: int
+    next_tick: Fraction | None = None
+
+
 @dataclass(slots=True)
 class FrameSelector:
     """Decides, frame by frame in presentation order, whether a decoded frame is kept.
@@ -65,6 +91,18 @@ class FrameSelector:
 
     sampling: Sampling
     _next_tick: Fraction | None = field(default=None, init=False)
+
+    @classmethod
+    def resume(cls, sampling: Sampling, point: SeekPoint | None) -> FrameSelector:
+        """A selector in the state it had at ``point`` (a fresh one for None)."""
+        selector = cls(sampling)
+        if point is not None:
+            selector._next_tick = point.next_tick
+        return selector
+
+    def seek_point(self, pts: int, index: int) -> SeekPoint:
+        """Where decoding may restart: the keyframe at ``pts`` before ``keep`` decides on it."""
+        return SeekPoint(pts, index, self._next_tick)
 
     def keep(self, index: int, seconds: Fraction, keyframe: bool) -> bool:
         s = self.sampling
@@ -102,6 +140,9 @@ class Frame:
     previous: np.ndarray | None = None
     next: np.ndarray | None = None
     source_size: tuple[int, int] | None = None  # set when FFmpeg already resized ``image``
+    # The keyframe passed since the previous kept frame: decoding from it again yields this
+    # frame next (jobs checkpoint there). None for frames after the first of a GOP.
+    seek: SeekPoint | None = None
 
     @property
     def seconds(self) -> Fraction:

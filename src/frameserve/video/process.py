@@ -14,8 +14,12 @@ pool does their CPU work; interpolation sends the two neighbours of a spare fram
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,6 +34,9 @@ from frameserve.serving.types import Admission, InferRequest, InputTensor
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.frames import Frame
 
+T = TypeVar("T")
+
+POLL_S = 0.1  # how often a thread blocked on a frame looks at its stop event
 INTERPOLATE_INPUTS = ("previous", "next")
 INTERPOLATE_OUTPUT = "middle"
 
@@ -201,3 +208,20 @@ class FrameProcessor:
             one = {k: v[0] for k, v in outputs.items()}
             result = self.single.processing.decode(one, prepared.geometry, self.options)
         return FrameOutput(result, None, timings)
+
+
+def wait_frame(future: Future[T], stop: threading.Event) -> T | None:
+    """A frame's outputs, waited for in a thread that must notice ``stop`` within ``POLL_S``.
+
+    None when the frame was cancelled or ``stop`` was set (the future is then cancelled too);
+    the frame's own error (a model failure, ``FrameDropped``) is raised.
+    """
+    while not stop.is_set():
+        try:
+            return future.result(timeout=POLL_S)
+        except FutureTimeout:
+            continue
+        except CancelledError:
+            return None
+    future.cancel()
+    return None

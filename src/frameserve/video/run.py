@@ -22,8 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,20 @@ import numpy as np
 from frameserve.errors import FrameserveError, InvalidInput, VideoError
 from frameserve.processing.results import Detections
 from frameserve.serving.local import ServerHandle
+from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import VideoInfo, VideoSource
 from frameserve.video.frames import Frame, Sampling
-from frameserve.video.process import FrameOutput, FrameProcessor
+from frameserve.video.process import POLL_S, FrameOutput, FrameProcessor, wait_frame
 from frameserve.video.profile import StageProfile
-from frameserve.video.streams import StreamOutputs, StreamRun
+from frameserve.video.streams import StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.track import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
 
 Outputs = FrameOutput | dict[str, np.ndarray]
+FrameHook = Callable[[StreamRun, Frame], None]  # runs in the sink thread, before the write
 
-POLL_S = 0.1  # how often a blocked thread looks at the stop event
 _END = object()  # end of one input's frames
 
 
@@ -110,7 +110,16 @@ def plan_outputs(
 
 
 class VideoRun:
-    """One run of a video pipeline over one or more inputs, in this process."""
+    """One run of a video pipeline over one or more inputs, in this process.
+
+    ``video run`` gives inputs and options only. A job also gives: ``admission`` (how its
+    frames enter the schedulers: the background level), ``plans`` (its own files, the
+    checkpoint to start from, a segment encoder), ``on_frame`` (called in the sink thread
+    before each frame is written: where a job checkpoints), ``stop`` (its cancel event) and
+    ``thread_prefix`` (its threads' names say whose they are).
+    A run stopped through ``stop`` returns normally: ``StreamRun.finished`` says whether
+    every frame was written.
+    """
 
     def __init__(
         self,
@@ -119,9 +128,17 @@ class VideoRun:
         config: VideoPipelineConfig,
         inputs: list[Path],
         options: RunOptions,
+        *,
+        admission: Admission | None = None,
+        plans: list[StreamPlan] | None = None,
+        on_frame: FrameHook | None = None,
+        stop: threading.Event | None = None,
+        thread_prefix: str = "",
     ) -> None:
         if not inputs:
             raise InvalidInput("video run: expected at least one input file")
+        if plans is not None and len(plans) != len(inputs):
+            raise InvalidInput(f"video run: expected one plan per input, got {len(plans)}")
         self.local = server
         self.name = name
         self.config = config
@@ -129,33 +146,41 @@ class VideoRun:
         self.sampling = options.sample or Sampling.parse(config.sample, f"{name}: sample")
         if config.transforms and self.sampling.mode != "all":
             raise InvalidInput(f"--sample: pipeline {name} makes new frames, needs all frames")
-        self.processor = FrameProcessor(server.server, name, config)
+        self.processor = FrameProcessor(server.server, name, config, admission=admission)
         self._check_sinks()
-        budget = server.server.budget
-        threads = options.decode_threads or budget.cores
-        resize_for = self.processor.resize_for(full_frames=options.video_out)
-        self.sources = [
-            VideoSource(path, i, self.sampling, threads, resize_for)
-            for i, path in enumerate(inputs)
-        ]  # probes every input now: a file that is not a video fails before any work
-        self.stop = threading.Event()
+        plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
+        pairs = enumerate(zip(inputs, plans, strict=True))
+        # probes every input now: a file that is not a video fails before any work
+        self.sources = [self._source(path, i, plan.start) for i, (path, plan) in pairs]
+        self.stop = stop or threading.Event()
         self.profile = StageProfile()
+        self._on_frame = on_frame
+        self._prefix = thread_prefix  # thread names: <prefix>decode-<n>, <prefix>sink-<n>
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
         self._done = 0
         self._inflight = options.inflight or self._default_inflight(len(inputs))
         options.out.mkdir(parents=True, exist_ok=True)
-        self.streams = [
-            StreamRun(
-                source=s,
-                outputs=outputs,
-                config=config,
-                threads=budget.cores,
-                tracker=self._tracker(s),
-                frames=queue.Queue(maxsize=self._inflight),
-            )
-            for s, outputs in zip(self.sources, plan_outputs(inputs, options, config), strict=True)
-        ]
+        self.streams = [self._stream(s, plan) for s, plan in zip(self.sources, plans, strict=True)]
+
+    def _source(self, path: Path, stream_id: int, start: StreamStart | None) -> VideoSource:
+        threads = self.options.decode_threads or self.local.server.budget.cores
+        resize_for = self.processor.resize_for(full_frames=self.options.video_out)
+        seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
+        return VideoSource(path, stream_id, self.sampling, threads, resize_for, seek, first)
+
+    def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:
+        return StreamRun(
+            source=source,
+            outputs=plan.outputs,
+            config=self.config,
+            threads=self.local.server.budget.cores,
+            tracker=self._tracker(source),
+            frames=queue.Queue(maxsize=self._inflight),
+            written=plan.start.written if plan.start is not None else 0,
+            encoder=plan.encoder,
+            append=plan.start is not None,
+        )
 
     def _check_sinks(self) -> None:
         task = self.processor.task
@@ -197,8 +222,9 @@ class VideoRun:
         started = time.perf_counter()
         threads = []
         for st in self.streams:
-            threads.append(self._thread(f"decode-{st.source.stream_id}", self._decode, st))
-            threads.append(self._thread(f"sink-{st.source.stream_id}", self._sink, st))
+            n = st.source.stream_id
+            threads.append(self._thread(f"{self._prefix}decode-{n}", self._decode, st))
+            threads.append(self._thread(f"{self._prefix}sink-{n}", self._sink, st))
         try:
             self._wait(threads, progress)
         except KeyboardInterrupt:
@@ -244,7 +270,7 @@ class VideoRun:
         except BaseException as err:  # noqa: BLE001 - any failure must stop the whole run
             self._fail(str(st.source.path), err)
         finally:
-            if threading.current_thread().name.startswith("sink"):
+            if target == self._sink:  # the sink thread owns the stream's files
                 st.close()
 
     def _fail(self, where: str, err: BaseException) -> None:
@@ -273,7 +299,10 @@ class VideoRun:
                 )  # fmt: skip
                 self._submit(st, spare)
             previous = frame
-            self._submit(st, Frame(frame.stream, frame.index, 2 * frame.pts, tb, frame.image))
+            # A resumed run starts at an original (``seek``), never at the spare before it.
+            original = Frame(frame.stream, frame.index, 2 * frame.pts, tb, frame.image)
+            original.seek = frame.seek
+            self._submit(st, original)
         self._put(st, _END)
 
     def _submit(self, st: StreamRun, frame: Frame) -> None:
@@ -311,20 +340,14 @@ class VideoRun:
             self._cancel_pending(st)
 
     def _result(self, future: Future[Outputs]) -> Outputs | None:
-        while not self.stop.is_set():
-            try:
-                return future.result(timeout=POLL_S)
-            except FutureTimeout:
-                continue
-            except CancelledError:
-                return None
-        future.cancel()
-        return None
+        return wait_frame(future, self.stop)
 
     def _write(self, st: StreamRun, frame: Frame, output: FrameOutput) -> None:
         for step, seconds in output.timings.seconds.items():
             if step in ("preprocess", "postprocess"):
                 self.profile.add(step, seconds)
+        if self._on_frame is not None:
+            self._on_frame(st, frame)
         started, encoded = time.perf_counter(), st.encode_seconds
         result = output.result
         if st.tracker is not None and isinstance(result, Detections):

@@ -69,3 +69,12 @@ def plan_scaler(preprocessor: Preprocessor, frame: Any) -> ScalerPlan:
     if mean <= MAX_MEAN_DIFF and p99 <= MAX_P99_DIFF:
         return ScalerPlan((cw, ch), flag, f"matches the declared resize: {numbers}")
     return ScalerPlan(None, reason=f"FFmpeg's {flag.lower()} differs: {numbers}")
+
+
+def to_rgb(frame: Any, plan: ScalerPlan | None) -> tuple[np.ndarray, bool]:
+    """A decoded frame in RGB: resized by FFmpeg when ``plan`` has a size (True), else full."""
+    if plan is not None and plan.size is not None:
+        w, h = plan.size
+        small = frame.reformat(width=w, height=h, format="rgb24", interpolation=plan.interpolation)
+        return small.to_ndarray(), True
+    return frame.to_ndarray(format="rgb24"), False

@@ -1,13 +1,17 @@
 """One input of a video run: its source, its queue of frames in flight, tracker and sinks.
 
 A ``StreamRun`` is written to by its sink thread only (the decoder thread only puts into
-``frames``), so its sinks and tracker need no locks.
+``frames``), so its sinks and tracker need no locks. A ``StreamPlan`` says what an input
+writes and where it starts: ``video run`` plans fresh files per input; a job names its own
+files, starts from its checkpoint and encodes video in segments.
 """
 
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +19,11 @@ import numpy as np
 
 from frameserve.errors import VideoError
 from frameserve.processing.results import Result
-from frameserve.video.config import VideoPipelineConfig
-from frameserve.video.decode import VideoSource
-from frameserve.video.frames import Frame
+from frameserve.video.config import VideoOutSpec, VideoPipelineConfig
+from frameserve.video.decode import VideoInfo, VideoSource
+from frameserve.video.frames import Frame, SeekPoint
 from frameserve.video.overlay import OverlayStyle, draw
-from frameserve.video.sinks import JsonlSink, MaskTrackSink, VideoSink, frame_fields
+from frameserve.video.sinks import Encoder, JsonlSink, MaskTrackSink, VideoSink, frame_fields
 from frameserve.video.track import Tracker
 
 if TYPE_CHECKING:
@@ -50,6 +54,29 @@ class StreamOutputs:
         )
 
 
+# Makes a stream's encoder: (path, source, time base, rate, spec, threads), as ``VideoSink``.
+EncoderFactory = Callable[[Path, VideoInfo, Fraction, Fraction | None, VideoOutSpec, int], Encoder]
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """Where a resumed input starts: the keyframe to decode from, the index of the first frame
+    to write (kept frames below it were written before) and how many lines were written."""
+
+    seek: SeekPoint
+    next_frame: int
+    written: int
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What one input writes and where it starts (None: from the beginning, fresh files)."""
+
+    outputs: StreamOutputs
+    start: StreamStart | None = None
+    encoder: EncoderFactory = VideoSink
+
+
 def overlay_style(config: VideoPipelineConfig) -> OverlayStyle:
     o = config.overlay
     return OverlayStyle(mask=o.mask, draw_keypoints=o.keypoints, draw_labels=o.labels)
@@ -63,8 +90,11 @@ class StreamRun:
     threads: int
     tracker: Tracker | None
     frames: queue.Queue[Any]
-    written: int = 0
-    _video: VideoSink | None = None  # kept after close: its encode seconds feed the profile
+    written: int = 0  # lines written, those of a run this one resumes included
+    encoder: EncoderFactory = VideoSink
+    append: bool = False  # continue the JSONL file (a resumed job cut it to its checkpoint)
+    finished: bool = False  # every frame of the input was written
+    _video: Encoder | None = None  # kept after close: its encode seconds feed the profile
     _sinks: dict[str, Any] = field(default_factory=dict)
     _opened: bool = False
     _closed: bool = False
@@ -77,10 +107,10 @@ class StreamRun:
             scale = 2 if self.config.transforms else 1
             rate = info.rate * scale if info.rate else None
             tb = info.time_base / scale
-            self._video = self._sinks["video"] = VideoSink(
+            self._video = self._sinks["video"] = self.encoder(
                 o.video, info, tb, rate, self.config.video_out, self.threads
             )
-        self._sinks["jsonl"] = JsonlSink(o.jsonl)
+        self._sinks["jsonl"] = JsonlSink(o.jsonl, self.append)
         if o.masks is not None:
             self._sinks["masks"] = MaskTrackSink(o.masks, self.config.mask_track)
         self._style = overlay_style(self.config)
@@ -103,7 +133,7 @@ class StreamRun:
         self._sinks["jsonl"].write(line)
         if "masks" in self._sinks:
             self._sinks["masks"].write(fields, result)
-        video: VideoSink | None = self._sinks.get("video")
+        video: Encoder | None = self._sinks.get("video")
         if video is not None:
             picture = image if image is not None else frame.image
             assert picture is not None
@@ -116,13 +146,21 @@ class StreamRun:
     def encode_seconds(self) -> float:
         return self._video.seconds if self._video is not None else 0.0
 
+    def sync(self) -> int:
+        """Force the JSON lines written so far to disk; returns the file's length in bytes."""
+        if not self._opened:
+            self._open()
+        jsonl: JsonlSink = self._sinks["jsonl"]
+        return jsonl.sync()
+
     def finish(self) -> None:
         if not self._opened:  # no frame at all: still leave (empty) outputs behind
             self._open()
-        video: VideoSink | None = self._sinks.get("video")
+        video: Encoder | None = self._sinks.get("video")
         if video is not None:
             video.finish()
         self.close()
+        self.finished = True
 
     def close(self) -> None:
         """Close every sink; results written so far stay on disk."""

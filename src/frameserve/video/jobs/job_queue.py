@@ -1,0 +1,359 @@
+"""The durable queue of video jobs: submit, watch, cancel and delete, resume after a restart.
+
+Threads: the API calls the public methods from its loop thread (briefly, or through
+``asyncio.to_thread``); each running job has one thread of its own, ``job-<id>``, which
+builds and runs the job's ``VideoRun`` (its decoder and sink threads); checkpoints are
+committed from the sink thread. One lock guards the store (SQLite) and the table of running
+jobs; nothing slow happens under it (a checkpoint's commit is one synchronous write).
+
+At most ``max_running`` jobs run at once; the others wait in submit order, at most
+``max_queued`` of them (``QueueFull`` beyond). Frames enter the schedulers at the background
+level, below online requests and live streams: never dropped, only slowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from frameserve.errors import FrameserveError, InvalidInput, NotFound, QueueFull, Unavailable
+from frameserve.serving.local import ServerHandle
+from frameserve.video.config import load_named_pipeline
+from frameserve.video.jobs.runner import JobPaths, JobRunner
+from frameserve.video.jobs.spec import Checkpoint, JobProgress, JobRecord, JobSettings, JobSpec
+from frameserve.video.jobs.spec import JobState as S
+from frameserve.video.jobs.store import JobStore, StoredJob
+from frameserve.video.media import MediaRoot
+from frameserve.video.process import FrameProcessor
+
+log = logging.getLogger(__name__)
+
+DELETE_WAIT_S = 10.0  # how long deleting a cancelled job waits for its thread to stop
+
+
+@dataclass(eq=False)
+class _Active:
+    """A job whose thread runs; ``reason`` says why it was asked to stop."""
+
+    id: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    runner: JobRunner | None = None
+    reason: str | None = None  # "cancel" | "shutdown"
+
+
+class JobQueue:
+    """Video jobs over one server; see the module docstring for threads and limits."""
+
+    def __init__(self, handle: ServerHandle, settings: JobSettings) -> None:
+        self.handle = handle
+        self.settings = settings
+        self.media = MediaRoot(settings.media_root)
+        self.uploads = (settings.state_dir / "uploads").resolve()
+        self._lock = threading.RLock()
+        self._store: JobStore | None = None
+        self._active: dict[str, _Active] = {}
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the store; jobs a previous process left queued or running run again, running
+        ones from their last checkpoint."""
+        with self._lock:
+            if self._store is not None or self._closed:
+                raise Unavailable("job queue: start() may be called once, before close()")
+            (self.settings.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
+            self._store = JobStore(self.settings.state_dir / "jobs.db")
+            self._store.requeue_running()
+            waiting = self._store.list(S.QUEUED)
+            if waiting:
+                resume = sum(1 for job in waiting if job.checkpoint is not None)
+                log.info("jobs: %d waiting, %d resume from a checkpoint", len(waiting), resume)
+            self._dispatch()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop running jobs without cancelling them: each goes back to "queued" with its
+        last checkpoint, so the next ``start`` resumes it. Then close the store."""
+        with self._lock:
+            self._closed = True
+            active = list(self._active.values())
+            for job in active:
+                job.reason = job.reason or "shutdown"
+                job.stop.set()
+        deadline = time.monotonic() + timeout_s
+        for job in active:
+            if job.thread is not None:
+                job.thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            late = sorted(j.id for j in active if j.thread is not None and j.thread.is_alive())
+            if late:
+                log.warning("jobs %s: still stopping after %.1f s; they resume at the next "
+                            "start", late, timeout_s)  # fmt: skip
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def _db(self) -> JobStore:
+        if self._store is None:
+            state = "closed" if self._closed else "not started"
+            raise Unavailable(f"job queue: expected a started queue, it is {state}")
+        return self._store
+
+    # -- submit -----------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> JobRecord:
+        """Queue a job over ``spec.input`` in the media root; returns it "queued"."""
+        with self._lock:
+            self._db()  # Unavailable before start and after close, before any other check
+        spec = self._validate(spec)
+        self.media.resolve(spec.input, "input")
+        return self._add(spec, None)
+
+    def submit_file(self, spec: JobSpec, path: Path) -> JobRecord:
+        """Queue a job over an uploaded file (under ``state_dir/uploads``). The job owns the
+        file from here: it moves into the job's folder and goes with the job; if the job is
+        refused, the file is deleted."""
+        try:
+            with self._lock:
+                self._db()
+            upload = self._check_upload(path)
+            spec = self._validate(spec)
+            return self._add(spec, upload)
+        except BaseException:
+            if Path(path).resolve().is_relative_to(self.uploads):
+                self._discard_upload(Path(path))
+            raise
+
+    def _validate(self, spec: JobSpec) -> JobSpec:
+        """Refuse what cannot run: unknown pipeline (InvalidInput), models not loaded
+        (ConfigError), sampling a pipeline that makes frames. Returns the spec to store."""
+        root = self.handle.server.repository.root
+        name, config = load_named_pipeline(spec.pipeline, root, "pipeline")
+        sampling = spec.sampling
+        if config.transforms and sampling is not None and sampling.mode != "all":
+            raise InvalidInput(
+                f"sample: pipeline {name} makes new frames and needs all of them: expected "
+                f"all or null, got {spec.sample!r}"
+            )
+        FrameProcessor(self.handle.server, name, config)  # raises when models are missing
+        if config.transforms and not spec.video_out:  # a transformation's product is video
+            spec = spec.model_copy(update={"video_out": True})
+        return spec
+
+    def _check_upload(self, path: Path) -> Path:
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(self.uploads) or not resolved.is_file():
+            raise InvalidInput(f"upload: expected a file under {self.uploads}, got {str(path)!r}")
+        return resolved
+
+    def _discard_upload(self, path: Path) -> None:
+        """Delete an upload and the folder the server made for it (when empty)."""
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        if folder != self.uploads and folder.is_relative_to(self.uploads):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty: not only ours
+
+    def _add(self, spec: JobSpec, upload: Path | None) -> JobRecord:
+        with self._lock:
+            store = self._db()
+            waiting = store.count(S.QUEUED)
+            if waiting >= self.settings.max_queued:
+                raise QueueFull(
+                    f"jobs: {waiting} jobs are queued, the limit is max_queued "
+                    f"{self.settings.max_queued}; submit again after some have started"
+                )
+            job_id = uuid.uuid4().hex
+            paths = self._paths(job_id)
+            paths.folder.mkdir(parents=True)
+            owned = None
+            if upload is not None:
+                paths.uploads.mkdir()
+                target = paths.uploads / upload.name
+                shutil.move(upload, target)
+                self._discard_upload(upload)
+                owned = str(target.relative_to(paths.folder))
+            store.insert(job_id, spec, owned, time.time())
+            record = self._record(self._stored(job_id))
+            log.info("job %s: queued (%s over %s)", job_id, spec.pipeline, spec.input)
+            self._dispatch()
+            return record
+
+    # -- reading ----------------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord:
+        with self._lock:
+            return self._record(self._stored(job_id))
+
+    def list(self, state: str | None = None) -> list[JobRecord]:
+        """Jobs, newest first; ``state`` filters (InvalidInput for an unknown name)."""
+        wanted = S.parse(state) if state is not None else None
+        with self._lock:
+            return [self._record(job) for job in self._db().list(wanted)]
+
+    def results_path(self, job_id: str) -> Path:
+        """The job's JSON lines (present once it started; growing while it runs)."""
+        with self._lock:
+            self._stored(job_id)
+            return self._paths(job_id).results
+
+    def output_path(self, job_id: str) -> Path:
+        """The joined MP4 of a job that asked for video and succeeded."""
+        with self._lock:
+            job = self._stored(job_id)
+        path = self._paths(job_id).output
+        if not job.spec.video_out:
+            raise NotFound(f"job {job_id}: has no video output (video_out was false)")
+        if job.state is not S.SUCCEEDED or not path.is_file():
+            raise NotFound(
+                f"job {job_id}: video output exists once the job succeeded, it is {job.state}"
+            )
+        return path
+
+    def _stored(self, job_id: str) -> StoredJob:
+        job = self._db().get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r}: no such job")
+        return job
+
+    def _record(self, job: StoredJob) -> JobRecord:
+        active = self._active.get(job.id)
+        progress = JobProgress(job.frames_done, job.frames_total)
+        if active is not None and active.runner is not None and job.state is S.RUNNING:
+            progress = active.runner.progress()
+        return JobRecord(
+            job.id, job.state, job.spec, job.created, job.started, job.finished, progress,
+            job.error,
+        )  # fmt: skip
+
+    def _paths(self, job_id: str) -> JobPaths:
+        return JobPaths(self.settings.state_dir / "jobs" / job_id)
+
+    # -- cancel and delete ------------------------------------------------------------------
+    def delete(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job (its record stays, "cancelled"); remove a finished
+        one with all its files."""
+        with self._lock:
+            job = self._stored(job_id)
+            if not job.state.finished:
+                return self._cancel(job)
+            stopping = self._active.get(job_id)
+        if stopping is not None and stopping.thread is not None:  # a cancel still winding down
+            stopping.thread.join(DELETE_WAIT_S)
+        with self._lock:
+            job = self._stored(job_id)
+            if job_id in self._active:
+                raise Unavailable(f"job {job_id}: still stopping after a cancel; delete again")
+            record = self._record(job)
+            self._db().delete(job_id)
+        shutil.rmtree(self._paths(job_id).folder, ignore_errors=True)
+        log.info("job %s: deleted", job_id)
+        return record
+
+    def _cancel(self, job: StoredJob) -> JobRecord:
+        active = self._active.get(job.id)
+        frames_done = active.runner.written() if active and active.runner else None
+        self._db().end(job.id, S.CANCELLED, time.time(), None, frames_done)
+        if active is not None:
+            active.reason = "cancel"
+            active.stop.set()
+        log.info("job %s: cancelled", job.id)
+        return self._record(self._stored(job.id))
+
+    # -- running ----------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Start waiting jobs while slots are free (called under the lock)."""
+        store = self._store
+        while store is not None and not self._closed:
+            if len(self._active) >= self.settings.max_running:
+                return
+            job_id = store.oldest(S.QUEUED)
+            if job_id is None:
+                return
+            store.start(job_id, time.time())
+            active = self._active[job_id] = _Active(job_id)
+            active.thread = threading.Thread(
+                target=self._run, args=(active,), name=f"job-{job_id}", daemon=True
+            )
+            active.thread.start()
+
+    def _run(self, active: _Active) -> None:
+        """The job's thread: run it, then record how it ended (always)."""
+        runner: JobRunner | None = None
+        done, error = False, None
+        try:
+            with self._lock:
+                job = self._stored(active.id)
+                runner = active.runner = JobRunner(
+                    self.handle, self.settings, job, lambda cp: self._commit(active, cp),
+                    active.stop,
+                )  # fmt: skip
+            run = runner.prepare(self.media)
+            with self._lock:
+                self._db().set_total(active.id, run.expected_frames())
+            at = runner.resumes_at
+            log.info("job %s: running from %s", active.id, f"frame {at}" if at else "the start")
+            done = runner.execute(run)
+        except FrameserveError as err:
+            error = _public(err.message, runner)
+        except Exception as err:
+            log.exception("job %s: failed", active.id)
+            error = _public(f"{type(err).__name__}: {err}", runner)
+        finally:
+            self._end(active, runner, done, error)
+
+    def _commit(self, active: _Active, checkpoint: Checkpoint) -> None:
+        """A checkpoint from the job's sink thread, with the progress it stands for."""
+        with self._lock:
+            if self._store is None or active.reason == "cancel":
+                return
+            self._store.checkpoint(active.id, checkpoint)
+
+    def _end(
+        self, active: _Active, runner: JobRunner | None, done: bool, error: str | None
+    ) -> None:
+        """Record the end of a job's thread: succeeded, failed, back to the queue (shutdown)
+        or nothing more (a cancel, recorded when it was asked for)."""
+        recorded = self._record_end(active, runner, done, error)
+        if recorded and runner is not None and (done or active.reason == "cancel"):
+            runner.remove_segments()  # outside the lock: a long job has many segments
+
+    def _record_end(
+        self, active: _Active, runner: JobRunner | None, done: bool, error: str | None
+    ) -> bool:
+        """False when the store was closed first: the row still says running, so the next
+        start resumes the job from its checkpoint (its segments must stay)."""
+        with self._lock:
+            del self._active[active.id]
+            store = self._store
+            if store is None:
+                log.warning("job %s: stopped after the queue closed; it resumes at the next "
+                            "start", active.id)  # fmt: skip
+                return False
+            written = runner.written() if runner is not None else None
+            if active.reason == "cancel":
+                store.set_done(active.id, written)
+            elif done:
+                store.end(active.id, S.SUCCEEDED, time.time(), None, written)
+                log.info("job %s: succeeded (%d frames)", active.id, written)
+            elif active.reason == "shutdown":  # back to the queue, its checkpoint kept
+                store.end(active.id, S.QUEUED, None)
+                log.info("job %s: stopped for shutdown, queued to resume", active.id)
+            else:
+                error = error or "stopped before the end of its input"
+                store.end(active.id, S.FAILED, time.time(), error, written)
+                log.warning("job %s: failed: %s", active.id, error)
+            self._dispatch()
+            return True
+
+
+def _public(message: str, runner: JobRunner | None) -> str:
+    """An error as the client may see it: the input named as the client named it."""
+    if runner is None or runner.input is None:
+        return message
+    return message.replace(str(runner.input), runner.job.spec.input)

@@ -1,0 +1,178 @@
+"""The jobs' durable state: one SQLite file (``state_dir/jobs.db``, WAL) with a row per job.
+
+A checkpoint and the progress it stands for are written in one statement, hence one
+transaction, and every commit is synchronous (``synchronous=FULL``): after a crash the row
+says exactly which results and segments on disk count. The store is not thread-safe on its
+own: ``JobQueue`` calls it under its one lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from frameserve.errors import ConfigError
+from frameserve.video.jobs.spec import Checkpoint, JobSpec, JobState
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- submit order
+    id TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    input TEXT NOT NULL,
+    sample TEXT,
+    video_out INTEGER NOT NULL,
+    upload TEXT,            -- an uploaded input the job owns: its path under the job folder
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    frames_done INTEGER NOT NULL DEFAULT 0,
+    frames_total INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    checkpoint TEXT         -- Checkpoint.to_json(), committed with frames_done
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+"""
+_COLUMNS = (
+    "id, state, pipeline, input, sample, video_out, upload, created, started, finished, "
+    "frames_done, frames_total, error, checkpoint"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """A row of the store."""
+
+    id: str
+    state: JobState
+    spec: JobSpec
+    upload: str | None
+    created: float
+    started: float | None
+    finished: float | None
+    frames_done: int
+    frames_total: int
+    error: str | None
+    checkpoint: Checkpoint | None
+
+
+def _job(row: tuple[Any, ...]) -> StoredJob:
+    (id_, state, pipeline, input_, sample, video_out, upload, created, started, finished,
+     done, total, error, checkpoint) = row  # fmt: skip
+    spec = JobSpec(pipeline=pipeline, input=input_, sample=sample, video_out=bool(video_out))
+    return StoredJob(
+        id_, JobState(state), spec, upload, created, started, finished, done, total, error,
+        Checkpoint.from_json(json.loads(checkpoint)) if checkpoint else None,
+    )  # fmt: skip
+
+
+class JobStore:
+    """Rows of jobs in SQLite; every method is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise ConfigError(
+                    f"{path}: expected job store schema version {SCHEMA_VERSION}, got {version} "
+                    "(written by another frameserve version)"
+                )
+            with self._db:
+                self._db.executescript(SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def insert(self, id_: str, spec: JobSpec, upload: str | None, created: float) -> None:
+        self._db.execute(
+            "INSERT INTO jobs (id, state, pipeline, input, sample, video_out, upload, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (id_, JobState.QUEUED.value, spec.pipeline, spec.input, spec.sample,
+             int(spec.video_out), upload, created),
+        )  # fmt: skip
+
+    def get(self, id_: str) -> StoredJob | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (id_,)).fetchone()
+        return _job(row) if row is not None else None
+
+    def list(self, state: JobState | None = None) -> list[StoredJob]:
+        """Newest first."""
+        if state is None:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq DESC")
+        else:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state = ? ORDER BY seq DESC", (state.value,)
+            )
+        return [_job(row) for row in rows.fetchall()]
+
+    def count(self, state: JobState) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state.value,))
+        return int(row.fetchone()[0])
+
+    def oldest(self, state: JobState) -> str | None:
+        """The id of the first-submitted job in ``state``."""
+        row = self._db.execute(
+            "SELECT id FROM jobs WHERE state = ? ORDER BY seq LIMIT 1", (state.value,)
+        ).fetchone()
+        return row[0] if row is not None else None
+
+    def requeue_running(self) -> int:
+        """Jobs a process left running (it died or closed late) wait again; returns how many."""
+        cursor = self._db.execute(
+            "UPDATE jobs SET state = ? WHERE state = ?",
+            (JobState.QUEUED.value, JobState.RUNNING.value),
+        )
+        return cursor.rowcount
+
+    def start(self, id_: str, now: float) -> None:
+        """queued -> running; the first start's time is kept."""
+        self._db.execute(
+            "UPDATE jobs SET state = ?, started = COALESCE(started, ?) WHERE id = ?",
+            (JobState.RUNNING.value, now, id_),
+        )
+
+    def set_total(self, id_: str, frames_total: int) -> None:
+        self._db.execute("UPDATE jobs SET frames_total = ? WHERE id = ?", (frames_total, id_))
+
+    def checkpoint(self, id_: str, checkpoint: Checkpoint) -> bool:
+        """Record a running job's checkpoint and its progress together; False if not running."""
+        cursor = self._db.execute(
+            "UPDATE jobs SET checkpoint = ?, frames_done = ? WHERE id = ? AND state = ?",
+            (json.dumps(checkpoint.to_json()), checkpoint.written, id_, JobState.RUNNING.value),
+        )
+        return cursor.rowcount == 1
+
+    def end(
+        self,
+        id_: str,
+        state: JobState,
+        now: float | None,
+        error: str | None = None,
+        frames_done: int | None = None,
+    ) -> None:
+        """Move a job to ``state`` (``now``: its finish time, None to go back to queued)."""
+        self._db.execute(
+            "UPDATE jobs SET state = ?, finished = ?, error = ?, "
+            "frames_done = COALESCE(?, frames_done) WHERE id = ?",
+            (state.value, now, error, frames_done, id_),
+        )
+
+    def set_done(self, id_: str, frames_done: int | None) -> None:
+        if frames_done is not None:
+            self._db.execute("UPDATE jobs SET frames_done = ? WHERE id = ?", (frames_done, id_))
+
+    def delete(self, id_: str) -> None:
+        self._db.execute("DELETE FROM jobs WHERE id = ?", (id_,))
