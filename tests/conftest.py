@@ -6,6 +6,7 @@ waits until it is ready; every server a test started is stopped at the end.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,18 @@ for folder in (
         sys.path.insert(0, str(folder))
 
 from servers import RunningServer, ServerLauncher  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Undo what a test's in-process ``frameserve`` command did to the root logger: its handler
+    writes to the ``sys.stderr`` pytest captured for that test, which is closed afterwards, so a
+    background thread of a later test logging through it would print a logging error."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

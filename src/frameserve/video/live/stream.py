@@ -1,0 +1,444 @@
+"""One live stream: a reader thread, a sink thread, and its subscribers on the server's loop.
+
+```
+reader thread                      server loop                     sink thread
+ open (timeouts) -> demux ->        FrameProcessor.infer ->         wait for each future in
+ decode -> sample/max_fps ->        Scheduler (droppable,           order -> finish -> tracker
+ (pace a file) -> RGB ->            max_inflight per stream)        -> record -> call_soon_
+ prepare -> submit ---(bounded queue, put_nowait: full = "busy" drop)-->  threadsafe(publish)
+                                    publish: lag, stats, each subscriber's bounded buffer
+```
+
+The reader never blocks on what comes after it: the scheduler keeps at most ``max_inflight``
+queued frames of the stream and answers older ones with ``FrameDropped`` ("stale"), and when the
+sink's queue is full the frame is not submitted at all ("busy"). A network source that fails or
+ends is reopened with exponential backoff (reset once a connection delivered frames); a file
+ends the stream, or plays again with ``loop``. One stop event ends both threads; each blocking
+call polls it (``POLL_S``) or is bounded by FFmpeg's timeouts. The state is ``connecting``
+until the first frame, ``running`` while frames come, ``retrying`` between connections and
+``stopped`` at the end; the last error stays in ``last_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import av.error
+
+from frameserve.errors import FrameDropped, FrameserveError, Unavailable
+from frameserve.processing.results import Detections
+from frameserve.serving.local import ServerHandle
+from frameserve.video.config import TrackSpec
+from frameserve.video.frames import Sampling
+from frameserve.video.live.reader import Arrival, SourceReader
+from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec, redact
+from frameserve.video.live.stats import StreamStats
+from frameserve.video.live.subscribe import Record, Subscribers, Subscription
+from frameserve.video.process import POLL_S, FrameProcessor, Prepared, wait_frame
+from frameserve.video.sinks import frame_fields
+from frameserve.video.track import Tracker, TrackerSettings
+
+log = logging.getLogger(__name__)
+
+State = Literal["connecting", "running", "retrying", "stopped"]
+_END = object()  # the reader's last item: no more frames
+# Errors of opening or reading a source: the stream retries (network) or stops (file).
+SOURCE_ERRORS = (av.error.FFmpegError, OSError, EOFError, FrameserveError)
+
+
+class _SourceUnusable(Exception):
+    """An error of the source that retrying cannot fix: the stream stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A frame on its way from the reader to the sink."""
+
+    prepared: Prepared
+    processor: FrameProcessor  # the one that prepared it finishes it
+    future: Future[Any]
+    arrived: float
+    connection: int  # which connection it came from: a new one restarts the tracker
+    rate: float  # the connection's frame rate (the tracker's time unit)
+
+
+class LiveStream:
+    """One attached source and its threads; created and started by ``LiveStreams.attach``."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        spec: StreamSpec,
+        source: LiveSource,
+        handle: ServerHandle,
+        settings: LiveSettings,
+        processor: FrameProcessor,
+        sampling: Sampling,
+        sink_queue: int,
+    ) -> None:
+        """Build the stream (no thread runs until ``start``); ``sink_queue`` bounds the frames
+        between the reader and the sink."""
+        self.id = stream_id
+        self.spec = spec
+        self.source = source
+        self.settings = settings
+        self.processor = processor  # for the next frame; the reader swaps it after a reload
+        self.stats = StreamStats()
+        self.started = datetime.now(UTC)
+        self._handle = handle
+        self._loop = handle.loop
+        self._track: TrackSpec | None = (
+            processor.config.track if processor.task == "ssd_anchors" else None
+        )
+        self._reader = SourceReader(
+            source,
+            settings,
+            sampling,
+            spec.max_fps,
+            processor.resize_for(full_frames=False),
+        )
+        self._frames: queue.Queue[Any] = queue.Queue(maxsize=sink_queue)
+        self._subscribers = Subscribers(stream_id, settings.subscriber_queue)  # loop-owned
+        self._stop = threading.Event()
+        self._reload = threading.Event()  # a model version was retired: rebuild the processor
+        self._lock = threading.Lock()
+        self._state: State = "connecting"
+        self._last_error: str | None = None
+        self._reconnects = 0
+        self._ran = False  # a connection has delivered frames before
+        self._connection_number = 0  # written by the reader thread only
+        self._threads = [
+            threading.Thread(target=self._read, name=f"live-{stream_id}-reader", daemon=True),
+            threading.Thread(target=self._sink, name=f"live-{stream_id}-sink", daemon=True),
+        ]
+
+    # -- any thread -------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """connecting | running | retrying | stopped (see the module docstring)."""
+        return self._state
+
+    @property
+    def last_error(self) -> str | None:
+        """The latest error of the source or of a frame; kept after a recovery."""
+        return self._last_error
+
+    @property
+    def reconnects(self) -> int:
+        """Times the source delivered frames again after a connection was lost."""
+        return self._reconnects
+
+    def start(self) -> None:
+        """Start the reader and sink threads."""
+        for thread in self._threads:
+            thread.start()
+        log.info(
+            "live stream %s: %s through pipeline %s",
+            self.id,
+            self.source.describe(),
+            self.spec.pipeline,
+        )
+
+    def request_stop(self) -> None:
+        """Ask both threads to end (they do within ``POLL_S`` or FFmpeg's timeouts)."""
+        self._stop.set()
+
+    def stop(self, timeout_s: float) -> bool:
+        """Stop both threads, waiting up to ``timeout_s``; True when both ended."""
+        self.request_stop()
+        return self.join(timeout_s)
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for both threads up to ``timeout_s`` in all; the state is ``stopped`` after."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.warning(
+                "live stream %s: %s still running %.1f s after stop (blocked in FFmpeg; it "
+                "ends on its own within the source's timeouts)",
+                self.id,
+                ", ".join(alive),
+                timeout_s,
+            )
+        self._set_state("stopped")
+        return not alive
+
+    def status(self) -> dict[str, Any]:
+        """The stream's state and counters (see ``StreamStats.snapshot`` for the rates)."""
+        snap = self.stats.snapshot()
+        return {
+            "id": self.id,
+            "source": redact(self.spec.source),
+            "pipeline": self.spec.pipeline,
+            "state": self._state,
+            "fps_in": snap["fps_in"],
+            "fps_out": snap["fps_out"],
+            "frames_in": snap["frames_in"],
+            "frames_out": snap["frames_out"],
+            "dropped": snap["dropped"],
+            "lag_ms": snap["lag_ms"],
+            "last_error": self._last_error,
+            "started": self.started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "reconnects": self._reconnects,
+        }
+
+    def _set_state(self, state: State) -> None:
+        with self._lock:
+            if self._state == "stopped" or (self._stop.is_set() and state != "stopped"):
+                return  # a stopping stream only goes to stopped, and never leaves it
+            if state != self._state:
+                log.info("live stream %s: %s -> %s", self.id, self._state, state)
+            self._state = state
+
+    def _error(self, message: str) -> None:
+        self._last_error = message
+        log.warning("live stream %s: %s", self.id, message)
+
+    # -- event loop -------------------------------------------------------------------------
+    def subscribe(self) -> Subscription:
+        """A new reader of this stream's records; call it on the server's event loop."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            raise RuntimeError(
+                f"live stream {self.id}: subscribe() must run on the server's event loop"
+            )
+        return self._subscribers.subscribe()
+
+    def _deliver(self, record: Record, arrived: float) -> None:
+        """On the loop: stamp the lag, count the record and hand it to every subscriber."""
+        now = time.monotonic()
+        lag = now - arrived
+        record["lag_ms"] = round(lag * 1000.0, 2)
+        self.stats.frame_out(now, lag)
+        self._subscribers.deliver(record)
+
+    # -- reader thread ----------------------------------------------------------------------
+    def _read(self) -> None:
+        try:
+            self._read_source()
+        except _SourceUnusable as err:
+            self._error(str(err))
+        except BaseException as err:  # noqa: BLE001 - recorded; the stream stops
+            log.error("live stream %s: reader failed", self.id, exc_info=err)
+            self._last_error = f"reader failed: {type(err).__name__}: {err}"
+            self._stop.set()
+        finally:
+            self._put_end()
+
+    def _read_source(self) -> None:
+        """Connections one after the other until stopped, a file ends, or it fails."""
+        s = self.settings
+        backoff = s.backoff_min_s
+        while not self._stop.is_set():
+            delivered, error = self._connection()
+            if self._stop.is_set():
+                return
+            if not self.source.network:
+                if error is not None:
+                    self._error(error)
+                if error is not None or not self.spec.loop or delivered == 0:
+                    return
+                self._reader.end_play()
+                continue
+            if delivered:
+                backoff = s.backoff_min_s  # the source worked: start the backoff again
+            self._error(error or "the source ended the stream")
+            self._set_state("retrying")
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, s.backoff_max_s)
+
+    def _connection(self) -> tuple[int, str | None]:
+        """One connection (or play of a file): frames it delivered, and its error if any."""
+        try:
+            container = self._reader.open()
+        except SOURCE_ERRORS as err:
+            message = self._describe(err, "open_timeout_s", self.settings.open_timeout_s)
+            if isinstance(err, av.error.ProtocolNotFoundError):
+                scheme = self.source.url.split(":", 1)[0]
+                raise _SourceUnusable(
+                    f"{message} (this server's FFmpeg cannot open {scheme} URLs)"
+                ) from None
+            return 0, message
+        self._connection_number += 1
+        delivered = 0
+        try:
+            rate = self._reader.frame_rate(container)
+            for arrival in self._reader.frames(container, self._stop):
+                if delivered == 0:
+                    self._connected()
+                delivered += 1
+                self._submit(arrival, rate)
+        except SOURCE_ERRORS as err:
+            return delivered, self._describe(err, "read_timeout_s", self.settings.read_timeout_s)
+        finally:
+            container.close()
+        return delivered, None
+
+    def _connected(self) -> None:
+        """The first frame of a connection: running (again)."""
+        if self._ran:
+            self._reconnects += 1
+        self._ran = True
+        self._set_state("running")
+
+    def _describe(self, err: BaseException, setting: str, seconds: float) -> str:
+        if isinstance(err, av.error.ExitError):  # PyAV's interrupt callback: our timeout
+            return f"no data from the source within {setting} = {seconds:g} s"
+        text = f"{type(err).__name__}: {err}"
+        return text.replace(self.source.url, self.source.describe())
+
+    def _submit(self, arrival: Arrival, rate: float) -> None:
+        """Pre-process and send a frame to the model, or drop it when the sink is full."""
+        self.stats.frame_in(time.monotonic())
+        if self._frames.full():  # the sink is behind: don't spend the model on this frame
+            self.stats.drop("busy")
+            return
+        processor = self._current_processor()
+        prepared = processor.prepare(arrival.frame)
+        if prepared.tensor is not None:
+            prepared.frame.image = None  # the tensor is all that is needed from here on
+        future = self._handle.submit(processor.infer(prepared))
+        pending = _Pending(
+            prepared, processor, future, arrival.arrived, self._connection_number, rate
+        )
+        try:
+            self._frames.put_nowait(pending)
+        except queue.Full:  # only this thread puts, so this is not expected; stay safe
+            future.cancel()
+            self.stats.drop("busy")
+
+    def _current_processor(self) -> FrameProcessor:
+        """The processor for the next frame. A processor holds the model versions it was built
+        with; after a reload retired one (a frame failed with ``Unavailable``), it is built
+        again on the loop, which owns the repository."""
+        if not self._reload.is_set():
+            return self.processor
+        self._reload.clear()
+        try:
+            fresh = self._handle.submit(self._rebuild()).result(self.settings.open_timeout_s)
+        except (FrameserveError, FutureTimeout) as err:
+            self._error(f"pipeline {self.spec.pipeline}: models not available: {err}")
+            return self.processor
+        if fresh.single is not self.processor.single:
+            log.info("live stream %s: now on %s", self.id, fresh.single or fresh.models)
+        self.processor = fresh
+        self._reader.resize_for = fresh.resize_for(full_frames=False)
+        self._reader.scaler = None  # planned again for the new pre-processing
+        return fresh
+
+    async def _rebuild(self) -> FrameProcessor:
+        p = self.processor
+        return FrameProcessor(p.server, p.name, p.config, p.options, p.admission)
+
+    def _put_end(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._frames.put(_END, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    # -- sink thread ------------------------------------------------------------------------
+    def _sink(self) -> None:
+        tracker: Tracker | None = None
+        connection = -1
+        try:
+            self._tracker(30.0)  # imports the tracking library now, not on the first frame
+            while True:
+                item = self._next()
+                if item is None:
+                    return
+                if item.connection != connection:  # timestamps restart with a connection
+                    connection = item.connection
+                    tracker = self._tracker(item.rate)
+                record = self._record(item, tracker)
+                if record is not None:
+                    self._publish(record, item.arrived)
+        except BaseException as err:  # noqa: BLE001 - recorded; the stream stops
+            log.error("live stream %s: sink failed", self.id, exc_info=err)
+            self._last_error = f"sink failed: {type(err).__name__}: {err}"
+        finally:
+            self._stop.set()
+            self._cancel_pending()
+            self._set_state("stopped")
+            self._call_loop(self._subscribers.end)
+
+    def _next(self) -> _Pending | None:
+        """The next frame in order; None at the end or when stopping."""
+        while not self._stop.is_set():
+            try:
+                item = self._frames.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            return None if item is _END else item
+        return None
+
+    def _tracker(self, rate: float) -> Tracker | None:
+        spec = self._track
+        if spec is None:
+            return None
+        return Tracker(TrackerSettings(spec.lost_seconds, spec.min_iou), frame_rate=rate)
+
+    def _record(self, item: _Pending, tracker: Tracker | None) -> Record | None:
+        """The frame's record, or None when it gave no result (dropped or failed)."""
+        outputs = self._result(item.future)
+        if outputs is None:
+            return None
+        frame = item.prepared.frame
+        result = item.processor.finish(item.prepared, outputs).result
+        if tracker is not None and isinstance(result, Detections):
+            result = tracker.update(result, float(frame.seconds))
+        record: Record = frame_fields(frame.index, frame.pts, frame.time_base)
+        if result is not None:
+            record.update(result.to_json())
+        record["stream"] = self.id
+        return record
+
+    def _result(self, future: Future[Any]) -> Any:
+        """The frame's model outputs; None when it was dropped, failed or we are stopping."""
+        try:
+            return wait_frame(future, self._stop)
+        except FrameDropped:
+            self.stats.drop("stale")
+        except Exception as err:  # noqa: BLE001 - the frame fails, the stream goes on
+            self.stats.drop("failed")
+            if isinstance(err, Unavailable):  # e.g. its model version was just replaced
+                self._reload.set()
+            if not isinstance(err, FrameserveError):
+                log.error("live stream %s: a frame failed", self.id, exc_info=err)
+            self._last_error = f"a frame failed: {type(err).__name__}: {err}"
+        return None
+
+    def _publish(self, record: Record, arrived: float) -> None:
+        self._call_loop(self._deliver, record, arrived)
+
+    def _call_loop(self, callback: Any, *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: the server is gone, nobody listens
+            self._stop.set()
+
+    def _cancel_pending(self) -> None:
+        while True:
+            try:
+                item = self._frames.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _END:
+                item.future.cancel()
