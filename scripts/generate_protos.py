@@ -4,9 +4,10 @@
     python scripts/generate_protos.py           # (re)write src/frameserve/api/grpc/generated/
     python scripts/generate_protos.py --check   # exit 1 if the checked-in stubs are stale
 
-Inputs: src/frameserve/api/grpc/proto/{grpc_service,model_config}.proto.
-Outputs: grpc_service_pb2.py(.pyi), grpc_service_pb2_grpc.py, model_config_pb2.py(.pyi) and
-an __init__.py in src/frameserve/api/grpc/generated/.
+Inputs: src/frameserve/api/grpc/proto/{grpc_service,model_config,video_streams}.proto.
+Outputs: grpc_service_pb2.py(.pyi), grpc_service_pb2_grpc.py, model_config_pb2.py(.pyi),
+video_streams_pb2.py(.pyi), video_streams_pb2_grpc.py and an __init__.py in
+src/frameserve/api/grpc/generated/.
 
 The protos are compiled with "-I proto/" so that the descriptors keep the file names
 "grpc_service.proto" / "model_config.proto" that tritonclient uses: both sets of modules can
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG_DIR = ROOT / "src" / "frameserve" / "api" / "grpc"
 PROTO_DIR = PKG_DIR / "proto"
 OUT_DIR = PKG_DIR / "generated"
-PROTOS = ("grpc_service.proto", "model_config.proto")
+PROTOS = ("grpc_service.proto", "model_config.proto", "video_streams.proto")
 OUTPUTS = (
     "__init__.py",
     "grpc_service_pb2.py",
@@ -47,8 +48,11 @@ OUTPUTS = (
     "grpc_service_pb2_grpc.py",
     "model_config_pb2.py",
     "model_config_pb2.pyi",
+    "video_streams_pb2.py",
+    "video_streams_pb2.pyi",
+    "video_streams_pb2_grpc.py",
 )
-INIT = '''"""Generated KServe v2 / Triton gRPC stubs (package ``inference``).
+INIT = '''"""Generated gRPC stubs: KServe v2 / Triton (``inference``) and ours (``frameserve.v1``).
 
 Do not edit: regenerate with ``python scripts/generate_protos.py`` from ../proto/*.proto.
 """

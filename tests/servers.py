@@ -96,8 +96,10 @@ class ServerLauncher:
             "--http-port", str(http_port), "--grpc-port", str(grpc_port), *args,
         ]  # fmt: skip
         with log_path.open("wb") as log:
+            # The server's folder is its working directory, so its default ./media and
+            # ./state land there, never in the checkout.
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=self.folder
             )
         server = RunningServer(proc, http_port, grpc_port, repository, log_path)
         self.started.append(server)

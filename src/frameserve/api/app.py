@@ -1,9 +1,11 @@
 """Runs the HTTP and gRPC front ends and the serving core on one event loop.
 
 The loop (uvloop) owns the server, its schedulers and both front ends, so a request crosses no
-thread until a backend runs it. SIGTERM/SIGINT start a graceful drain: readiness turns false,
-new inference is refused with 503/UNAVAILABLE, in-flight requests finish (up to the exit
-timeout), then both listeners close and the process exits 0.
+thread until a backend runs it. Video jobs and live streams run in their own threads and reach
+the schedulers through the loop (``AttachedServer``). SIGTERM/SIGINT start a graceful drain:
+readiness turns false, new inference is refused with 503/UNAVAILABLE, live streams stop, running
+jobs stop at their last checkpoint and stay queued for the next start, in-flight requests finish
+(up to the exit timeout), then both listeners close and the process exits 0.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -20,8 +23,13 @@ import uvloop
 
 from frameserve.api.grpc.server import create_grpc_server
 from frameserve.api.http.app import create_http_app
+from frameserve.api.http.video import UploadSettings, VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
+from frameserve.serving.local import AttachedServer
 from frameserve.serving.server import InferenceServer, ServerSettings
+from frameserve.video.jobs import JobQueue, JobSettings
+from frameserve.video.live import LiveSettings, LiveStreams
+from frameserve.video.metrics import VideoCollector
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,59 @@ class ListenSettings:
     grpc_port: int = 8001
 
 
+@dataclass(frozen=True)
+class VideoServiceSettings:
+    """Jobs and live streams: where they read and keep things, and how many at once."""
+
+    media_root: Path = Path("media")
+    state_dir: Path = Path("state")
+    max_upload_bytes: int = 2 * 2**30
+    max_running_jobs: int = 1
+    max_queued_jobs: int = 32
+    checkpoint_interval_s: float = 5.0
+    max_streams: int = 16
+
+
+class _Video:
+    """The video services of one server process: the job queue, live streams, their routes."""
+
+    def __init__(
+        self,
+        server: InferenceServer,
+        settings: VideoServiceSettings,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        settings.media_root.mkdir(parents=True, exist_ok=True)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        handle = AttachedServer(server, loop)
+        self.closing = False
+        self.jobs = JobQueue(
+            handle,
+            JobSettings(
+                state_dir=settings.state_dir,
+                media_root=settings.media_root,
+                max_running=settings.max_running_jobs,
+                max_queued=settings.max_queued_jobs,
+                checkpoint_interval_s=settings.checkpoint_interval_s,
+            ),
+        )
+        self.streams = LiveStreams(
+            handle, LiveSettings(media_root=settings.media_root, max_streams=settings.max_streams)
+        )
+        uploads = UploadSettings(settings.state_dir / "uploads", settings.max_upload_bytes)
+        self.routes = VideoRoutes(
+            self.jobs, self.streams, uploads, lambda: server.ready and not self.closing
+        )
+        server.metrics.registry.register(VideoCollector(self.streams, self.jobs))
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop live streams and running jobs (which stay queued at their last checkpoint),
+        before the server drains: their frames must not meet a draining scheduler."""
+        self.closing = True
+        await asyncio.to_thread(self.streams.close, timeout_s)
+        await asyncio.to_thread(self.jobs.close, timeout_s)
+
+
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: the process-level drain owns the signals."""
 
@@ -40,13 +101,17 @@ class _HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-async def serve(settings: ServerSettings, listen: ListenSettings) -> int:
+async def serve(
+    settings: ServerSettings, listen: ListenSettings, video_settings: VideoServiceSettings
+) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit code."""
     server = InferenceServer(settings)
     shm = SharedMemoryRegistry()
+    loop = asyncio.get_running_loop()
+    video = _Video(server, video_settings, loop)
     http = _HttpServer(
         uvicorn.Config(
-            create_http_app(server, shm),
+            create_http_app(server, shm, video.routes),
             host=listen.host,
             port=listen.http_port,
             http="httptools",
@@ -59,11 +124,10 @@ async def serve(settings: ServerSettings, listen: ListenSettings) -> int:
     )
     grpc_address = f"{listen.host}:{listen.grpc_port}"
     try:
-        grpc_server = create_grpc_server(server, shm, grpc_address)
+        grpc_server = create_grpc_server(server, shm, grpc_address, video.streams)
     except RuntimeError as err:  # grpc raises RuntimeError when the port cannot be bound
         log.error("cannot listen for gRPC on %s: %s (is the port in use?)", grpc_address, err)
         return 1
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -78,9 +142,11 @@ async def serve(settings: ServerSettings, listen: ListenSettings) -> int:
     http_addr = f"{listen.host}:{listen.http_port}"
     log.info("listening", extra={"http": http_addr, "grpc": f"{listen.host}:{listen.grpc_port}"})
     await server.start()
+    await asyncio.to_thread(video.jobs.start)  # resumes the jobs a previous process left
     stop_task = loop.create_task(stop.wait())
     await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
+    await video.close(settings.exit_timeout_s)
     await server.drain()
     await grpc_server.stop(grace=1.0)
     http.should_exit = True
@@ -92,7 +158,11 @@ async def serve(settings: ServerSettings, listen: ListenSettings) -> int:
     return 0
 
 
-def run(settings: ServerSettings, listen: ListenSettings) -> int:
+def run(
+    settings: ServerSettings,
+    listen: ListenSettings,
+    video: VideoServiceSettings | None = None,
+) -> int:
     """Blocking entry point: run ``serve`` on a fresh uvloop event loop."""
-    result: Any = uvloop.run(serve(settings, listen))
+    result: Any = uvloop.run(serve(settings, listen, video or VideoServiceSettings()))
     return int(result)

@@ -7,68 +7,12 @@ import sys
 from pathlib import Path
 
 from frameserve import __version__
-from frameserve.cli.args import positive_float
 from frameserve.cli.bench import add_bench, run_bench
 from frameserve.cli.convert import add_convert, run_convert
 from frameserve.cli.quantize import add_quantize, run_quantize
+from frameserve.cli.serve import add_serve, run_serve
 from frameserve.cli.tune import add_tune, run_tune
 from frameserve.cli.video import add_video, run_video
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {text}")
-    return value
-
-
-def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("serve", help="serve a model repository over HTTP and gRPC (KServe v2)")
-    p.add_argument("--repository", type=Path, default=Path("models"), help="default: ./models")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--http-port", type=_port, default=8000)
-    p.add_argument("--grpc-port", type=_port, default=8001)
-    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
-    p.add_argument("--poll-interval", type=positive_float, default=15.0, metavar="SECONDS")
-    p.add_argument(
-        "--load-model", action="append", default=[], metavar="NAME",
-        help="explicit mode: load this model at start ('*' for all); repeatable",
-    )  # fmt: skip
-    p.add_argument("--strict-readiness", action="store_true",
-                   help="stay unready while any model failed to load")  # fmt: skip
-    p.add_argument("--exit-timeout", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="how long SIGTERM waits for in-flight requests")  # fmt: skip
-    p.add_argument("--max-request-mb", type=positive_float, default=256.0,
-                   help="largest request body / gRPC message (413 above)")  # fmt: skip
-    p.add_argument("--max-elements", type=int, default=64 * 2**20,
-                   help="largest element count of one input tensor")  # fmt: skip
-    p.add_argument("--max-image-pixels", type=int, default=50_000_000,
-                   help="largest decoded image an image request may carry (413 above)")  # fmt: skip
-    p.add_argument("--log-format", choices=["json", "text"], default="json")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from frameserve.api.app import ListenSettings, run
-    from frameserve.cli import logs
-    from frameserve.serving.server import RequestLimits, ServerSettings
-
-    logs.configure(args.log_level, args.log_format)
-    if not args.repository.is_dir():
-        print(f"frameserve serve: --repository {args.repository} is not a folder", file=sys.stderr)  # noqa: T201
-        return 2
-    settings = ServerSettings(
-        repository=args.repository,
-        model_control_mode=args.model_control_mode,
-        poll_interval_s=args.poll_interval,
-        load_models=tuple(args.load_model),
-        strict_readiness=args.strict_readiness,
-        exit_timeout_s=args.exit_timeout,
-        limits=RequestLimits(
-            int(args.max_request_mb * 2**20), args.max_elements, args.max_image_pixels
-        ),
-    )
-    return run(settings, ListenSettings(args.host, args.http_port, args.grpc_port))
 
 
 def _add_zoo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -114,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frameserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"frameserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_serve(sub)
+    add_serve(sub)
     _add_zoo(sub)
     add_video(sub)
     add_convert(sub)
@@ -125,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
-    "serve": _serve,
+    "serve": run_serve,
     "zoo": _zoo,
     "video": run_video,
     "convert": run_convert,

@@ -19,6 +19,7 @@ import grpc
 
 from frameserve.api.grpc import codec
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
+from frameserve.api.grpc.video import add_video_service
 from frameserve.api.status import error_message, grpc_code
 from frameserve.api.triton_config import model_config_proto, model_statistics_proto
 from frameserve.errors import FrameserveError, InvalidInput, NotSupported, Unavailable
@@ -26,6 +27,7 @@ from frameserve.errors import FrameserveError, InvalidInput, NotSupported, Unava
 if TYPE_CHECKING:
     from frameserve.api.shm import SharedMemoryRegistry
     from frameserve.serving.server import InferenceServer
+    from frameserve.video.live import LiveStreams
 
 log = logging.getLogger(__name__)
 
@@ -291,9 +293,13 @@ def _single_repository(name: str) -> None:
 
 
 def create_grpc_server(
-    server: InferenceServer, shm: SharedMemoryRegistry, address: str
+    server: InferenceServer,
+    shm: SharedMemoryRegistry,
+    address: str,
+    streams: LiveStreams | None = None,
 ) -> grpc.aio.Server:
-    """A gRPC server for ``server`` with its port added at ``address`` (not started yet).
+    """A gRPC server for ``server`` with its port added at ``address`` (not started yet);
+    with ``streams``, frameserve's ``VideoStreams`` service beside the KServe one.
 
     Messages may be as large as ``server.limits.max_body_bytes``; gRPC answers larger ones with
     RESOURCE_EXHAUSTED. Call ``start()`` from the event loop that owns ``server``.
@@ -310,5 +316,7 @@ def create_grpc_server(
     name = SERVICE.full_name
     grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     grpc_server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]
+    if streams is not None:
+        add_video_service(grpc_server, streams)
     grpc_server.add_insecure_port(address)
     return grpc_server

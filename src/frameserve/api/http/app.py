@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from frameserve.api import triton_config
 from frameserve.api.http import codec, predict
 from frameserve.api.http.body import read_body
+from frameserve.api.http.video import VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.api.status import error_message, http_status
 from frameserve.errors import (
@@ -336,10 +337,18 @@ _INFER_PATH = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[
 class HttpApp:
     """The ASGI app: a direct path for inference, a Starlette router for everything else."""
 
-    def __init__(self, server: InferenceServer, shm: SharedMemoryRegistry) -> None:
+    def __init__(
+        self,
+        server: InferenceServer,
+        shm: SharedMemoryRegistry,
+        video: VideoRoutes | None = None,
+    ) -> None:
         self._routes = _Routes(server, shm)
+        routes = _routes(self._routes)
+        if video is not None:
+            routes += [Route(p, _guarded(fn), methods=[m]) for p, fn, m in video.routes()]
         self.router = Starlette(
-            routes=_routes(self._routes),
+            routes=routes,
             middleware=[Middleware(_RejectEncodedSlashes)],
             exception_handlers={HTTPException: _http_exception},
         )
@@ -361,9 +370,12 @@ class HttpApp:
         await self.router(scope, receive, send)
 
 
-def create_http_app(server: InferenceServer, shm: SharedMemoryRegistry) -> HttpApp:
-    """The ASGI app serving ``server`` over KServe v2 HTTP; ``shm`` is shared with gRPC.
+def create_http_app(
+    server: InferenceServer, shm: SharedMemoryRegistry, video: VideoRoutes | None = None
+) -> HttpApp:
+    """The ASGI app serving ``server`` over KServe v2 HTTP; ``shm`` is shared with gRPC;
+    ``video`` adds the jobs and live-stream endpoints.
 
     The app does not start or stop the server: whoever runs uvicorn owns that.
     """
-    return HttpApp(server, shm)
+    return HttpApp(server, shm, video)
