@@ -139,6 +139,8 @@ def test_sampling_and_video_output(server: RunningServer) -> None:
     done = finished(server, r.json()["id"])
     assert done["state"] == "succeeded", done
     assert [line["frame"] for line in results(server, done["id"])] == list(range(0, CLIP_FRAMES, 3))
+    kept = len(range(0, CLIP_FRAMES, 3))
+    assert done["progress"]["frames_done"] == done["progress"]["frames_total"] == kept
     out = requests.get(url(server, f"/v1/jobs/{done['id']}/output"), timeout=60)
     assert out.status_code == 200 and out.headers["content-type"] == "video/mp4"
     assert out.content[4:8] == b"ftyp"

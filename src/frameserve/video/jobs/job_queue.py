@@ -340,6 +340,8 @@ class JobQueue:
                 store.set_done(active.id, written)
             elif done:
                 store.end(active.id, S.SUCCEEDED, time.time(), None, written)
+                if written is not None:  # the header's estimate gives way to the count
+                    store.set_total(active.id, written)
                 log.info("job %s: succeeded (%d frames)", active.id, written)
             elif active.reason == "shutdown":  # back to the queue, its checkpoint kept
                 store.end(active.id, S.QUEUED, None)
