@@ -14,12 +14,14 @@ pool does their CPU work; interpolation sends the two neighbours of a spare fram
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -225,3 +227,17 @@ def wait_frame(future: Future[T], stop: threading.Event) -> T | None:
             return None
     future.cancel()
     return None
+
+
+def cancel_queued(
+    frames: queue.Queue[Any], end: object, future_of: Callable[[Any], Future[Any]]
+) -> None:
+    """Empty a thread's queue of frames in flight, cancelling each frame's future (``end``,
+    the end marker, has none)."""
+    while True:
+        try:
+            item = frames.get_nowait()
+        except queue.Empty:
+            return
+        if item is not end:
+            future_of(item).cancel()

@@ -36,7 +36,13 @@ from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import VideoInfo, VideoSource
 from frameserve.video.frames import Frame, Sampling
-from frameserve.video.process import POLL_S, FrameOutput, FrameProcessor, wait_frame
+from frameserve.video.process import (
+    POLL_S,
+    FrameOutput,
+    FrameProcessor,
+    cancel_queued,
+    wait_frame,
+)
 from frameserve.video.profile import StageProfile
 from frameserve.video.streams import StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.track import Tracker, TrackerSettings
@@ -359,13 +365,7 @@ class VideoRun:
             self._done += 1
 
     def _cancel_pending(self, st: StreamRun) -> None:
-        while True:
-            try:
-                item = st.frames.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _END:
-                item[1].cancel()
+        cancel_queued(st.frames, _END, lambda item: item[1])
 
     # -- accounting -------------------------------------------------------------------------
     def _model_counters(self) -> dict[str, tuple[int, int, int, int]]:

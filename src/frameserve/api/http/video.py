@@ -36,7 +36,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from frameserve.api.http.body import check_content_length, read_body
 from frameserve.api.http.codec import parse_json_object
-from frameserve.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
+from frameserve.errors import InvalidInput, PayloadTooLarge, Unavailable
 from frameserve.serving.config import format_validation_error
 
 if TYPE_CHECKING:
@@ -203,14 +203,11 @@ class VideoRoutes:
 
     async def job_results(self, request: Request) -> Response:
         job_id = _check_id("job", request.path_params["job"])
-        follow = request.query_params.get("follow", "true").lower()
-        if follow not in ("true", "false", "1", "0"):
-            raise InvalidInput(f"query.follow: expected true or false, got {follow!r}")
-        record = await asyncio.to_thread(self.jobs.get, job_id)
-        path = await asyncio.to_thread(self.jobs.results_path, job_id)
-        if record.state in ("queued",) and not path.exists() and follow in ("false", "0"):
-            raise NotFound(f"job {job_id}: has no results yet (state queued)")
-        lines = self._follow(job_id, path, follow in ("true", "1"))
+        raw = request.query_params.get("follow", "true").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise InvalidInput(f"query.follow: expected true or false, got {raw!r}")
+        path = await asyncio.to_thread(self.jobs.results_path, job_id)  # NotFound first
+        lines = self._follow(job_id, path, raw in ("true", "1"))
         return StreamingResponse(lines, media_type=NDJSON, headers={"Cache-Control": "no-store"})
 
     async def _follow(self, job_id: str, path: Path, follow: bool) -> AsyncIterator[bytes]:

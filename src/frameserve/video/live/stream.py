@@ -43,7 +43,13 @@ from frameserve.video.live.reader import Arrival, SourceReader
 from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec, redact
 from frameserve.video.live.stats import StreamStats
 from frameserve.video.live.subscribe import Record, Subscribers, Subscription
-from frameserve.video.process import POLL_S, FrameProcessor, Prepared, wait_frame
+from frameserve.video.process import (
+    POLL_S,
+    FrameProcessor,
+    Prepared,
+    cancel_queued,
+    wait_frame,
+)
 from frameserve.video.sinks import frame_fields
 from frameserve.video.track import Tracker, TrackerSettings
 
@@ -435,10 +441,4 @@ class LiveStream:
             self._stop.set()
 
     def _cancel_pending(self) -> None:
-        while True:
-            try:
-                item = self._frames.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _END:
-                item.future.cancel()
+        cancel_queued(self._frames, _END, lambda item: item.future)
