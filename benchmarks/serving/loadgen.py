@@ -79,9 +79,16 @@ class LoadPoint:
 def perf_analyzer_command(
     binary: Path, model: str, url: str, protocol: str, concurrency: int, s: LoadSettings, csv: Path
 ) -> list[str]:
-    """Synchronous requests: perf_analyzer runs one client thread per in-flight request."""
+    """Synchronous requests: perf_analyzer runs one client thread per in-flight request.
+
+    ``grpc-shm`` is gRPC with every input and output in system shared memory: perf_analyzer
+    registers its regions once and requests carry only their names and offsets.
+    """
+    wire = ["-i", protocol]
+    if protocol == "grpc-shm":
+        wire = ["-i", "grpc", "--shared-memory", "system"]
     return [
-        str(binary), "-m", model, "-u", url, "-i", protocol,
+        str(binary), "-m", model, "-u", url, *wire,
         "--concurrency-range", f"{concurrency}:{concurrency}",
         "--sync",
         "--measurement-mode", "time_windows", "-p", str(s.window_ms),

@@ -48,6 +48,9 @@ class BenchModel:
     max_queue_delay_ms: float
     preferred_batch_sizes: tuple[int, ...]
     description: str
+    # grpc-shm: gRPC with the tensors in system shared memory, for inputs large enough that
+    # moving them through a socket is a cost of its own
+    protocols: tuple[str, ...] = ("grpc", "http")
 
     def model_file(self, repository: Path) -> Path:
         return repository / self.name / "1" / "model.onnx"
@@ -63,6 +66,7 @@ MODELS: tuple[BenchModel, ...] = (
         max_queue_delay_ms=2.0,
         preferred_batch_sizes=(4, 8),
         description="3 convs + pool + FC, ~1.4 GFLOP/frame, 602 KB input (compute-bound)",
+        protocols=("grpc", "http", "grpc-shm"),
     ),
     BenchModel(
         name="matmul_relu",

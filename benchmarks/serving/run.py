@@ -49,7 +49,7 @@ class Plan:
     ceiling_s: float
     quiet_wait_s: float
     deadline: float  # time.monotonic() after which remaining points are skipped
-    protocols: tuple[str, ...] = ("grpc", "http")
+    protocols: tuple[str, ...] = ("grpc", "http", "grpc-shm")  # those a model lists
     headline_concurrency: int = 8
 
 
@@ -76,6 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="default 3 (1 with --quick)")
     p.add_argument("--concurrency", type=int, nargs="+", help="default 1 4 8 16 (1 8 quick)")
     p.add_argument("--models", nargs="+", choices=[m.name for m in MODELS])
+    p.add_argument(
+        "--protocols", nargs="+", choices=["grpc", "http", "grpc-shm"],
+        help="default: every protocol a model lists (grpc-shm for conv_net only)",
+    )  # fmt: skip
     p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     p.add_argument("--perf-analyzer", type=Path, default=DEFAULT_PERF_ANALYZER)
     p.add_argument("--max-minutes", type=float, default=75.0, help="skip points after this")
@@ -95,6 +99,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         ceiling_s=2.0 if quick else 5.0,
         quiet_wait_s=min(args.quiet_wait, 5.0) if quick else args.quiet_wait,
         deadline=time.monotonic() + args.max_minutes * 60,
+        protocols=tuple(args.protocols or Plan.protocols),
     )
 
 
@@ -120,14 +125,18 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def frameserve_server(ctx: Context, model: BenchModel, ports: Ports) -> ServerProcess:
+def frameserve_server_command(repository: Path, ports: Ports) -> list[str]:
     exe = Path(sys.executable).parent / "frameserve"
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "frameserve.cli.main"]
-    cmd += [
-        "serve", "--repository", str(ctx.repository / model.name), "--host", "127.0.0.1",
+    return cmd + [
+        "serve", "--repository", str(repository), "--host", "127.0.0.1",
         "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
         "--log-format", "text", "--log-level", "warning",
     ]  # fmt: skip
+
+
+def frameserve_server(ctx: Context, model: BenchModel, ports: Ports) -> ServerProcess:
+    cmd = frameserve_server_command(ctx.repository / model.name, ports)
     return ServerProcess("frameserve", cmd, ports, model.name, ctx.logs / "frameserve.log")
 
 
@@ -147,9 +156,11 @@ def triton_server(ctx: Context, model: BenchModel, ports: Ports) -> ServerProces
     return ServerProcess("triton", cmd, ports, model.name, ctx.logs / "triton.log", env)
 
 
-def load_server(ctx: Context, server: ServerProcess, record: dict, label: str) -> None:
+def load_server(
+    ctx: Context, server: ServerProcess, model: BenchModel, record: dict, label: str
+) -> None:
     """Every protocol x concurrency point against a started server."""
-    for proto in ctx.plan.protocols:
+    for proto in protocols_of(ctx.plan, model):
         for conc in ctx.plan.concurrencies:
             if time.monotonic() > ctx.plan.deadline:
                 record["skipped"].append(f"{proto} c={conc}: --max-minutes reached")
@@ -163,6 +174,10 @@ def load_server(ctx: Context, server: ServerProcess, record: dict, label: str) -
                 f"batch {_fmt(point.avg_batch, 2)}, client {_fmt(point.client_cpu_s, 2)} CPU-s"
                 + (f" ERROR {point.error}" if point.error else "")
             )
+
+
+def protocols_of(plan: Plan, model: BenchModel) -> tuple[str, ...]:
+    return tuple(p for p in model.protocols if p in plan.protocols)
 
 
 def start_server(
@@ -201,7 +216,7 @@ def measure_server(ctx: Context, side: str, model: BenchModel, repeat: int) -> d
         record["version"] = machine.server_version(server.ports.url("http"))
         rss_mib = record["rss_idle"] / 2**20
         say(f"  {side}: ready in {record['startup_s']:.2f} s, RSS {rss_mib:.0f} MiB")
-        load_server(ctx, server, record, side)
+        load_server(ctx, server, model, record, side)
         record["rss_idle_after_load"] = server.rss_bytes()
     except (RuntimeError, TimeoutError, OSError) as err:
         record["error"] = str(err)
@@ -289,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [m for m in MODELS if not args.models or m.name in args.models]
         for model in chosen:
             raw = bench_model(ctx, model)
-            summed = summary.summarize(raw, plan.protocols, plan.headline_concurrency)
+            protocols = protocols_of(plan, model)
+            summed = summary.summarize(raw, protocols, plan.headline_concurrency)
             results["models"][model.name] = {**raw, "summary": summed}
     results["duration_s"] = round(time.monotonic() - t0, 1)
     json_path, md_path = write_results(args.out, results)

@@ -37,6 +37,7 @@ class Ports:
         return cls(http, grpc)
 
     def url(self, protocol: str) -> str:
+        """The address perf_analyzer's ``-u`` takes for ``protocol`` (grpc, http, grpc-shm)."""
         return f"{LOOPBACK}:{self.http if protocol == 'http' else self.grpc}"
 
 

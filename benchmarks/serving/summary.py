@@ -115,6 +115,7 @@ def paired_ratios(model_result: dict, protocol: str, conc: int) -> dict[str, flo
         tr = _point(model_result, "triton", r, protocol, conc)
         at = reached_batch(fs.get("avg_batch"), max_batch)
         pairs = {
+            "frameserve_over_raw_batch1": (fs.get("throughput"), ceiling.get((r, 1))),
             "frameserve_over_raw_max_batch": (fs.get("throughput"), ceiling.get((r, max_batch))),
             "frameserve_over_raw_reached_batch": (fs.get("throughput"), ceiling.get((r, at))),
             "frameserve_over_triton_throughput": (fs.get("throughput"), tr.get("throughput")),
