@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--py-spy", action="store_true", help="also sample Python stacks")
     p.add_argument("--perf-analyzer", type=Path, default=DEFAULT_PERF_ANALYZER)
     args = p.parse_args(argv)
+    if not args.perf_analyzer.is_file():
+        sys.stderr.write(
+            f"perf_analyzer not found at {args.perf_analyzer}: run `make perf-analyzer`\n"
+        )
+        return 2
     model = next(m for m in MODELS if m.name == args.model)
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if args.py_spy and py_spy is None:
