@@ -5,6 +5,7 @@ Each benchmark's ``run.py`` puts this folder on ``sys.path`` before importing it
 
 from __future__ import annotations
 
+import json
 import platform
 import socket
 import subprocess
@@ -49,3 +50,11 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
+
+
+def write_latest(out: Path, data: object, table: str, indent: int = 2) -> None:
+    """``out/latest.json`` (every raw record) and ``out/latest.md`` (the tables); prints them."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(data, indent=indent))
+    (out / "latest.md").write_text(table)
+    print(table)  # noqa: T201

@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE.parent))  # benchmarks/common.py
 sys.path.insert(0, str(HERE.parent / "video"))  # the benchmark clip
 
 from clip import make_benchmark_clip  # noqa: E402
-from common import LOOPBACK, cpu_model, free_port, git_commit  # noqa: E402
+from common import LOOPBACK, cpu_model, free_port, git_commit, write_latest  # noqa: E402
 
 from frameserve.api.grpc.generated import video_streams_pb2 as vpb  # noqa: E402
 from frameserve.api.grpc.generated import video_streams_pb2_grpc as vgrpc  # noqa: E402
@@ -256,11 +256,7 @@ def main() -> int:
         "warmup": args.warmup,
         "commit": git_commit(ROOT),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    table = markdown(rows, meta)
-    (args.out / "latest.md").write_text(table)
-    print(table)  # noqa: T201
+    write_latest(args.out, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0
 
 

@@ -28,6 +28,8 @@ import psutil
 
 from servers import ServerProcess
 
+PROTOCOLS = ("grpc", "http", "grpc-shm")  # grpc-shm: gRPC, tensors in system shared memory
+
 CSV_TIMES = {  # perf_analyzer --verbose-csv column -> our name (microseconds)
     "Client Send": "client_send_us",
     "Network+Server Send/Recv": "network_us",

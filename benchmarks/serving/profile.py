@@ -30,13 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/common.py
 
-from loadgen import perf_analyzer_command, LoadSettings  # noqa: I001
+from loadgen import PROTOCOLS, LoadSettings, perf_analyzer_command
+from run import DEFAULT_PERF_ANALYZER, frameserve_server_command
 
 from models import MODELS, ServingSetup, build_repository
-from run import DEFAULT_PERF_ANALYZER, frameserve_server_command
 from servers import Ports, ServerProcess
 
-HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -122,7 +121,7 @@ def label(tid: int, pid: int, sample: ThreadSample, names: dict[int, str], cores
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", choices=[m.name for m in MODELS], default="conv_net")
-    p.add_argument("--protocol", choices=["grpc", "http", "grpc-shm"], default="grpc")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0, help="the measured window")
     p.add_argument("--py-spy", action="store_true", help="also sample Python stacks")

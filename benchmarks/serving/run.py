@@ -29,7 +29,7 @@ import machine
 import pytriton_env
 import report
 import summary
-from loadgen import LoadSettings, run_point, wait_for_quiet
+from loadgen import PROTOCOLS, LoadSettings, run_point, wait_for_quiet
 
 from models import MODELS, BenchModel, ServingSetup, build_repository
 from servers import Ports, ServerProcess
@@ -49,7 +49,7 @@ class Plan:
     ceiling_s: float
     quiet_wait_s: float
     deadline: float  # time.monotonic() after which remaining points are skipped
-    protocols: tuple[str, ...] = ("grpc", "http", "grpc-shm")  # those a model lists
+    protocols: tuple[str, ...] = PROTOCOLS  # each model runs those of these it lists
     headline_concurrency: int = 8
 
 
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, nargs="+", help="default 1 4 8 16 (1 8 quick)")
     p.add_argument("--models", nargs="+", choices=[m.name for m in MODELS])
     p.add_argument(
-        "--protocols", nargs="+", choices=["grpc", "http", "grpc-shm"],
+        "--protocols", nargs="+", choices=PROTOCOLS,
         help="default: every protocol a model lists (grpc-shm for conv_net only)",
     )  # fmt: skip
     p.add_argument("--precision", choices=["f32", "bf16"], default="f32")

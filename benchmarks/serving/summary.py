@@ -116,12 +116,10 @@ def paired_ratios(model_result: dict, protocol: str, conc: int) -> dict[str, flo
         at = reached_batch(fs.get("avg_batch"), max_batch)
         pairs = {
             "frameserve_over_raw_batch1": (fs.get("throughput"), ceiling.get((r, 1))),
-            "frameserve_over_raw_max_batch": (fs.get("throughput"), ceiling.get((r, max_batch))),
             "frameserve_over_raw_reached_batch": (fs.get("throughput"), ceiling.get((r, at))),
             "frameserve_over_triton_throughput": (fs.get("throughput"), tr.get("throughput")),
             "frameserve_over_triton_p99": (fs.get("p99_ms"), tr.get("p99_ms")),
             "frameserve_over_triton_p50": (fs.get("p50_ms"), tr.get("p50_ms")),
-            "triton_over_raw_max_batch": (tr.get("throughput"), ceiling.get((r, max_batch))),
         }
         for key, (a, b) in pairs.items():
             ratios.setdefault(key, []).append(_ratio(a, b))

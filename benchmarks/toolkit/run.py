@@ -25,7 +25,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import precision  # noqa: E402
 import search  # noqa: E402
 import texts  # noqa: E402
-from common import cpu_model, git_commit  # noqa: E402
+from common import cpu_model, git_commit, write_latest  # noqa: E402
 from video.clip import make_benchmark_clip  # noqa: E402
 
 from frameserve.backends.openvino_quantize import QuantizeSettings  # noqa: E402
@@ -112,12 +112,9 @@ def main() -> int:
             shutil.copytree(zoo / "faces", repo / "faces", symlinks=True)
             results["search"] = search.run(repo, "faces", 25.0, None)
             print("search", json.dumps(results["search"]), flush=True)  # noqa: T201
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(results, indent=1))
     from report import markdown
 
-    (args.out / "latest.md").write_text(markdown(results))
-    print((args.out / "latest.md").read_text())  # noqa: T201
+    write_latest(args.out, results, markdown(results), indent=1)
     return 0
 
 

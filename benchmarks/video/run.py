@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/co
 
 from ceilings import decode_only, stages_alone
 from clip import make_benchmark_clip
-from common import cpu_model, git_commit
+from common import cpu_model, git_commit, write_latest
 from naive import naive_run
 
 from frameserve.cpu import detect_cpu_budget
@@ -154,11 +153,7 @@ def main() -> int:
         "repeats": args.repeats,
         "commit": git_commit(HERE),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    table = markdown(results, meta)
-    (args.out / "latest.md").write_text(table)
-    print(table)  # noqa: T201
+    write_latest(args.out, {"meta": meta, "results": results}, markdown(results, meta))
     return 0
 
 
