@@ -30,6 +30,7 @@ from frameserve.errors import (
 from frameserve.serving.config import DynamicBatching
 from frameserve.serving.scheduler import Scheduler, SchedulerSettings, WorkItem
 from frameserve.serving.stats import VersionStats
+from frameserve.serving.types import Admission
 
 WAIT = 10.0  # seconds before a test counts as hung
 Tensors = dict[str, np.ndarray]
@@ -417,7 +418,7 @@ def test_droppable_frames_over_the_stream_limit_drop_the_oldest() -> None:
         await model.wait_started(1)
 
         def frame(v: int, stream: str = "cam1", droppable: bool = True) -> WorkItem:
-            return item([v], stream_id=stream, droppable=droppable, stream_limit=2)
+            return item([v], admission=Admission(stream, droppable=droppable, max_inflight=2))
 
         f1, f2, keep, other, f3, f4 = (
             frame(1),
@@ -663,10 +664,10 @@ def test_background_items_run_on_the_capacity_left_and_are_never_dropped() -> No
         blocker = item([0])
         s.submit(blocker)
         await model.wait_started(1)
-        jobs = [item([40 + i], priority=background, stream_id="job-1") for i in range(3)]
-        live = [
-            item([20 + i], stream_id="live-1", droppable=True, stream_limit=2) for i in range(3)
-        ]
+        job = Admission("job-1", background=True)
+        jobs = [item([40 + i], priority=background, admission=job) for i in range(3)]
+        camera = Admission("live-1", droppable=True, max_inflight=2)
+        live = [item([20 + i], admission=camera) for i in range(3)]
         online = item([10])
         for it in (jobs[0], live[0], jobs[1], live[1], online, live[2], jobs[2]):
             s.submit(it)

@@ -277,13 +277,11 @@ class ModelVersion:
             batch_size=batch if self.max_batch_size > 0 else 1,
             future=loop.create_future(),
             priority=self.priority_levels + 1
-            if request.background
+            if request.admission.background
             else self._priority(request.priority),
             deadline=loop.time() + timeout if timeout else None,
             shape_key=shape_key,
-            stream_id=request.stream_id,
-            droppable=request.droppable,
-            stream_limit=request.max_inflight,
+            admission=request.admission,
         )
 
     def _check_shape(

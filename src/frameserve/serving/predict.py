@@ -29,6 +29,7 @@ from frameserve.processing.transform import Geometry
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.pipeline import PipelineConfig
 from frameserve.serving.types import (
+    ONLINE,
     Admission,
     InferRequest,
     InferResponse,
@@ -77,7 +78,6 @@ async def infer_tensor(
 
     ``admission`` places the request among other sources' (stream, live dropping, background).
     """
-    a = admission or Admission()
     assert mv.processing is not None
     name = mv.processing.preprocess.spec.input or mv.inputs[0].name
     if mv.max_batch_size == 0:
@@ -87,10 +87,7 @@ async def infer_tensor(
         [InputTensor(name, from_numpy(tensor.dtype), tuple(tensor.shape), tensor)],
         model_version=str(mv.version),
         outputs=mv.processing.output_names(),
-        stream_id=a.stream_id,
-        droppable=a.droppable,
-        max_inflight=a.max_inflight,
-        background=a.background,
+        admission=admission or ONLINE,
     )
     response = await mv.infer(request)
     outputs = {o.name: o.data for o in response.outputs}

@@ -33,6 +33,7 @@ from frameserve.errors import (
 )
 from frameserve.serving.config import DynamicBatching
 from frameserve.serving.stats import VersionStats
+from frameserve.serving.types import ONLINE, Admission
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,7 @@ class WorkItem:
     priority: int = 1  # 1 is the highest level; priority_levels + 1 is the background level
     deadline: float | None = None  # loop.time() after which it must not start
     shape_key: Hashable = None  # items batch together only when their non-batch dims match
-    stream_id: str | None = None
-    droppable: bool = False  # may be replaced by a newer item of the same stream
-    stream_limit: int = 0  # droppable items of this stream allowed in the queue (0 = any)
+    admission: Admission = ONLINE  # its stream, whether a newer frame may replace it
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
     expiry: asyncio.TimerHandle | None = None
 
@@ -111,16 +110,17 @@ class Scheduler:
             raise InvalidInput(
                 f"batch size {item.batch_size} exceeds max_batch_size {self._batch_limit}"
             )
-        if item.droppable and item.stream_id is not None and item.stream_limit > 0:
-            self._drop_stale(item.stream_id, item.stream_limit)
+        a = item.admission
+        if a.droppable and a.stream_id is not None and a.max_inflight > 0:
+            self._drop_stale(a.stream_id, a.max_inflight)
         if self._queued >= self._s.max_queue_size:
             raise QueueFull(
                 f"queue of {self._stats.model} v{self._stats.version} is full "
                 f"(max_queue_size {self._s.max_queue_size})"
             )
         self._levels[item.priority - 1].append(item)
-        if item.droppable and item.stream_id is not None:
-            self._streams.setdefault(item.stream_id, deque()).append(item)
+        if a.droppable and a.stream_id is not None:
+            self._streams.setdefault(a.stream_id, deque()).append(item)
         self._queued += 1
         self._stats.queue_depth(self._queued)
         self._idle.clear()
@@ -159,12 +159,13 @@ class Scheduler:
         self._stats.queue_depth(self._queued)
         if item.expiry is not None:
             item.expiry.cancel()
-        if item.droppable and item.stream_id is not None:
-            q = self._streams.get(item.stream_id)
+        a = item.admission
+        if a.droppable and a.stream_id is not None:
+            q = self._streams.get(a.stream_id)
             if q is not None:
                 q.remove(item)
                 if not q:
-                    del self._streams[item.stream_id]
+                    del self._streams[a.stream_id]
         self._update_idle()
 
     def _update_idle(self) -> None:

@@ -29,6 +29,22 @@ class OutputTensor:
     data: np.ndarray
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """How one source's requests enter a model's scheduler (video runs, jobs, live streams).
+
+    Carried as it is by ``InferRequest`` and the scheduler's ``WorkItem``, never copied field
+    by field."""
+
+    stream_id: str | None = None
+    droppable: bool = False  # live: a newer frame replaces the stalest queued one
+    max_inflight: int = 0  # live: queued frames allowed for this stream (0 = any)
+    background: bool = False  # jobs: below every priority level, never dropped, only slowed
+
+
+ONLINE = Admission()  # an online request: the model's priority levels, never dropped
+
+
 @dataclass(slots=True)
 class InferRequest:
     """One inference request. ``model_version`` "" means the newest ready version."""
@@ -40,21 +56,8 @@ class InferRequest:
     outputs: list[str] | None = None  # None: every output
     priority: int = 0  # 0: the model's default level; 1 is the highest
     timeout_us: int = 0  # 0: the model's default (``dynamic_batching.timeout_ms``) or none
-    stream_id: str | None = None
-    droppable: bool = False  # may be replaced by a newer item of the same stream
-    max_inflight: int = 0  # droppable items of this stream allowed in the queue (0 = any)
-    background: bool = False  # below every priority level: runs on capacity left (video jobs)
+    admission: Admission = ONLINE  # video sources: their stream, dropping, background level
     parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """How one source's requests enter a model's scheduler (video runs, jobs, live streams)."""
-
-    stream_id: str | None = None
-    droppable: bool = False  # live: a newer frame replaces the stalest queued one
-    max_inflight: int = 0  # live: queued frames allowed for this stream (0 = any)
-    background: bool = False  # jobs: below every priority level, never dropped, only slowed
 
 
 @dataclass(slots=True)

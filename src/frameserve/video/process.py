@@ -182,15 +182,8 @@ class FrameProcessor:
             InputTensor(n, "UINT8", a[None].shape if batch else a.shape, a[None] if batch else a)
             for n, a in zip(INTERPOLATE_INPUTS, pair, strict=True)
         ]
-        a = self._admission(frame)
         request = InferRequest(
-            mv.name,
-            tensors,
-            outputs=[INTERPOLATE_OUTPUT],
-            stream_id=a.stream_id,
-            droppable=a.droppable,
-            max_inflight=a.max_inflight,
-            background=a.background,
+            mv.name, tensors, outputs=[INTERPOLATE_OUTPUT], admission=self._admission(frame)
         )
         with timings.step("infer"):
             response = await mv.infer(request)
