@@ -448,6 +448,37 @@ def test_two_inputs_in_one_run_share_the_schedulers(
         assert all(len(line["detections"]) == 1 for line in lines)
 
 
+def test_a_run_follows_its_model_through_a_reload(
+    video_server: LocalServer, zoo_repository: Path, pan_clip: Clip, out: Path
+) -> None:
+    """A reload in the middle of a run retires the version its frames were prepared for: they
+    go to the new version, and every frame is written once, with its face."""
+    repository = video_server.server.repository
+    old = repository.get("faces")
+    name, config = load_video_pipeline("faces", zoo_repository)
+    reloaded = threading.Event()
+
+    def reload_once(_st: Any, frame: Any) -> None:  # the sink thread, before frame 5 is written
+        if frame.index == 5 and not reloaded.is_set():
+            # The same settings as an override: a new fingerprint, so a new version object.
+            video_server.call(repository.load("faces", override=old.config), timeout=60)
+            reloaded.set()
+
+    run = VideoRun(
+        video_server, name, config, [pan_clip.path], RunOptions(out=out), on_frame=reload_once
+    )
+    try:
+        summary = run.run()
+    finally:
+        video_server.call(repository.load("faces"), timeout=60)  # model.yaml again
+    assert reloaded.is_set() and repository.get("faces") is not old
+    assert run.processor.single is not old
+    assert summary.frames == pan_clip.frames
+    lines = read_jsonl(out / f"{pan_clip.path.stem}.jsonl")
+    assert_lines_match_clip(lines, pan_clip, list(range(pan_clip.frames)))
+    assert all(len(line["detections"]) == 1 for line in lines)
+
+
 def test_an_output_never_overwrites_another_input(
     video_server: LocalServer, zoo_repository: Path, tmp_path: Path
 ) -> None:

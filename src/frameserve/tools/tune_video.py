@@ -306,7 +306,7 @@ class PipelineTrials:
             out=self._out, decode_threads=point.decode_threads, inflight=point.inflight
         )
         run = VideoRun(self._local, plan.name, plan.config, list(plan.inputs), options)
-        inflight = run.streams[0].frames.maxsize
+        inflight = run.streams[0].pump.depth
         window = _Window(run.stop, s.warmup_s, s.trial_s if rung == "screen" else s.final_s)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         summary = run.run(window)

@@ -1,10 +1,11 @@
 """Decoding with PyAV (FFmpeg): frames with exact timestamps, sampled, corrupt data skipped.
 
 FFmpeg decodes on its own codec threads (frame and slice threading, sized from the core
-budget); this module runs in one decoder thread per input and converts only the frames the
-sampling keeps to RGB. Timestamps stay integers in the stream's time base, so variable frame
-rate survives. With ``keyframes`` sampling the decoder skips every other frame outright
-(``skip_frame=NONKEY``), which is what makes that mode cheap. A source may start at a
+budget); this module runs in one decoder thread per input and yields the frames the sampling
+keeps as FFmpeg decoded them (the model stage converts them to what it needs). Timestamps
+stay integers in the stream's time base, so variable frame rate survives. With ``keyframes``
+sampling the decoder skips every other frame outright (``skip_frame=NONKEY``), which is what
+makes that mode cheap. A source may start at a
 ``SeekPoint`` (a resumed job): the demuxer seeks back to that keyframe, and indices and
 sampling continue as if the file had been decoded from its beginning.
 """
@@ -25,9 +26,7 @@ import av
 import av.error
 
 from frameserve.errors import VideoError
-from frameserve.processing.transform import Preprocessor
 from frameserve.video.frames import Frame, FrameSelector, Sampling, SeekPoint
-from frameserve.video.scaler import ScalerPlan, plan_scaler, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +120,10 @@ class VideoSource:
         stream_id: int,
         sampling: Sampling,
         threads: int,
-        resize_for: Preprocessor | None = None,
         start: SeekPoint | None = None,
         first_index: int = 0,
     ) -> None:
-        """``resize_for``: the model's pre-processing, when only its input is needed (no
-        full-size frames for crops or video output): FFmpeg may then resize (see ``scaler``).
-        ``start``: decode from this keyframe (a resumed job), with the frame indices and the
+        """``start``: decode from this keyframe (a resumed job), with the frame indices and the
         sampling decisions of a decode from the beginning; kept frames with an index below
         ``first_index`` are decoded and sampled but not yielded (they were written before)."""
         self.path = path
@@ -138,8 +134,6 @@ class VideoSource:
         self.threads = max(1, threads)
         self.info = probe(path)
         self.stats = DecodeStats()
-        self._resize_for = resize_for
-        self.scaler: ScalerPlan | None = None
 
     def expected_frames(self) -> int:
         """How many frames the sampling will keep, estimated from the header (0: unknown)."""
@@ -183,12 +177,11 @@ class VideoSource:
             keep = selector.keep(index, pts * time_base, bool(frame.key_frame))
             if not keep or index < self.first_index:
                 continue
-            image, scaled = self._image(frame)
             self.stats.kept += 1
             self.stats.seconds += time.perf_counter() - started
             yield Frame(
-                self.stream_id, index, pts, time_base, image, bool(frame.key_frame),
-                source_size=(frame.width, frame.height) if scaled else None, seek=passed,
+                self.stream_id, index, pts, time_base, None, bool(frame.key_frame),
+                seek=passed, picture=frame,
             )  # fmt: skip
             passed = None
             started = time.perf_counter()
@@ -222,13 +215,6 @@ class VideoSource:
                 yield frame, index
         if not checked:  # the seek went past the keyframe and the last frame
             raise _SeekMissed(f"seeking to pts {low} found no frame at or after it")
-
-    def _image(self, frame: Any) -> tuple[Any, bool]:
-        """The frame in RGB: full size, or already resized by FFmpeg where that matches."""
-        if self._resize_for is not None and self.scaler is None:
-            self.scaler = plan_scaler(self._resize_for, frame)
-            log.info("%s: %s", self.path, self.scaler.describe())
-        return to_rgb(frame, self.scaler)
 
     def _decode_packet(self, packet: Any) -> list[Any]:
         """Frames of one packet; a corrupt packet is skipped with a warning and counted."""

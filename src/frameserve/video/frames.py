@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -125,10 +125,13 @@ class FrameSelector:
 
 @dataclass(slots=True)
 class Frame:
-    """One frame of one stream: the decoded RGB image and where it sits in time.
+    """One frame of one stream: the decoded picture and where it sits in time.
 
-    ``image`` is None only for a spare frame (frame-rate up-conversion): a placeholder at the
-    new rate that a model fills from its two neighbours ``previous`` and ``next``.
+    A source yields ``picture`` (the decoder's own frame, still in its pixel format); the model
+    stage converts it where it is used (``video.scaler.full_rgb`` for sinks that need the whole
+    frame in RGB, the pre-processing for the model's tensor) and lets it go. ``image`` (RGB) is
+    None until then, and for a spare frame (frame-rate up-conversion): a placeholder at the new
+    rate that a model fills from its two neighbours ``previous`` and ``next``.
     """
 
     stream: int
@@ -139,10 +142,10 @@ class Frame:
     keyframe: bool = False
     previous: np.ndarray | None = None
     next: np.ndarray | None = None
-    source_size: tuple[int, int] | None = None  # set when FFmpeg already resized ``image``
     # The keyframe passed since the previous kept frame: decoding from it again yields this
     # frame next (jobs checkpoint there). None for frames after the first of a GOP.
     seek: SeekPoint | None = None
+    picture: Any = None  # the decoded frame (PyAV), until it is converted
 
     @property
     def seconds(self) -> Fraction:
@@ -150,4 +153,4 @@ class Frame:
 
     @property
     def spare(self) -> bool:
-        return self.image is None
+        return self.image is None and self.picture is None

@@ -14,6 +14,8 @@ pool does their CPU work; interpolation sends the two neighbours of a spare fram
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import queue
 import threading
 import time
@@ -25,18 +27,21 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from frameserve.errors import ConfigError, NotFound
+from frameserve.errors import ConfigError, NotFound, Unavailable
 from frameserve.processing.results import Result
 from frameserve.processing.tasks import DecodeOptions
-from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.processing.transform import Geometry
+from frameserve.serving.local import ServerHandle
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.predict import Timings, infer_tensor
 from frameserve.serving.server import InferenceServer
 from frameserve.serving.types import Admission, InferRequest, InputTensor
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.frames import Frame
+from frameserve.video.scaler import Scalers, full_rgb
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often a thread blocked on a frame looks at its stop event
 INTERPOLATE_INPUTS = ("previous", "next")
@@ -50,6 +55,7 @@ class Prepared:
     frame: Frame
     tensor: np.ndarray | None = None  # single-model pipelines: the pre-processed [1, ...] batch
     geometry: Geometry | None = None
+    version: ModelVersion | None = None  # the version whose pre-processing made ``tensor``
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> busy seconds
 
 
@@ -83,14 +89,17 @@ class FrameProcessor:
         self._admissions: dict[int, Admission] = {}
         self._model_pipeline = config.model_pipeline() if config.steps is not None else None
         self.single: ModelVersion | None = None  # set for single-model analysis pipelines
+        # The versions the pipeline started on, read on the loop: threads count their stats.
+        self.versions: dict[str, ModelVersion] = {}
         self.task = self._check_models()
+        self.scalers = Scalers(f"pipeline {name}")
 
     def _check_models(self) -> str:
         """Every model is loaded and fits the pipeline; returns the task of the result."""
         where = f"pipeline {self.name}"
         for model in self.config.models:
             try:
-                mv = self.server.repository.get(model)
+                mv = self.versions[model] = self.server.repository.get(model)
             except NotFound:
                 raise ConfigError(
                     f"{where}: needs model {model!r}, which is not loaded from "
@@ -119,38 +128,53 @@ class FrameProcessor:
     def models(self) -> list[str]:
         return self.config.models
 
-    def resize_for(self, full_frames: bool) -> Preprocessor | None:
-        """The pre-processing FFmpeg may do while decoding: single-model pipelines whose
-        sinks need no full-size frames."""
-        mv = self.single
-        if full_frames or mv is None or mv.processing is None:
-            return None
-        return mv.processing.preprocess
+    def resize_where(self, stream: int) -> str:
+        """Where the latest frames of input ``stream`` were resized (the run's summary)."""
+        plan = self.scalers.last.get(stream)
+        return plan.describe() if plan is not None else "processing/"
 
     # -- decoder thread ---------------------------------------------------------------------
-    def prepare(self, frame: Frame) -> Prepared:
-        prepared = Prepared(frame)
-        if self.single is not None and frame.image is not None:
-            assert self.single.processing is not None
-            started = time.perf_counter()
-            pre = self.single.processing.preprocess
-            if frame.source_size is not None:  # FFmpeg resized it while decoding
-                prepared.tensor, prepared.geometry = pre.from_content(
-                    frame.image, frame.source_size
-                )
-            else:
-                tensor, geometries = pre([frame.image])
-                prepared.tensor, prepared.geometry = tensor, geometries[0]
-            prepared.seconds["preprocess"] = time.perf_counter() - started
+    def prepare(self, frame: Frame, full: bool = False) -> Prepared:
+        """Convert the decoded picture: to the model's tensor (single-model pipelines) and, for
+        ``full`` (a sink needs the whole frame) or whole-frame steps (crops, interpolation),
+        to RGB. The decoder's picture is let go after."""
+        mv = self.single  # read once: the loop may move it to a newer version meanwhile
+        prepared = Prepared(frame, version=mv)
+        if mv is None or frame.spare:
+            full_rgb(frame)
+            frame.picture = None
+            return prepared
+        assert mv.processing is not None
+        started = time.perf_counter()
+        pre = mv.processing.preprocess
+        if full or frame.picture is None:
+            image = full_rgb(frame)
+            assert image is not None
+            tensor, geometries = pre([image])
+            prepared.tensor, prepared.geometry = tensor, geometries[0]
+        else:
+            prepared.tensor, prepared.geometry = self.scalers.tensor(frame, pre)
+        frame.picture = None
+        prepared.seconds["preprocess"] = time.perf_counter() - started
         return prepared
 
     # -- event loop -------------------------------------------------------------------------
     async def infer(self, prepared: Prepared) -> FrameOutput | dict[str, np.ndarray]:
-        """Raw outputs (single model, for ``finish``) or the finished output."""
+        """Raw outputs (single model, for ``finish``) or the finished output.
+
+        A reload may retire the version a frame was prepared for (``Unavailable``): the frame
+        then goes to the version that serves now, when that one pre-processes the same way;
+        either way later frames are prepared for the new version."""
         frame, timings = prepared.frame, Timings()
         if prepared.tensor is not None:
-            assert self.single is not None
-            return await infer_tensor(self.single, prepared.tensor, self._admission(frame))
+            assert prepared.version is not None
+            admission = self._admission(frame)
+            try:
+                return await infer_tensor(prepared.version, prepared.tensor, admission)
+            except Unavailable:
+                if not self._follow(prepared):
+                    raise
+            return await infer_tensor(prepared.version, prepared.tensor, admission)
         if self.config.interpolate is not None:
             image = frame.image if not frame.spare else await self._interpolate(frame, timings)
             return FrameOutput(None, image, timings)
@@ -164,6 +188,27 @@ class FrameProcessor:
             self._admission(frame),
         )
         return FrameOutput(result, None, timings)
+
+    def _follow(self, prepared: Prepared) -> bool:
+        """After ``Unavailable``: move to the version serving now (on the loop, which owns the
+        repository); True when ``prepared`` may be sent to it as it is."""
+        old = prepared.version
+        if self.server.draining or old is None or old.processing is None:
+            return False
+        try:
+            fresh = self.server.repository.get(old.name)
+        except NotFound:
+            return False
+        if fresh is old or fresh.processing is None:
+            return False
+        if self.single is old:
+            log.info("pipeline %s: model %s v%s retired; now on v%s", self.name, old.name,
+                     old.version, fresh.version)  # fmt: skip
+            self.single = self.versions[old.name] = fresh
+        if fresh.processing.preprocess.spec != old.processing.preprocess.spec:
+            return False  # the tensor was made for other pre-processing: this frame fails
+        prepared.version = fresh
+        return True
 
     def _admission(self, frame: Frame) -> Admission:
         found = self._admissions.get(frame.stream)
@@ -196,13 +241,36 @@ class FrameProcessor:
     ) -> FrameOutput:
         if isinstance(outputs, FrameOutput):
             return outputs
-        assert self.single is not None and self.single.processing is not None
+        mv = prepared.version  # the version that ran it decodes its outputs
+        assert mv is not None and mv.processing is not None
         assert prepared.geometry is not None
         timings = Timings(dict(prepared.seconds))
         with timings.step("postprocess"):
             one = {k: v[0] for k, v in outputs.items()}
-            result = self.single.processing.decode(one, prepared.geometry, self.options)
+            result = mv.processing.decode(one, prepared.geometry, self.options)
         return FrameOutput(result, None, timings)
+
+
+def open_processor(
+    handle: ServerHandle,
+    name: str,
+    config: VideoPipelineConfig,
+    admission: Admission | None = None,
+    timeout_s: float = 60.0,
+) -> FrameProcessor:
+    """A ``FrameProcessor`` built on the server's loop, which owns the repository it reads
+    (called from any other thread: the CLI's, a job's, the API's worker threads)."""
+
+    async def build() -> FrameProcessor:
+        return FrameProcessor(handle.server, name, config, admission=admission)
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is handle.loop:
+        raise RuntimeError("open_processor: call it from a thread other than the server's loop")
+    return handle.submit(build()).result(timeout_s)
 
 
 def wait_frame(future: Future[T], stop: threading.Event) -> T | None:

@@ -9,25 +9,22 @@ Threads and what they own (2 cores: everything is sized from one core budget):
 - one sink thread per input: waits for its frames' results in order, decodes them into task
   results, tracks, writes sinks.
 
-Each input's frames travel in a bounded queue of (frame, future) pairs, which keeps the
-frames in order and bounds what is in flight. One stop event ends everything: the first error
-in any thread (or Ctrl-C) sets it, every loop checks it while blocked, pending frames are
-cancelled, files are closed with what was written, and ``run`` raises that first error.
+Each input's frames travel through its own ``FramePump`` (lossless: the decoder waits for
+room, a failed frame stops the run), which keeps the frames in order and bounds what is in
+flight. One stop event ends everything: the first error in any thread (or Ctrl-C) sets it,
+every loop checks it while blocked, pending frames are cancelled, files are closed with what
+was written, and ``run`` raises that first error.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from frameserve.errors import FrameserveError, InvalidInput, VideoError
 from frameserve.processing.results import Detections
@@ -36,23 +33,16 @@ from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import VideoInfo, VideoSource
 from frameserve.video.frames import Frame, Sampling
-from frameserve.video.process import (
-    POLL_S,
-    FrameOutput,
-    FrameProcessor,
-    cancel_queued,
-    wait_frame,
-)
+from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
+from frameserve.video.pump import FramePump
+from frameserve.video.scaler import full_rgb
 from frameserve.video.streams import StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.track import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
 
-Outputs = FrameOutput | dict[str, np.ndarray]
 FrameHook = Callable[[StreamRun, Frame], None]  # runs in the sink thread, before the write
-
-_END = object()  # end of one input's frames
 
 
 @dataclass(frozen=True)
@@ -152,7 +142,7 @@ class VideoRun:
         self.sampling = options.sample or Sampling.parse(config.sample, f"{name}: sample")
         if config.transforms and self.sampling.mode != "all":
             raise InvalidInput(f"--sample: pipeline {name} makes new frames, needs all frames")
-        self.processor = FrameProcessor(server.server, name, config, admission=admission)
+        self.processor = open_processor(server, name, config, admission)
         self._check_sinks()
         plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
         pairs = enumerate(zip(inputs, plans, strict=True))
@@ -171,9 +161,8 @@ class VideoRun:
 
     def _source(self, path: Path, stream_id: int, start: StreamStart | None) -> VideoSource:
         threads = self.options.decode_threads or self.local.server.budget.cores
-        resize_for = self.processor.resize_for(full_frames=self.options.video_out)
         seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
-        return VideoSource(path, stream_id, self.sampling, threads, resize_for, seek, first)
+        return VideoSource(path, stream_id, self.sampling, threads, seek, first)
 
     def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:
         return StreamRun(
@@ -182,7 +171,13 @@ class VideoRun:
             config=self.config,
             threads=self.local.server.budget.cores,
             tracker=self._tracker(source),
-            frames=queue.Queue(maxsize=self._inflight),
+            pump=FramePump(
+                self.local,
+                self.processor,
+                self._inflight,
+                self.stop,
+                keep_images=self.options.video_out,
+            ),
             written=plan.start.written if plan.start is not None else 0,
             encoder=plan.encoder,
             append=plan.start is not None,
@@ -206,8 +201,7 @@ class VideoRun:
     def _default_inflight(self, streams: int) -> int:
         """Enough frames in flight to fill every model's batches, shared by the inputs."""
         want = 4
-        for model in self.processor.models:
-            mv = self.local.server.repository.get(model)
+        for mv in self.processor.versions.values():
             want = max(want, 2 * max(1, mv.max_batch_size) * max(1, mv.instances))
         return max(2, -(-want // streams))
 
@@ -245,7 +239,7 @@ class VideoRun:
             raise VideoError(f"{where}: {type(err).__name__}: {err}") from err
         return RunSummary(
             self.name,
-            [st.summary() for st in self.streams],
+            [st.summary(self.processor.resize_where(st.source.stream_id)) for st in self.streams],
             wall,
             self._done,
             self.profile,
@@ -293,60 +287,32 @@ class VideoRun:
         previous: Frame | None = None
         for frame in st.source.frames(self.stop):
             if not self.config.transforms:
-                self._submit(st, frame)
+                st.pump.submit(frame)
                 continue
             # Spare-frame scheme: the time base halves, originals keep their instants
             # (2 * pts), a placeholder sits halfway between two neighbours (pts_a + pts_b).
+            full_rgb(frame)
             tb = frame.time_base / 2
             if previous is not None:
                 spare = Frame(
                     frame.stream, previous.index, previous.pts + frame.pts, tb, None,
                     previous=previous.image, next=frame.image,
                 )  # fmt: skip
-                self._submit(st, spare)
+                st.pump.submit(spare)
             previous = frame
             # A resumed run starts at an original (``seek``), never at the spare before it.
             original = Frame(frame.stream, frame.index, 2 * frame.pts, tb, frame.image)
             original.seek = frame.seek
-            self._submit(st, original)
-        self._put(st, _END)
-
-    def _submit(self, st: StreamRun, frame: Frame) -> None:
-        prepared = self.processor.prepare(frame)
-        future = self.local.submit(self.processor.infer(prepared))
-        if not self._put(st, (prepared, future)):
-            future.cancel()
-
-    def _put(self, st: StreamRun, item: object) -> bool:
-        while not self.stop.is_set():
-            try:
-                st.frames.put(item, timeout=POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
+            st.pump.submit(original)
+        st.pump.end()
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self, st: StreamRun) -> None:
-        try:
-            while not self.stop.is_set():
-                try:
-                    item = st.frames.get(timeout=POLL_S)
-                except queue.Empty:
-                    continue
-                if item is _END:
-                    st.finish()
-                    return
-                prepared, future = item
-                outputs = self._result(future)
-                if outputs is None:
-                    return
-                self._write(st, prepared.frame, self.processor.finish(prepared, outputs))
-        finally:
-            self._cancel_pending(st)
-
-    def _result(self, future: Future[Outputs]) -> Outputs | None:
-        return wait_frame(future, self.stop)
+        for done in st.pump.results():
+            assert done.output is not None  # a lossless pump raises a frame's error
+            self._write(st, done.frame, done.output)
+        if st.pump.ended:
+            st.finish()
 
     def _write(self, st: StreamRun, frame: Frame, output: FrameOutput) -> None:
         for step, seconds in output.timings.seconds.items():
@@ -364,14 +330,11 @@ class VideoRun:
         with self._lock:
             self._done += 1
 
-    def _cancel_pending(self, st: StreamRun) -> None:
-        cancel_queued(st.frames, _END, lambda item: item[1])
-
     # -- accounting -------------------------------------------------------------------------
     def _model_counters(self) -> dict[str, tuple[int, int, int, int]]:
         out = {}
-        for model in self.processor.models:
-            s = self.local.server.repository.get(model).stats
+        for model, mv in self.processor.versions.items():
+            s = mv.stats
             infer = sum(b.compute_infer.ns for b in s.batches.values())
             out[model] = (s.queue.ns, infer, s.inference_count, s.execution_count)
         return out

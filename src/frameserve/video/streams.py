@@ -1,14 +1,13 @@
 """One input of a video run: its source, its queue of frames in flight, tracker and sinks.
 
-A ``StreamRun`` is written to by its sink thread only (the decoder thread only puts into
-``frames``), so its sinks and tracker need no locks. A ``StreamPlan`` says what an input
+A ``StreamRun`` is written to by its sink thread only (the decoder thread only submits to
+its ``pump``), so its sinks and tracker need no locks. A ``StreamPlan`` says what an input
 writes and where it starts: ``video run`` plans fresh files per input; a job names its own
 files, starts from its checkpoint and encodes video in segments.
 """
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -27,6 +26,7 @@ from frameserve.video.sinks import Encoder, JsonlSink, MaskTrackSink, VideoSink,
 from frameserve.video.track import Tracker
 
 if TYPE_CHECKING:
+    from frameserve.video.pump import FramePump
     from frameserve.video.run import RunOptions
 
 
@@ -89,7 +89,7 @@ class StreamRun:
     config: VideoPipelineConfig
     threads: int
     tracker: Tracker | None
-    frames: queue.Queue[Any]
+    pump: FramePump
     written: int = 0  # lines written, those of a run this one resumes included
     encoder: EncoderFactory = VideoSink
     append: bool = False  # continue the JSONL file (a resumed job cut it to its checkpoint)
@@ -169,14 +169,15 @@ class StreamRun:
         self._sinks.clear()
         self._closed = True
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, resize: str) -> dict[str, Any]:
+        """What the input did; ``resize`` says where its frames were resized."""
         s, o = self.source.stats, self.outputs
         return {
             "input": str(self.source.path),
             "decoded": s.decoded,
             "processed": s.kept,
             "written": self.written,
-            "resize": self.source.scaler.describe() if self.source.scaler else "processing/",
+            "resize": resize,
             "corrupt_skipped": s.corrupt,
             "jsonl": str(o.jsonl),
             "masks": str(o.masks) if o.masks else None,

@@ -29,7 +29,7 @@ from frameserve.video.jobs.spec import Checkpoint, JobProgress, JobRecord, JobSe
 from frameserve.video.jobs.spec import JobState as S
 from frameserve.video.jobs.store import JobStore, StoredJob
 from frameserve.video.media import MediaRoot
-from frameserve.video.process import FrameProcessor
+from frameserve.video.process import open_processor
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class JobQueue:
                 f"sample: pipeline {name} makes new frames and needs all of them: expected "
                 f"all or null, got {spec.sample!r}"
             )
-        FrameProcessor(self.handle.server, name, config)  # raises when models are missing
+        open_processor(self.handle, name, config)  # raises when models are missing
         if config.transforms and not spec.video_out:  # a transformation's product is video
             spec = spec.model_copy(update={"video_out": True})
         return spec

@@ -1,4 +1,4 @@
-"""Reading one live source with PyAV: open, demux, decode, sample, pace, convert to RGB.
+"""Reading one live source with PyAV: open, demux, decode, sample, pace.
 
 ``SourceReader`` is used by its stream's reader thread only. One ``open`` + ``frames`` is one
 connection (or one play of a file); the thread reopens after a failure or, for a looping file,
@@ -27,10 +27,8 @@ import av
 import av.error
 
 from frameserve.errors import VideoError
-from frameserve.processing.transform import Preprocessor
 from frameserve.video.frames import Frame, FrameSelector, Sampling
 from frameserve.video.live.spec import LiveSettings, LiveSource
-from frameserve.video.scaler import ScalerPlan, plan_scaler, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +61,13 @@ class SourceReader:
         settings: LiveSettings,
         sampling: Sampling,
         max_fps: float | None,
-        resize_for: Preprocessor | None,
     ) -> None:
         self.source = source
         self.settings = settings
         self.sampling = sampling
         self.max_fps = Fraction(max_fps).limit_denominator(1000) if max_fps else None
-        self.resize_for = resize_for
         self.decoded = 0  # frames decoded over the stream's life: the next frame's number
         self.corrupt = 0  # packets or frames skipped as corrupt
-        self.scaler: ScalerPlan | None = None
         self._clock: float | None = None  # wall time of a file's stream time 0
         self._offset = 0  # ticks added to this play's pts (loops)
         self._play = _Play()
@@ -110,7 +105,6 @@ class SourceReader:
         selectors = [FrameSelector(self.sampling)]
         if self.max_fps is not None:
             selectors.append(FrameSelector(Sampling("fps", fps=self.max_fps)))
-        self.scaler = None
         for packet in container.demux(stream):
             if stop.is_set():
                 return
@@ -127,9 +121,7 @@ class SourceReader:
                     arrived = self._release(seconds, stop)
                     if stop.is_set():
                         return
-                image, scaled = self._image(decoded)
-                size = (decoded.width, decoded.height) if scaled else None
-                frame = Frame(0, index, pts, time_base, image, key, source_size=size)
+                frame = Frame(0, index, pts, time_base, None, key, picture=decoded)
                 yield Arrival(frame, arrived)
 
     def end_play(self) -> None:
@@ -190,11 +182,3 @@ class SourceReader:
             what,
             self.corrupt,
         )
-
-    def _image(self, frame: Any) -> tuple[Any, bool]:
-        """RGB, resized by FFmpeg's scaler where that matches the model's resize (see
-        ``video.scaler``; planned on the first frame of each connection)."""
-        if self.resize_for is not None and self.scaler is None:
-            self.scaler = plan_scaler(self.resize_for, frame)
-            log.info("%s: %s", self.source.describe(), self.scaler.describe())
-        return to_rgb(frame, self.scaler)

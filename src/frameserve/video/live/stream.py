@@ -2,16 +2,19 @@
 
 ```
 reader thread                      server loop                     sink thread
- open (timeouts) -> demux ->        FrameProcessor.infer ->         wait for each future in
- decode -> sample/max_fps ->        Scheduler (droppable,           order -> finish -> tracker
- (pace a file) -> RGB ->            max_inflight per stream)        -> record -> call_soon_
- prepare -> submit ---(bounded queue, put_nowait: full = "busy" drop)-->  threadsafe(publish)
+ open (timeouts) -> demux ->        FrameProcessor.infer ->         FramePump.results(): each
+ decode -> sample/max_fps ->        Scheduler (droppable,           frame in order -> tracker
+ (pace a file) -> FramePump         max_inflight per stream)        -> record -> call_soon_
+ .submit (lossy: a full pump = "busy" drop) ────────────────────>   threadsafe(publish)
                                     publish: lag, stats, each subscriber's bounded buffer
 ```
 
-The reader never blocks on what comes after it: the scheduler keeps at most ``max_inflight``
-queued frames of the stream and answers older ones with ``FrameDropped`` ("stale"), and when the
-sink's queue is full the frame is not submitted at all ("busy"). A network source that fails or
+The frames move through the same ``FramePump`` as ``video run`` and jobs, in its lossy mode:
+the reader never blocks on what comes after it. The scheduler keeps at most ``max_inflight``
+queued frames of the stream and answers older ones with ``FrameDropped`` ("stale"); when the
+pump is full the frame is not submitted at all ("busy"); a frame that fails is counted
+("failed") and the stream goes on. A reload that retires the stream's model version moves the
+pipeline to the new version (``FrameProcessor.infer``). A network source that fails or
 ends is reopened with exponential backoff (reset once a connection delivered frames); a file
 ends the stream, or plays again with ``loop``. One stop event ends both threads; each blocking
 call polls it (``POLL_S``) or is bounded by FFmpeg's timeouts. The state is ``connecting``
@@ -23,18 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import av.error
 
-from frameserve.errors import FrameDropped, FrameserveError, Unavailable
+from frameserve.errors import FrameDropped, FrameserveError
 from frameserve.processing.results import Detections
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
@@ -43,13 +42,8 @@ from frameserve.video.live.reader import Arrival, SourceReader
 from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec, redact
 from frameserve.video.live.stats import StreamStats
 from frameserve.video.live.subscribe import Record, Subscribers, Subscription
-from frameserve.video.process import (
-    POLL_S,
-    FrameProcessor,
-    Prepared,
-    cancel_queued,
-    wait_frame,
-)
+from frameserve.video.process import FrameProcessor
+from frameserve.video.pump import Finished, FramePump
 from frameserve.video.sinks import frame_fields
 from frameserve.video.track import Tracker, TrackerSettings
 
@@ -63,18 +57,6 @@ SOURCE_ERRORS = (av.error.FFmpegError, OSError, EOFError, FrameserveError)
 
 class _SourceUnusable(Exception):
     """An error of the source that retrying cannot fix: the stream stops."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A frame on its way from the reader to the sink."""
-
-    prepared: Prepared
-    processor: FrameProcessor  # the one that prepared it finishes it
-    future: Future[Any]
-    arrived: float
-    connection: int  # which connection it came from: a new one restarts the tracker
-    rate: float  # the connection's frame rate (the tracker's time unit)
 
 
 class LiveStream:
@@ -97,7 +79,6 @@ class LiveStream:
         self.spec = spec
         self.source = source
         self.settings = settings
-        self.processor = processor  # for the next frame; the reader swaps it after a reload
         self.stats = StreamStats()
         self.started = datetime.now(UTC)
         self._handle = handle
@@ -105,29 +86,28 @@ class LiveStream:
         self._track: TrackSpec | None = (
             processor.config.track if processor.task == "ssd_anchors" else None
         )
-        self._reader = SourceReader(
-            source,
-            settings,
-            sampling,
-            spec.max_fps,
-            processor.resize_for(full_frames=False),
-        )
-        self._frames: queue.Queue[Any] = queue.Queue(maxsize=sink_queue)
-        self._subscribers = Subscribers(stream_id, settings.subscriber_queue)  # loop-owned
+        self._reader = SourceReader(source, settings, sampling, spec.max_fps)
         self._stop = threading.Event()
-        self._reload = threading.Event()  # a model version was retired: rebuild the processor
+        self._pump = FramePump(handle, processor, sink_queue, self._stop, lossy=True)
+        self._subscribers = Subscribers(stream_id, settings.subscriber_queue)  # loop-owned
         self._lock = threading.Lock()
         self._state: State = "connecting"
         self._last_error: str | None = None
         self._reconnects = 0
         self._ran = False  # a connection has delivered frames before
         self._connection_number = 0  # written by the reader thread only
+        self._rates: dict[int, float] = {}  # connection -> its frame rate (the tracker's unit)
         self._threads = [
             threading.Thread(target=self._read, name=f"live-{stream_id}-reader", daemon=True),
             threading.Thread(target=self._sink, name=f"live-{stream_id}-sink", daemon=True),
         ]
 
     # -- any thread -------------------------------------------------------------------------
+    @property
+    def processor(self) -> FrameProcessor:
+        """The stream's model stage (it follows its models through reloads)."""
+        return self._pump.processor
+
     @property
     def state(self) -> State:
         """connecting | running | retrying | stopped (see the module docstring)."""
@@ -310,55 +290,14 @@ class LiveStream:
         return text.replace(self.source.url, self.source.describe())
 
     def _submit(self, arrival: Arrival, rate: float) -> None:
-        """Pre-process and send a frame to the model, or drop it when the sink is full."""
+        """Pre-process and send a frame to the model, or drop it when the sink is behind."""
         self.stats.frame_in(time.monotonic())
-        if self._frames.full():  # the sink is behind: don't spend the model on this frame
-            self.stats.drop("busy")
-            return
-        processor = self._current_processor()
-        prepared = processor.prepare(arrival.frame)
-        if prepared.tensor is not None:
-            prepared.frame.image = None  # the tensor is all that is needed from here on
-        future = self._handle.submit(processor.infer(prepared))
-        pending = _Pending(
-            prepared, processor, future, arrival.arrived, self._connection_number, rate
-        )
-        try:
-            self._frames.put_nowait(pending)
-        except queue.Full:  # only this thread puts, so this is not expected; stay safe
-            future.cancel()
-            self.stats.drop("busy")
-
-    def _current_processor(self) -> FrameProcessor:
-        """The processor for the next frame. A processor holds the model versions it was built
-        with; after a reload retired one (a frame failed with ``Unavailable``), it is built
-        again on the loop, which owns the repository."""
-        if not self._reload.is_set():
-            return self.processor
-        self._reload.clear()
-        try:
-            fresh = self._handle.submit(self._rebuild()).result(self.settings.open_timeout_s)
-        except (FrameserveError, FutureTimeout) as err:
-            self._error(f"pipeline {self.spec.pipeline}: models not available: {err}")
-            return self.processor
-        if fresh.single is not self.processor.single:
-            log.info("live stream %s: now on %s", self.id, fresh.single or fresh.models)
-        self.processor = fresh
-        self._reader.resize_for = fresh.resize_for(full_frames=False)
-        self._reader.scaler = None  # planned again for the new pre-processing
-        return fresh
-
-    async def _rebuild(self) -> FrameProcessor:
-        p = self.processor
-        return FrameProcessor(p.server, p.name, p.config, p.options, p.admission)
+        self._rates[self._connection_number] = rate
+        if not self._pump.submit(arrival.frame, arrival.arrived, self._connection_number):
+            self.stats.drop("busy")  # don't spend the model on a frame the sink can't take
 
     def _put_end(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._frames.put(_END, timeout=POLL_S)
-                return
-            except queue.Full:
-                continue
+        self._pump.end()
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self) -> None:
@@ -366,34 +305,21 @@ class LiveStream:
         connection = -1
         try:
             self._tracker(30.0)  # imports the tracking library now, not on the first frame
-            while True:
-                item = self._next()
-                if item is None:
-                    return
-                if item.connection != connection:  # timestamps restart with a connection
-                    connection = item.connection
-                    tracker = self._tracker(item.rate)
-                record = self._record(item, tracker)
-                if record is not None:
-                    self._publish(record, item.arrived)
+            for done in self._pump.results():
+                if done.error is not None:
+                    self._failed(done.error)
+                    continue
+                if done.item.tag != connection:  # timestamps restart with a connection
+                    connection = done.item.tag
+                    tracker = self._tracker(self._rates.get(connection, 30.0))
+                self._publish(self._record(done, tracker), done.item.arrived)
         except BaseException as err:  # noqa: BLE001 - recorded; the stream stops
             log.error("live stream %s: sink failed", self.id, exc_info=err)
             self._last_error = f"sink failed: {type(err).__name__}: {err}"
         finally:
             self._stop.set()
-            self._cancel_pending()
             self._set_state("stopped")
             self._call_loop(self._subscribers.end)
-
-    def _next(self) -> _Pending | None:
-        """The next frame in order; None at the end or when stopping."""
-        while not self._stop.is_set():
-            try:
-                item = self._frames.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-            return None if item is _END else item
-        return None
 
     def _tracker(self, rate: float) -> Tracker | None:
         spec = self._track
@@ -401,13 +327,11 @@ class LiveStream:
             return None
         return Tracker(TrackerSettings(spec.lost_seconds, spec.min_iou), frame_rate=rate)
 
-    def _record(self, item: _Pending, tracker: Tracker | None) -> Record | None:
-        """The frame's record, or None when it gave no result (dropped or failed)."""
-        outputs = self._result(item.future)
-        if outputs is None:
-            return None
-        frame = item.prepared.frame
-        result = item.processor.finish(item.prepared, outputs).result
+    def _record(self, done: Finished, tracker: Tracker | None) -> Record:
+        """The frame's record: its timestamps, its result (tracked) and the stream."""
+        frame = done.frame
+        assert done.output is not None
+        result = done.output.result
         if tracker is not None and isinstance(result, Detections):
             result = tracker.update(result, float(frame.seconds))
         record: Record = frame_fields(frame.index, frame.pts, frame.time_base)
@@ -416,20 +340,15 @@ class LiveStream:
         record["stream"] = self.id
         return record
 
-    def _result(self, future: Future[Any]) -> Any:
-        """The frame's model outputs; None when it was dropped, failed or we are stopping."""
-        try:
-            return wait_frame(future, self._stop)
-        except FrameDropped:
+    def _failed(self, err: BaseException) -> None:
+        """A frame gave no result: dropped as stale, or failed (the stream goes on)."""
+        if isinstance(err, FrameDropped):
             self.stats.drop("stale")
-        except Exception as err:  # noqa: BLE001 - the frame fails, the stream goes on
-            self.stats.drop("failed")
-            if isinstance(err, Unavailable):  # e.g. its model version was just replaced
-                self._reload.set()
-            if not isinstance(err, FrameserveError):
-                log.error("live stream %s: a frame failed", self.id, exc_info=err)
-            self._last_error = f"a frame failed: {type(err).__name__}: {err}"
-        return None
+            return
+        self.stats.drop("failed")
+        if not isinstance(err, FrameserveError):
+            log.error("live stream %s: a frame failed", self.id, exc_info=err)
+        self._last_error = f"a frame failed: {type(err).__name__}: {err}"
 
     def _publish(self, record: Record, arrived: float) -> None:
         self._call_loop(self._deliver, record, arrived)
@@ -439,6 +358,3 @@ class LiveStream:
             self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop is closed: the server is gone, nobody listens
             self._stop.set()
-
-    def _cancel_pending(self) -> None:
-        cancel_queued(self._frames, _END, lambda item: item.future)

@@ -28,7 +28,7 @@ from frameserve.video.frames import Sampling
 from frameserve.video.live.spec import LiveSettings, StreamSpec, resolve_source
 from frameserve.video.live.stream import LiveStream
 from frameserve.video.media import MediaRoot
-from frameserve.video.process import FrameProcessor
+from frameserve.video.process import FrameProcessor, open_processor
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LiveStreams:
         admission = Admission(
             stream_id=f"live-{stream_id}", droppable=True, max_inflight=spec.max_inflight
         )
-        processor = FrameProcessor(self.handle.server, name, config, admission=admission)
+        processor = open_processor(self.handle, name, config, admission)
         stream = LiveStream(
             stream_id,
             spec,

@@ -1,0 +1,168 @@
+"""The one frame pump: decoded frames -> prepare -> infer -> finish, in order, for every caller.
+
+``video run``, jobs and live streams all move frames the same way; only their ends differ
+(where frames come from, what is done with results). A ``FramePump`` carries one source's
+frames between two threads and the server's loop:
+
+```
+producer thread (decoder / reader)     server loop                 consumer thread (sink)
+ frame -> FrameProcessor.prepare ->     FrameProcessor.infer ->     results(): wait for each
+ handle.submit(infer)  ──(bounded queue of InFlight, in order)──>   future in order -> finish
+```
+
+The bounded queue keeps the frames in order and bounds what is in flight. Two policies:
+
+- ``lossless`` (files, jobs): the producer blocks while the queue is full (back-pressure on
+  decoding), and a frame that fails raises in the consumer: the run stops with that error;
+- ``lossy`` (live): the producer never blocks (a full queue drops the frame before any model
+  work: "busy"), and a failed or dropped frame is handed to the consumer as a ``Finished``
+  with its error, so the stream counts it and goes on.
+
+One stop event ends both sides: every blocking call polls it (``POLL_S``); whatever is still
+in flight when the consumer leaves is cancelled.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from frameserve.serving.local import ServerHandle
+from frameserve.video.frames import Frame
+from frameserve.video.process import (
+    POLL_S,
+    FrameOutput,
+    FrameProcessor,
+    Prepared,
+    cancel_queued,
+    wait_frame,
+)
+
+_END = object()  # the producer's last item: no more frames
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A frame on its way from the producer to the consumer."""
+
+    prepared: Prepared
+    future: Future[Any]
+    arrived: float = 0.0  # time.monotonic() the frame arrived (live lag); 0 for files
+    tag: int = 0  # the producer's own mark (live: which connection it came from)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A frame out of the pump: its output, or (lossy pumps only) why it has none."""
+
+    item: InFlight
+    output: FrameOutput | None
+    error: BaseException | None = None
+
+    @property
+    def frame(self) -> Frame:
+        return self.item.prepared.frame
+
+
+class FramePump:
+    """One source's frames through a pipeline's models (see the module docstring)."""
+
+    def __init__(
+        self,
+        handle: ServerHandle,
+        processor: FrameProcessor,
+        depth: int,
+        stop: threading.Event,
+        *,
+        lossy: bool = False,
+        keep_images: bool = False,
+    ) -> None:
+        """``depth``: frames in flight at most (the queue's size); ``keep_images``: a sink
+        needs the full frames (video out), so they are kept after pre-processing."""
+        self.handle = handle
+        self.processor = processor
+        self.stop = stop
+        self.lossy = lossy
+        self.keep_images = keep_images
+        self.ended = False  # the consumer saw the producer's end (not a stop)
+        self.depth = max(1, depth)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.depth)
+
+    # -- producer thread --------------------------------------------------------------------
+    def submit(self, frame: Frame, arrived: float = 0.0, tag: int = 0) -> bool:
+        """Prepare ``frame`` and send it to the models; False when it was not sent (a lossy
+        pump's queue is full, or the pump is stopping)."""
+        if self.lossy and self._queue.full():  # only this thread puts: it stays full
+            return False
+        prepared = self.processor.prepare(frame, full=self.keep_images)
+        if prepared.tensor is not None and not self.keep_images:
+            frame.image = None  # the tensor is all that is needed from here on
+        future = self.handle.submit(self.processor.infer(prepared))
+        if not self._put(InFlight(prepared, future, arrived, tag)):
+            future.cancel()
+            return False
+        return True
+
+    def end(self) -> None:
+        """No more frames (blocks until the consumer has room, or the pump stops)."""
+        while not self.stop.is_set():
+            try:
+                self._queue.put(_END, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _put(self, item: InFlight) -> bool:
+        if self.lossy:
+            try:
+                self._queue.put_nowait(item)
+                return True
+            except queue.Full:
+                return False
+        while not self.stop.is_set():
+            try:
+                self._queue.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- consumer thread --------------------------------------------------------------------
+    def results(self) -> Iterator[Finished]:
+        """Each frame's output, in order, until the producer's end (``ended``) or a stop.
+
+        A lossless pump raises a frame's error; a lossy one yields it. Frames still in flight
+        when this ends (a stop, an error, the caller leaving) are cancelled."""
+        try:
+            while True:
+                item = self._next()
+                if item is None:
+                    return
+                try:
+                    outputs = wait_frame(item.future, self.stop)
+                except Exception as err:
+                    if not self.lossy:
+                        raise
+                    yield Finished(item, None, err)
+                    continue
+                if outputs is None:  # stopping
+                    return
+                yield Finished(item, self.processor.finish(item.prepared, outputs))
+        finally:
+            cancel_queued(self._queue, _END, lambda pending: pending.future)
+
+    def _next(self) -> InFlight | None:
+        while not self.stop.is_set():
+            try:
+                item = self._queue.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if item is _END:
+                self.ended = True
+                return None
+            return item  # type: ignore[no-any-return]
+        return None
