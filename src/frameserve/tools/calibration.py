@@ -21,6 +21,7 @@ from frameserve.errors import InvalidInput
 from frameserve.processing.image import decode_image, sniff_format
 from frameserve.video.decode import VideoSource, open_video
 from frameserve.video.frames import Sampling
+from frameserve.video.scaler import full_rgb
 
 MIN_HELD_OUT = 20
 HELD_OUT_SHARE = 0.2  # of a source shorter than subset + max(MIN_HELD_OUT, subset / 4)
@@ -84,8 +85,8 @@ class VideoFrames:
         last = max(wanted, default=-1)
         source = VideoSource(self.path, 0, Sampling(), self.threads)
         for frame in source.frames(threading.Event()):
-            if frame.index in wanted and frame.image is not None:
-                yield frame.image
+            if frame.index in wanted and (image := full_rgb(frame)) is not None:
+                yield image
             if frame.index >= last:
                 return
 
