@@ -46,6 +46,27 @@ def zoo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def zoo_repository_f32(zoo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zoo served at f32, for tests that compare with f32 references: the zoo serves at
+    the runtime's fastest precision (bf16 on this CPU). Model files are linked, not copied."""
+    dest = tmp_path_factory.mktemp("zoo-f32") / "models"
+    for source in sorted(zoo_repository.iterdir()):
+        if not source.is_dir():
+            continue
+        for path in source.rglob("*"):
+            target = dest / path.relative_to(zoo_repository)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif path.name == "model.yaml":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(path.read_text() + "precision: f32\n")
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(path)
+    return dest
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Start a fresh server for one test: ``start_server(repo, *cli_args)``."""

@@ -54,8 +54,9 @@ class LoopThread:
 
 
 @pytest.fixture(scope="module")
-def served(zoo_repository: Path) -> Iterator[LoopThread]:
-    running = LoopThread(zoo_repository)
+def served(zoo_repository_f32: Path) -> Iterator[LoopThread]:
+    """The zoo at f32 (it serves bf16 on this CPU): the references run at f32."""
+    running = LoopThread(zoo_repository_f32)
     assert not running.server.repository.failures()
     yield running
     running.close()

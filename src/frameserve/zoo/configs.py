@@ -11,11 +11,14 @@ from __future__ import annotations
 # The MediaPipe detectors' batching. One OpenVINO stream on every core of the budget, fed whole
 # batches: on 2 cores a video run was ~1.5x faster than two single-thread streams that each
 # start on one frame (batch 1.1).
+# No ``precision``: every zoo model runs at the runtime's fastest precision on the CPU (bf16
+# where it has bf16 instructions, f32 elsewhere). frameserve quantize's accuracy check
+# measured drops of 0.004-0.009 against f32 (README, toolkit benchmark); the consistency
+# tests pin f32 where they compare with f32 references.
 _DETECTOR_BATCHING = """\
 max_batch_size: 8
 dynamic_batching: {max_queue_delay_ms: 2}
 instances: 1
-precision: f32
 """
 
 FACES = (
@@ -102,7 +105,6 @@ TEXT_DET = """\
 backend: openvino
 max_batch_size: 4
 dynamic_batching: {max_queue_delay_ms: 2}
-precision: f32
 preprocess:
   color: bgr
   resize: {mode: limit_side, limit: 736, limit_type: min, multiple: 32, interpolation: linear}
@@ -125,7 +127,6 @@ TEXT_CLS = """\
 backend: openvino
 max_batch_size: 6
 dynamic_batching: {max_queue_delay_ms: 2}
-precision: f32
 preprocess:
   color: bgr
   # PP-OCR pads the normalised crop with zeros, on the right.
@@ -146,7 +147,6 @@ TEXT_REC = """\
 backend: openvino
 max_batch_size: 6
 dynamic_batching: {max_queue_delay_ms: 2}
-precision: f32
 preprocess:
   color: bgr
   resize:
