@@ -464,9 +464,9 @@ def test_a_run_follows_its_model_through_a_reload(
             video_server.call(repository.load("faces", override=old.config), timeout=60)
             reloaded.set()
 
-    run = VideoRun(
-        video_server, name, config, [pan_clip.path], RunOptions(out=out), on_frame=reload_once
-    )
+    # Two frames in flight: most frames are prepared after the reload, for the old version.
+    options = RunOptions(out=out, inflight=2)
+    run = VideoRun(video_server, name, config, [pan_clip.path], options, on_frame=reload_once)
     try:
         summary = run.run()
     finally:

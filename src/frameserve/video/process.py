@@ -1,15 +1,20 @@
 """The model stage of a video pipeline, split where the work is done.
 
-A frame of a single-model pipeline crosses three threads, so the event loop only schedules:
+Frames of a single-model pipeline cross three threads in groups, so the event loop only
+schedules:
 
-- ``prepare`` (the input's decoder thread): the declared pre-processing, right after decoding,
-  as DeepStream converts next to its decoder; OpenCV releases the GIL;
-- ``infer`` (the server's event loop): the tensor goes through the model's ``Scheduler``, so
-  frames in flight from every input (and online requests) batch together;
-- ``finish`` (the input's sink thread): the task decoder turns outputs into a result.
+- ``prepare`` + ``group`` (the input's decoder thread): each decoded picture is converted and
+  resized to the model's input size (as DeepStream converts next to its decoder; OpenCV and
+  FFmpeg release the GIL), then a group of frames is normalised in one call into one
+  ``[N, ...]`` tensor;
+- ``infer`` (the server's event loop): one request per group goes through the model's
+  ``Scheduler``, so groups in flight from every input (and online requests) batch together,
+  and the threads hop once per group, not once per frame;
+- ``finish`` (the input's sink thread): the task decoder turns each frame's rows into a result.
 
 Model pipelines with crop steps (OCR) run whole on the loop through the ``Predictor``, whose
 pool does their CPU work; interpolation sends the two neighbours of a spare frame to the model.
+Those go one frame a group.
 """
 
 from __future__ import annotations
@@ -53,10 +58,24 @@ class Prepared:
     """A frame with what the decoder thread made of it."""
 
     frame: Frame
-    tensor: np.ndarray | None = None  # single-model pipelines: the pre-processed [1, ...] batch
+    version: ModelVersion | None = None  # single-model pipelines: the version it was made for
+    placed: np.ndarray | None = None  # the frame at the model's input size, uint8 RGB
+    tensor: np.ndarray | None = None  # or its [1, ...] tensor (padding inside the tensor)
     geometry: Geometry | None = None
-    version: ModelVersion | None = None  # the version whose pre-processing made ``tensor``
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> busy seconds
+
+    @property
+    def model_input(self) -> bool:
+        """True when the frame goes to the model as a tensor (single-model pipelines)."""
+        return self.geometry is not None
+
+
+@dataclass(slots=True)
+class Group:
+    """Frames that go to the model together: one request, one hop between threads."""
+
+    frames: list[Prepared]
+    tensor: np.ndarray | None = None  # single-model pipelines: ``[len(frames), ...]``
 
 
 @dataclass(slots=True)
@@ -135,8 +154,8 @@ class FrameProcessor:
 
     # -- decoder thread ---------------------------------------------------------------------
     def prepare(self, frame: Frame, full: bool = False) -> Prepared:
-        """Convert the decoded picture: to the model's tensor (single-model pipelines) and, for
-        ``full`` (a sink needs the whole frame) or whole-frame steps (crops, interpolation),
+        """Convert the decoded picture: to the model's input size (single-model pipelines) and,
+        for ``full`` (a sink needs the whole frame) or whole-frame steps (crops, interpolation),
         to RGB. The decoder's picture is let go after."""
         mv = self.single  # read once: the loop may move it to a newer version meanwhile
         prepared = Prepared(frame, version=mv)
@@ -147,34 +166,75 @@ class FrameProcessor:
         assert mv.processing is not None
         started = time.perf_counter()
         pre = mv.processing.preprocess
-        if full or frame.picture is None:
+        if pre.spec.resize.pad_in == "tensor":  # normalised before padding: one at a time
             image = full_rgb(frame)
             assert image is not None
             tensor, geometries = pre([image])
             prepared.tensor, prepared.geometry = tensor, geometries[0]
+        elif full or frame.picture is None:
+            image = full_rgb(frame)
+            assert image is not None
+            prepared.placed, prepared.geometry = pre.resize_image(image)
         else:
-            prepared.tensor, prepared.geometry = self.scalers.tensor(frame, pre)
+            prepared.placed, prepared.geometry = self.scalers.resized(frame, pre)
         frame.picture = None
         prepared.seconds["preprocess"] = time.perf_counter() - started
         return prepared
 
-    # -- event loop -------------------------------------------------------------------------
-    async def infer(self, prepared: Prepared) -> FrameOutput | dict[str, np.ndarray]:
-        """Raw outputs (single model, for ``finish``) or the finished output.
+    def group(self, frames: list[Prepared]) -> Group:
+        """One group of prepared frames (all model inputs for one version, or one frame),
+        normalised into one tensor."""
+        first = frames[0]
+        if not first.model_input:
+            return Group(frames)
+        started = time.perf_counter()
+        if first.placed is not None:
+            assert first.version is not None and first.version.processing is not None
+            pre = first.version.processing.preprocess
+            tensor = pre.normalize(np.stack([p.placed for p in frames]))  # type: ignore[misc]
+        else:
+            tensor = np.concatenate([p.tensor for p in frames])  # type: ignore[misc]
+        share = (time.perf_counter() - started) / len(frames)
+        for p in frames:
+            p.seconds["preprocess"] = p.seconds.get("preprocess", 0.0) + share
+            p.placed = None
+        return Group(frames, tensor)
 
-        A reload may retire the version a frame was prepared for (``Unavailable``): the frame
-        then goes to the version that serves now, when that one pre-processes the same way;
+    def groups_with(self, prepared: Prepared, other: Prepared) -> bool:
+        """Whether two prepared frames may share a group (same model version and input)."""
+        return (
+            prepared.model_input
+            and other.model_input
+            and prepared.version is other.version
+            and prepared.frame.stream == other.frame.stream
+            and (prepared.placed is None) == (other.placed is None)
+        )
+
+    # -- event loop -------------------------------------------------------------------------
+    async def infer(self, group: Group) -> list[FrameOutput | dict[str, np.ndarray]]:
+        """Per frame of the group: raw outputs (single model, for ``finish``) or the finished
+        output.
+
+        A reload may retire the version a group was prepared for (``Unavailable``): it then
+        goes to the version that serves now, when that one pre-processes the same way;
         either way later frames are prepared for the new version."""
-        frame, timings = prepared.frame, Timings()
-        if prepared.tensor is not None:
-            assert prepared.version is not None
-            admission = self._admission(frame)
-            try:
-                return await infer_tensor(prepared.version, prepared.tensor, admission)
-            except Unavailable:
-                if not self._follow(prepared):
-                    raise
-            return await infer_tensor(prepared.version, prepared.tensor, admission)
+        first = group.frames[0]
+        if group.tensor is None:
+            return [await self._infer_frame(first.frame)]
+        assert first.version is not None
+        admission = self._admission(first.frame)
+        try:
+            outputs = await infer_tensor(first.version, group.tensor, admission)
+        except Unavailable:
+            if not self._follow(group):
+                raise
+            fresh = group.frames[0].version
+            assert fresh is not None
+            outputs = await infer_tensor(fresh, group.tensor, admission)
+        return [{k: v[i] for k, v in outputs.items()} for i in range(len(group.frames))]
+
+    async def _infer_frame(self, frame: Frame) -> FrameOutput:
+        timings = Timings()
         if self.config.interpolate is not None:
             image = frame.image if not frame.spare else await self._interpolate(frame, timings)
             return FrameOutput(None, image, timings)
@@ -189,10 +249,10 @@ class FrameProcessor:
         )
         return FrameOutput(result, None, timings)
 
-    def _follow(self, prepared: Prepared) -> bool:
+    def _follow(self, group: Group) -> bool:
         """After ``Unavailable``: move to the version serving now (on the loop, which owns the
-        repository); True when ``prepared`` may be sent to it as it is."""
-        old = prepared.version
+        repository); True when ``group`` may be sent to it as it is."""
+        old = group.frames[0].version
         if self.server.draining or old is None or old.processing is None:
             return False
         try:
@@ -206,8 +266,9 @@ class FrameProcessor:
                      old.version, fresh.version)  # fmt: skip
             self.single = self.versions[old.name] = fresh
         if fresh.processing.preprocess.spec != old.processing.preprocess.spec:
-            return False  # the tensor was made for other pre-processing: this frame fails
-        prepared.version = fresh
+            return False  # the tensor was made for other pre-processing: these frames fail
+        for prepared in group.frames:
+            prepared.version = fresh
         return True
 
     def _admission(self, frame: Frame) -> Admission:
@@ -245,9 +306,8 @@ class FrameProcessor:
         assert mv is not None and mv.processing is not None
         assert prepared.geometry is not None
         timings = Timings(dict(prepared.seconds))
-        with timings.step("postprocess"):
-            one = {k: v[0] for k, v in outputs.items()}
-            result = mv.processing.decode(one, prepared.geometry, self.options)
+        with timings.step("postprocess"):  # ``outputs``: the frame's rows, batch dim dropped
+            result = mv.processing.decode(outputs, prepared.geometry, self.options)
         return FrameOutput(result, None, timings)
 
 

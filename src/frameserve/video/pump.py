@@ -7,10 +7,12 @@ frames between two threads and the server's loop:
 ```
 producer thread (decoder / reader)     server loop                 consumer thread (sink)
  frame -> FrameProcessor.prepare ->     FrameProcessor.infer ->     results(): wait for each
- handle.submit(infer)  ──(bounded queue of InFlight, in order)──>   future in order -> finish
+ group -> handle.submit(infer)  ──(bounded queue of InFlight)──>    frame in order -> finish
 ```
 
-The bounded queue keeps the frames in order and bounds what is in flight. Two policies:
+The producer sends frames in groups of ``group`` (one request and one hop to the loop per
+group: ``FrameProcessor.group``); the consumer still takes them one by one. The bounded queue
+keeps the frames in order and bounds what is in flight. Two policies:
 
 - ``lossless`` (files, jobs): the producer blocks while the queue is full (back-pressure on
   decoding), and a frame that fails raises in the consumer: the run stops with that error;
@@ -47,10 +49,11 @@ _END = object()  # the producer's last item: no more frames
 
 @dataclass(frozen=True, slots=True)
 class InFlight:
-    """A frame on its way from the producer to the consumer."""
+    """A frame on its way from the producer to the consumer, with the future of its group."""
 
     prepared: Prepared
-    future: Future[Any]
+    future: Future[Any]  # the group's outputs, one entry per frame
+    row: int  # this frame's entry
     arrived: float = 0.0  # time.monotonic() the frame arrived (live lag); 0 for files
     tag: int = 0  # the producer's own mark (live: which connection it came from)
 
@@ -80,41 +83,65 @@ class FramePump:
         *,
         lossy: bool = False,
         keep_images: bool = False,
+        group: int = 1,
     ) -> None:
         """``depth``: frames in flight at most (the queue's size); ``keep_images``: a sink
-        needs the full frames (video out), so they are kept after pre-processing."""
+        needs the full frames (video out), so they are kept after pre-processing; ``group``:
+        frames sent to the model in one request (a lossy pump sends each frame at once)."""
         self.handle = handle
         self.processor = processor
         self.stop = stop
         self.lossy = lossy
         self.keep_images = keep_images
-        self.ended = False  # the consumer saw the producer's end (not a stop)
         self.depth = max(1, depth)
+        self.group = 1 if lossy else max(1, min(group, self.depth))
+        self.ended = False  # the consumer saw the producer's end (not a stop)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.depth)
+        self._pending: list[tuple[Prepared, float, int]] = []  # the group being filled
 
     # -- producer thread --------------------------------------------------------------------
     def submit(self, frame: Frame, arrived: float = 0.0, tag: int = 0) -> bool:
-        """Prepare ``frame`` and send it to the models; False when it was not sent (a lossy
-        pump's queue is full, or the pump is stopping)."""
+        """Prepare ``frame`` and send it to the models with its group; False when it was not
+        sent (a lossy pump's queue is full, or the pump is stopping)."""
         if self.lossy and self._queue.full():  # only this thread puts: it stays full
             return False
         prepared = self.processor.prepare(frame, full=self.keep_images)
-        if prepared.tensor is not None and not self.keep_images:
+        if prepared.model_input and not self.keep_images:
             frame.image = None  # the tensor is all that is needed from here on
-        future = self.handle.submit(self.processor.infer(prepared))
-        if not self._put(InFlight(prepared, future, arrived, tag)):
-            future.cancel()
+        first = self._pending[0][0] if self._pending else None
+        if (
+            first is not None
+            and not self.processor.groups_with(first, prepared)
+            and not self._flush()
+        ):
             return False
+        self._pending.append((prepared, arrived, tag))
+        if len(self._pending) >= self.group or not prepared.model_input:
+            return self._flush()
         return True
 
     def end(self) -> None:
-        """No more frames (blocks until the consumer has room, or the pump stops)."""
+        """No more frames: send the last group, then the end (blocks until the consumer has
+        room, or the pump stops)."""
+        if self._pending and not self._flush():
+            return
         while not self.stop.is_set():
             try:
                 self._queue.put(_END, timeout=POLL_S)
                 return
             except queue.Full:
                 continue
+
+    def _flush(self) -> bool:
+        """Send the group being filled as one request; False when the pump is stopping."""
+        pending, self._pending = self._pending, []
+        group = self.processor.group([prepared for prepared, _, _ in pending])
+        future = self.handle.submit(self.processor.infer(group))
+        for row, (prepared, arrived, tag) in enumerate(pending):
+            if not self._put(InFlight(prepared, future, row, arrived, tag)):
+                future.cancel()
+                return False
+        return True
 
     def _put(self, item: InFlight) -> bool:
         if self.lossy:
@@ -151,7 +178,7 @@ class FramePump:
                     continue
                 if outputs is None:  # stopping
                     return
-                yield Finished(item, self.processor.finish(item.prepared, outputs))
+                yield Finished(item, self.processor.finish(item.prepared, outputs[item.row]))
         finally:
             cancel_queued(self._queue, _END, lambda pending: pending.future)
 

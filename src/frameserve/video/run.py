@@ -177,6 +177,7 @@ class VideoRun:
                 self._inflight,
                 self.stop,
                 keep_images=self.options.video_out,
+                group=self._group(),
             ),
             written=plan.start.written if plan.start is not None else 0,
             encoder=plan.encoder,
@@ -204,6 +205,14 @@ class VideoRun:
         for mv in self.processor.versions.values():
             want = max(want, 2 * max(1, mv.max_batch_size) * max(1, mv.instances))
         return max(2, -(-want // streams))
+
+    def _group(self) -> int:
+        """Frames per request: a model's batch, or half of the frames in flight, so that one
+        group is decoded while the one before it runs."""
+        mv = self.processor.single
+        if mv is None or mv.max_batch_size <= 1:
+            return 1
+        return max(1, min(mv.max_batch_size, self._inflight // 2))
 
     @property
     def frames_done(self) -> int:

@@ -93,8 +93,8 @@ class Scalers:
         self._plans: dict[tuple[int, Preprocessor, int, int], ScalerPlan] = {}
         self.last: dict[int, ScalerPlan] = {}  # input -> its latest plan, for the summary
 
-    def tensor(self, frame: Frame, pre: Preprocessor) -> tuple[np.ndarray, Geometry]:
-        """``frame``'s model tensor (a batch of one) and geometry under ``pre``."""
+    def resized(self, frame: Frame, pre: Preprocessor) -> tuple[np.ndarray, Geometry]:
+        """``frame`` at ``pre``'s input size (uint8 RGB, padded) and its geometry."""
         picture = frame.picture
         key = (frame.stream, pre, picture.width, picture.height)
         plan = self._plans.get(key)
@@ -107,8 +107,7 @@ class Scalers:
             small = picture.reformat(
                 width=w, height=h, format="rgb24", interpolation=plan.interpolation
             )
-            return pre.from_content(small.to_ndarray(), (picture.width, picture.height))
+            return pre.place(small.to_ndarray(), (picture.width, picture.height))
         image = full_rgb(frame)
         assert image is not None
-        tensor, geometries = pre([image])
-        return tensor, geometries[0]
+        return pre.resize_image(image)
