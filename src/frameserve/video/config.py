@@ -1,8 +1,9 @@
 """Video pipelines: a model pipeline (``steps``) plus what video adds.
 
 A video pipeline is the ``pipeline.yaml`` of a model pipeline with more keys: ``sample`` (which
-frames to run), ``track`` (track ids across frames), ``overlay`` (how ``--video-out`` draws),
-``mask_track`` (the polygons of ``--mask-track``) and ``video_out`` (encoder settings). A
+frames to run), ``decode`` (decoder shortcuts), ``track`` (track ids across frames),
+``overlay`` (how ``--video-out`` draws), ``mask_track`` (the polygons of ``--mask-track``) and
+``video_out`` (encoder settings). A
 transformation pipeline says ``interpolate`` instead of ``steps``: a model makes a new frame
 from two neighbours (frame-rate up-conversion).
 
@@ -60,6 +61,23 @@ class VideoOutSpec(_Strict):
     crf: Annotated[int, Field(ge=0, le=51)] = 20
 
 
+class DecodeSpec(_Strict):
+    """Decoder shortcuts that trade picture quality a model may not notice, for speed.
+
+    ``skip_loop_filter``: which frames H.264/HEVC decode without the in-loop deblocking filter
+    (FFmpeg's discard levels: ``all`` frames, ``nokey`` (all but keyframes), ``nointra``,
+    ``bidir`` (B-frames), ``noref`` (frames no other refers to); ``default`` keeps it). The picture is blockier, and errors carry until the next keyframe:
+    a pipeline uses it only where its results stay within the consistency tolerances."""
+
+    skip_loop_filter: Literal["default", "nonref", "bidir", "nonintra", "nonkey", "all"] = "default"
+
+    def codec_options(self) -> dict[str, str]:
+        """The FFmpeg decoder options this block sets (none for the defaults)."""
+        if self.skip_loop_filter == "default":
+            return {}
+        return {"skip_loop_filter": self.skip_loop_filter}
+
+
 class InterpolateSpec(_Strict):
     """A model with inputs ``previous`` and ``next`` (RGB) and output ``middle``."""
 
@@ -81,6 +99,7 @@ class VideoPipelineConfig(_Strict):
     output: OutputSpec = OutputSpec()
     interpolate: InterpolateSpec | None = None
     sample: str = "all"
+    decode: DecodeSpec = DecodeSpec()
     track: TrackSpec | None = None
     overlay: OverlaySpec = OverlaySpec()
     mask_track: MaskTrackSpec = MaskTrackSpec()

@@ -122,8 +122,10 @@ class VideoSource:
         threads: int,
         start: SeekPoint | None = None,
         first_index: int = 0,
+        codec_options: dict[str, str] | None = None,
     ) -> None:
-        """``start``: decode from this keyframe (a resumed job), with the frame indices and the
+        """``codec_options``: FFmpeg decoder options (a pipeline's ``decode`` block).
+        ``start``: decode from this keyframe (a resumed job), with the frame indices and the
         sampling decisions of a decode from the beginning; kept frames with an index below
         ``first_index`` are decoded and sampled but not yielded (they were written before)."""
         self.path = path
@@ -134,6 +136,7 @@ class VideoSource:
         self.threads = max(1, threads)
         self.info = probe(path)
         self.stats = DecodeStats()
+        self.codec_options = dict(codec_options or {})
 
     def expected_frames(self) -> int:
         """How many frames the sampling will keep, estimated from the header (0: unknown)."""
@@ -164,6 +167,8 @@ class VideoSource:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self.threads
+        if self.codec_options:
+            stream.codec_context.options = dict(self.codec_options)
         if self.sampling.mode == "keyframes":
             stream.codec_context.skip_frame = "NONKEY"
         time_base = stream.time_base or Fraction(1, 90000)

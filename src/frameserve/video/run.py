@@ -162,7 +162,8 @@ class VideoRun:
     def _source(self, path: Path, stream_id: int, start: StreamStart | None) -> VideoSource:
         threads = self.options.decode_threads or self.local.server.budget.cores
         seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
-        return VideoSource(path, stream_id, self.sampling, threads, seek, first)
+        options = self.config.decode.codec_options()
+        return VideoSource(path, stream_id, self.sampling, threads, seek, first, options)
 
     def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:
         return StreamRun(

@@ -61,11 +61,14 @@ class SourceReader:
         settings: LiveSettings,
         sampling: Sampling,
         max_fps: float | None,
+        codec_options: dict[str, str] | None = None,
     ) -> None:
+        """``codec_options``: FFmpeg decoder options (the pipeline's ``decode`` block)."""
         self.source = source
         self.settings = settings
         self.sampling = sampling
         self.max_fps = Fraction(max_fps).limit_denominator(1000) if max_fps else None
+        self.codec_options = dict(codec_options or {})
         self.decoded = 0  # frames decoded over the stream's life: the next frame's number
         self.corrupt = 0  # packets or frames skipped as corrupt
         self._clock: float | None = None  # wall time of a file's stream time 0
@@ -98,6 +101,8 @@ class SourceReader:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self.settings.decode_threads
+        if self.codec_options:
+            stream.codec_context.options = dict(self.codec_options)
         if self.sampling.mode == "keyframes":
             stream.codec_context.skip_frame = "NONKEY"
         time_base = Fraction(stream.time_base) if stream.time_base else DEFAULT_TIME_BASE

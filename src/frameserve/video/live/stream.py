@@ -86,7 +86,8 @@ class LiveStream:
         self._track: TrackSpec | None = (
             processor.config.track if processor.task == "ssd_anchors" else None
         )
-        self._reader = SourceReader(source, settings, sampling, spec.max_fps)
+        options = processor.config.decode.codec_options()
+        self._reader = SourceReader(source, settings, sampling, spec.max_fps, options)
         self._stop = threading.Event()
         self._pump = FramePump(handle, processor, sink_queue, self._stop, lossy=True)
         self._subscribers = Subscribers(stream_id, settings.subscriber_queue)  # loop-owned
