@@ -156,3 +156,23 @@ def test_decode_threads_and_inflight_flags(
     assert json.loads(done.stdout)["frames"] == pan_clip.frames
     bad = run_cli(pan_clip.path, "--pipeline", "faces", "--inflight", "0")
     assert bad.returncode == 2 and "--inflight: expected an integer >= 1, got 0" in bad.stderr
+
+
+def test_compiled_models_are_cached_where_asked(
+    zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    """The compiled-model cache (OpenVINO's CACHE_DIR) fills on the first run; the flag that
+    turns it off leaves it alone."""
+    cache = tmp_path / "compiled"
+    common = (pan_clip.path, "--pipeline", "faces", "--repository", zoo_repository)
+    first = run_cli(*common, "--out", tmp_path / "a", "--model-cache-dir", cache)
+    assert first.returncode == 0, first.stderr
+    blobs = sorted(p.name for p in cache.iterdir())
+    assert blobs and all(name.endswith(".blob") for name in blobs), blobs
+    again = run_cli(*common, "--out", tmp_path / "b", "--model-cache-dir", cache)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in cache.iterdir()) == blobs  # loaded, not compiled anew
+    off = tmp_path / "unused"
+    done = run_cli(*common, "--out", tmp_path / "c", "--model-cache-dir", off, "--no-model-cache")
+    assert done.returncode == 0, done.stderr
+    assert not off.exists()

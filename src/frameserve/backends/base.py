@@ -40,6 +40,8 @@ class BackendSettings:
     # dim; None: max_batch_size is unset, so the model file decides (a dynamic first dim batches)
     batch_dim: bool | None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where compiled models are cached when the config names no ``cache_dir`` (None: nowhere)
+    cache_dir: Path | None = None
 
 
 class Backend(Protocol):

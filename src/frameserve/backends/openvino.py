@@ -126,6 +126,8 @@ def compile_properties(settings: BackendSettings) -> dict[str, str]:
     if cfg.cache_dir:
         cache = Path(cfg.cache_dir)
         props["CACHE_DIR"] = str(cache if cache.is_absolute() else settings.path.parent / cache)
+    elif settings.cache_dir is not None:  # the server's compiled-model cache
+        props["CACHE_DIR"] = str(settings.cache_dir)
     props.update(cfg.openvino.properties)
     if not cfg.device.startswith("CPU"):
         # CPU-only properties make GPU/AUTO compiles fail; keep the portable ones.

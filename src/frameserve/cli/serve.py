@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from frameserve.cli.args import non_negative_float, port, positive_float, positive_int
+from frameserve.cli.args import (
+    add_model_cache,
+    model_cache_dir,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+)
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,6 +53,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                    help="checkpoint a job at a keyframe this often (0: each)")  # fmt: skip
     v.add_argument("--max-streams", type=positive_int, default=16,
                    help="live streams attached at once (429 above)")  # fmt: skip
+    add_model_cache(p)
     p.add_argument("--log-format", choices=["json", "text"], default="json")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
@@ -66,6 +74,7 @@ def run_serve(args: argparse.Namespace) -> int:
         load_models=tuple(args.load_model),
         strict_readiness=args.strict_readiness,
         exit_timeout_s=args.exit_timeout,
+        model_cache_dir=model_cache_dir(args),
         limits=RequestLimits(
             int(args.max_request_mb * 2**20), args.max_elements, args.max_image_pixels
         ),

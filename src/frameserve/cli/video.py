@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from frameserve.cli.args import positive_int
+from frameserve.cli.args import add_model_cache, model_cache_dir, positive_int
 
 
 def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,6 +38,7 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                         "/ inputs); frameserve tune --pipeline picks both")  # fmt: skip
     p.add_argument("--profile", action="store_true",
                    help="print the summary and stage profile as JSON on stdout")  # fmt: skip
+    add_model_cache(p)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
 
 
@@ -52,6 +53,7 @@ def run_video(args: argparse.Namespace) -> int:
     from frameserve.video.decode import probe
     from frameserve.video.frames import Sampling
     from frameserve.video.run import RunOptions, VideoRun, describe_input
+    from frameserve.video.track import preload as preload_tracking
 
     logs.configure(args.log_level, "text")
     try:
@@ -65,9 +67,12 @@ def run_video(args: argparse.Namespace) -> int:
             repository=args.repository,
             model_control_mode="explicit",
             load_models=tuple(config.models),
+            model_cache_dir=model_cache_dir(args),
         )
         for info in infos:
             print(describe_input(info), file=sys.stderr)  # noqa: T201
+        if config.track is not None:
+            preload_tracking()  # imports while the models load
         with LocalServer(settings) as local:
             run = VideoRun(local, name, config, args.inputs, options)
             with tqdm(

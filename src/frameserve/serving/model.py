@@ -89,15 +89,19 @@ class ModelVersion:
         budget: CpuBudget,
         metrics: Metrics | None,
         fingerprint: object = None,
+        cache_dir: Path | None = None,
     ) -> None:
-        """Load the backend (blocking: call from a worker thread)."""
+        """Load the backend (blocking: call from a worker thread); ``cache_dir``: the
+        server's compiled-model cache, for configs that name none."""
         self.name = name
         self.version = version
         self.config = config
         self.path = path
         self.fingerprint = fingerprint
         source = str(path.parent / "model.yaml")
-        settings = BackendSettings(name, version, path, config, budget, _auto_batch_dim(config))
+        settings = BackendSettings(
+            name, version, path, config, budget, _auto_batch_dim(config), cache_dir=cache_dir
+        )
         self.backend: Backend = load_backend(settings)
         batch_dim = settings.batch_dim
         if batch_dim is None:

@@ -9,6 +9,7 @@ out of routing first and closed only after its queued and running requests finis
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -82,8 +83,16 @@ def _version_fingerprint(folder: Path) -> str:
 class ModelRepository:
     """Loads, reloads and unloads models; answers which version serves a request."""
 
-    def __init__(self, root: Path, budget: CpuBudget, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        budget: CpuBudget,
+        metrics: Metrics | None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        """``cache_dir``: where backends cache compiled models (None: no cache)."""
         self.root = root.resolve()
+        self.cache_dir = cache_dir
         self._budget = budget
         self._metrics = metrics
         self._models: dict[str, ModelEntry] = {}
@@ -251,9 +260,11 @@ class ModelRepository:
         self, name: str, version: int, config: ModelConfig, path: Path, fp: object
     ) -> ModelVersion:
         loop = asyncio.get_running_loop()
-        mv = await loop.run_in_executor(
-            self._loader, ModelVersion, name, version, config, path, self._budget, self._metrics, fp
-        )
+        load = functools.partial(
+            ModelVersion, name, version, config, path, self._budget, self._metrics, fp,
+            cache_dir=self.cache_dir,
+        )  # fmt: skip
+        mv = await loop.run_in_executor(self._loader, load)
         try:
             await mv.warmup()
         except Exception as err:  # noqa: BLE001 - a failed warm-up must not take the server down

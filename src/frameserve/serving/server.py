@@ -73,6 +73,7 @@ class ServerSettings:
     exit_timeout_s: float = 30.0
     limits: RequestLimits = field(default_factory=RequestLimits)
     budget: CpuBudget | None = None  # None: read from the container's limits
+    model_cache_dir: Path | None = None  # compiled models, for configs without cache_dir
 
 
 class InferenceServer:
@@ -87,7 +88,9 @@ class InferenceServer:
         self.limits = settings.limits
         self.budget = settings.budget or detect_cpu_budget()
         self.metrics = Metrics()
-        self.repository = ModelRepository(settings.repository, self.budget, self.metrics)
+        self.repository = ModelRepository(
+            settings.repository, self.budget, self.metrics, settings.model_cache_dir
+        )
         self.predictor = Predictor(self.repository.get, self.budget.cores)
         self.pipelines: dict[str, PipelineConfig] = {}
         self._pipeline_failures: dict[str, str] = {}

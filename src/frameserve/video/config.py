@@ -66,8 +66,9 @@ class DecodeSpec(_Strict):
 
     ``skip_loop_filter``: which frames H.264/HEVC decode without the in-loop deblocking filter
     (FFmpeg's discard levels: ``all`` frames, ``nokey`` (all but keyframes), ``nointra``,
-    ``bidir`` (B-frames), ``noref`` (frames no other refers to); ``default`` keeps it). The picture is blockier, and errors carry until the next keyframe:
-    a pipeline uses it only where its results stay within the consistency tolerances."""
+    ``bidir`` (B-frames), ``noref`` (frames no other refers to); ``default`` keeps it). The
+    picture is blockier, and errors carry until the next keyframe: a pipeline uses it only
+    where its results stay within the consistency tolerances."""
 
     skip_loop_filter: Literal["default", "nonref", "bidir", "nonintra", "nonkey", "all"] = "default"
 
