@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,22 @@ class TrackerSettings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"TrackerSettings.{name}: expected 0..1, got {value!r}")
+
+
+def preload() -> threading.Thread:
+    """Import the tracking library in a background thread (~0.4-1.5 s, once per process),
+    for a caller that has other start-up work to overlap it with (models loading); the
+    thread is returned so the caller may wait for it."""
+
+    def load() -> None:
+        try:
+            import trackers  # noqa: F401
+        except ImportError as err:  # the Tracker reports it where it is used
+            log.debug("preloading trackers failed: %s", err)
+
+    thread = threading.Thread(target=load, name="preload-trackers", daemon=True)
+    thread.start()
+    return thread
 
 
 class Tracker:
