@@ -23,11 +23,10 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -35,7 +34,6 @@ import numpy as np
 from frameserve.errors import ConfigError, NotFound, Unavailable
 from frameserve.processing.results import Result
 from frameserve.processing.tasks import DecodeOptions
-from frameserve.processing.transform import Geometry
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.predict import Timings, infer_tensor
@@ -43,7 +41,7 @@ from frameserve.serving.server import InferenceServer
 from frameserve.serving.types import Admission, InferRequest, InputTensor
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.frames import Frame
-from frameserve.video.scaler import Scalers, full_rgb
+from frameserve.video.prepare import FramePreparer, Group, Prepared
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -51,31 +49,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.1  # how often a thread blocked on a frame looks at its stop event
 INTERPOLATE_INPUTS = ("previous", "next")
 INTERPOLATE_OUTPUT = "middle"
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A frame with what the decoder thread made of it."""
-
-    frame: Frame
-    version: ModelVersion | None = None  # single-model pipelines: the version it was made for
-    placed: np.ndarray | None = None  # the frame at the model's input size, uint8 RGB
-    tensor: np.ndarray | None = None  # or its [1, ...] tensor (padding inside the tensor)
-    geometry: Geometry | None = None
-    seconds: dict[str, float] = field(default_factory=dict)  # stage -> busy seconds
-
-    @property
-    def model_input(self) -> bool:
-        """True when the frame goes to the model as a tensor (single-model pipelines)."""
-        return self.geometry is not None
-
-
-@dataclass(slots=True)
-class Group:
-    """Frames that go to the model together: one request, one hop between threads."""
-
-    frames: list[Prepared]
-    tensor: np.ndarray | None = None  # single-model pipelines: ``[len(frames), ...]``
 
 
 @dataclass(slots=True)
@@ -111,7 +84,7 @@ class FrameProcessor:
         # The versions the pipeline started on, read on the loop: threads count their stats.
         self.versions: dict[str, ModelVersion] = {}
         self.task = self._check_models()
-        self.scalers = Scalers(f"pipeline {name}")
+        self._preparers: dict[ModelVersion | None, FramePreparer] = {}  # decoder threads
 
     def _check_models(self) -> str:
         """Every model is loaded and fits the pipeline; returns the task of the result."""
@@ -149,56 +122,30 @@ class FrameProcessor:
 
     def resize_where(self, stream: int) -> str:
         """Where the latest frames of input ``stream`` were resized (the run's summary)."""
-        plan = self.scalers.last.get(stream)
-        return plan.describe() if plan is not None else "processing/"
+        for preparer in reversed(self._preparers.values()):
+            if stream in preparer.last:
+                return preparer.last[stream]
+        return "processing/"
+
+    def preparer(self, mv: ModelVersion | None) -> FramePreparer:
+        """The decoder-side work for frames of ``mv`` (None: whole frames only)."""
+        found = self._preparers.get(mv)
+        if found is None:
+            pre = mv.processing.preprocess if mv is not None and mv.processing else None
+            found = self._preparers[mv] = FramePreparer(pre, f"pipeline {self.name}")
+        return found
 
     # -- decoder thread ---------------------------------------------------------------------
     def prepare(self, frame: Frame, full: bool = False) -> Prepared:
-        """Convert the decoded picture: to the model's input size (single-model pipelines) and,
-        for ``full`` (a sink needs the whole frame) or whole-frame steps (crops, interpolation),
-        to RGB. The decoder's picture is let go after."""
+        """Convert the decoded picture for the version serving now (see ``FramePreparer``)."""
         mv = self.single  # read once: the loop may move it to a newer version meanwhile
-        prepared = Prepared(frame, version=mv)
-        if mv is None or frame.spare:
-            full_rgb(frame)
-            frame.picture = None
-            return prepared
-        assert mv.processing is not None
-        started = time.perf_counter()
-        pre = mv.processing.preprocess
-        if pre.spec.resize.pad_in == "tensor":  # normalised before padding: one at a time
-            image = full_rgb(frame)
-            assert image is not None
-            tensor, geometries = pre([image])
-            prepared.tensor, prepared.geometry = tensor, geometries[0]
-        elif full or frame.picture is None:
-            image = full_rgb(frame)
-            assert image is not None
-            prepared.placed, prepared.geometry = pre.resize_image(image)
-        else:
-            prepared.placed, prepared.geometry = self.scalers.resized(frame, pre)
-        frame.picture = None
-        prepared.seconds["preprocess"] = time.perf_counter() - started
+        prepared = self.preparer(mv).prepare(frame, full)
+        prepared.version = mv
         return prepared
 
     def group(self, frames: list[Prepared]) -> Group:
-        """One group of prepared frames (all model inputs for one version, or one frame),
-        normalised into one tensor."""
-        first = frames[0]
-        if not first.model_input:
-            return Group(frames)
-        started = time.perf_counter()
-        if first.placed is not None:
-            assert first.version is not None and first.version.processing is not None
-            pre = first.version.processing.preprocess
-            tensor = pre.normalize(np.stack([p.placed for p in frames]))  # type: ignore[misc]
-        else:
-            tensor = np.concatenate([p.tensor for p in frames])  # type: ignore[misc]
-        share = (time.perf_counter() - started) / len(frames)
-        for p in frames:
-            p.seconds["preprocess"] = p.seconds.get("preprocess", 0.0) + share
-            p.placed = None
-        return Group(frames, tensor)
+        """Normalise a group of prepared frames of one version into one tensor."""
+        return self.preparer(frames[0].version).group(frames)
 
     def groups_with(self, prepared: Prepared, other: Prepared) -> bool:
         """Whether two prepared frames may share a group (same model version and input)."""
@@ -252,7 +199,7 @@ class FrameProcessor:
     def _follow(self, group: Group) -> bool:
         """After ``Unavailable``: move to the version serving now (on the loop, which owns the
         repository); True when ``group`` may be sent to it as it is."""
-        old = group.frames[0].version
+        old: ModelVersion | None = group.frames[0].version
         if self.server.draining or old is None or old.processing is None:
             return False
         try:

@@ -12,16 +12,13 @@ run's summary says which and why.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.processing.transform import Preprocessor
 from frameserve.video.frames import Frame
-
-log = logging.getLogger(__name__)
 
 MAX_MEAN_DIFF = 0.5  # grey levels, mean over the content
 MAX_P99_DIFF = 3.0  # grey levels, 99th percentile
@@ -81,33 +78,3 @@ def full_rgb(frame: Frame) -> np.ndarray | None:
     if frame.image is None and frame.picture is not None:
         frame.image = frame.picture.to_ndarray(format="rgb24")
     return frame.image
-
-
-class Scalers:
-    """Where each input's frames are resized for one pre-processing: planned on the first
-    frame of each (input, pre-processing, frame size), then reused. Shared by the decoder
-    threads of a run; each writes only its own input's keys."""
-
-    def __init__(self, where: str) -> None:
-        self._where = where  # names the pipeline in the log
-        self._plans: dict[tuple[int, Preprocessor, int, int], ScalerPlan] = {}
-        self.last: dict[int, ScalerPlan] = {}  # input -> its latest plan, for the summary
-
-    def resized(self, frame: Frame, pre: Preprocessor) -> tuple[np.ndarray, Geometry]:
-        """``frame`` at ``pre``'s input size (uint8 RGB, padded) and its geometry."""
-        picture = frame.picture
-        key = (frame.stream, pre, picture.width, picture.height)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = plan_scaler(pre, picture)
-            log.info("%s, input %d: %s", self._where, frame.stream, plan.describe())
-        self.last[frame.stream] = plan
-        if plan.size is not None:
-            w, h = plan.size
-            small = picture.reformat(
-                width=w, height=h, format="rgb24", interpolation=plan.interpolation
-            )
-            return pre.place(small.to_ndarray(), (picture.width, picture.height))
-        image = full_rgb(frame)
-        assert image is not None
-        return pre.resize_image(image)

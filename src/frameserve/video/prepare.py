@@ -1,0 +1,150 @@
+"""The decoder side of the model stage: a decoded picture -> the model's input, in groups.
+
+``FramePreparer`` holds what one model's pre-processing needs and nothing of the server, so it
+runs wherever frames are decoded: the decoder thread of ``video run``, or a decode worker
+process of ``frameserve serve`` (``video.worker``). Each picture is converted to the model's
+input size the cheapest way that gives the declared pre-processing's pixels:
+
+1. from the decoder's own YUV planes at model size (``processing.yuv``), when the declared
+   resize is one it reproduces and the picture is 8-bit 4:2:0 with known colour tags;
+2. else FFmpeg's scaler converting and resizing in one pass, when it matches the declared
+   resize on the input's first frame (``video.scaler``);
+3. else the whole frame in RGB, then the declared resize.
+
+Where each input's frames went is kept for the run's summary. A group of prepared frames is
+normalised in one call into one ``[N, ...]`` tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from frameserve.processing import yuv
+from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.video.frames import Frame
+from frameserve.video.scaler import ScalerPlan, full_rgb, plan_scaler
+from frameserve.video.yuv import planes_of
+
+log = logging.getLogger(__name__)
+
+YUV_PATH = "resize from the decoder's YUV planes at model size"
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A frame with what the decoder side made of it."""
+
+    frame: Frame
+    version: Any = None  # single-model pipelines: the ModelVersion it was prepared for
+    placed: np.ndarray | None = None  # the frame at the model's input size, uint8 RGB
+    tensor: np.ndarray | None = None  # or its [1, ...] tensor (padding inside the tensor)
+    geometry: Geometry | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> busy seconds
+
+    @property
+    def model_input(self) -> bool:
+        """True when the frame goes to the model as a tensor (single-model pipelines)."""
+        return self.geometry is not None
+
+
+@dataclass(slots=True)
+class Group:
+    """Frames that go to the model together: one request, one hop between threads."""
+
+    frames: list[Prepared]
+    tensor: np.ndarray | None = None  # single-model pipelines: ``[len(frames), ...]``
+
+
+class FramePreparer:
+    """Converts pictures for one pre-processing (None: whole frames in RGB only)."""
+
+    def __init__(self, pre: Preprocessor | None, where: str) -> None:
+        self.pre = pre
+        self._where = where  # names the pipeline in the log
+        self._yuv = yuv.YuvResizer(pre) if pre is not None and not yuv.unsupported(pre) else None
+        self._plans: dict[tuple[int, int, int], ScalerPlan | str] = {}  # (input, w, h) -> plan
+        self.last: dict[int, str] = {}  # input -> how its latest frames were resized
+
+    def prepare(self, frame: Frame, full: bool = False) -> Prepared:
+        """Convert ``frame``'s picture to the model's input size and, for ``full`` (a sink
+        needs the whole frame) or whole-frame steps, to RGB; the picture is let go after."""
+        prepared = Prepared(frame)
+        pre = self.pre
+        if pre is None or frame.spare:
+            full_rgb(frame)
+            frame.picture = None
+            return prepared
+        started = time.perf_counter()
+        if full:
+            full_rgb(frame)
+        if pre.spec.resize.pad_in == "tensor":  # normalised before padding: one at a time
+            image = full_rgb(frame)
+            assert image is not None
+            tensor, geometries = pre([image])
+            prepared.tensor, prepared.geometry = tensor, geometries[0]
+        else:
+            prepared.placed, prepared.geometry = self._resized(frame, pre)
+        frame.picture = None
+        prepared.seconds["preprocess"] = time.perf_counter() - started
+        return prepared
+
+    def _resized(self, frame: Frame, pre: Preprocessor) -> tuple[np.ndarray, Geometry]:
+        picture = frame.picture
+        if picture is None:  # already RGB (a frame made by the caller)
+            assert frame.image is not None
+            return pre.resize_image(frame.image)
+        key = (frame.stream, picture.width, picture.height)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(frame, pre)
+        if plan == YUV_PATH:
+            planes = planes_of(picture)
+            done = self._yuv.resize_image(planes) if planes is not None and self._yuv else None
+            if done is not None:
+                self.last[frame.stream] = YUV_PATH
+                return done
+            plan = self._plans[key] = self._plan(frame, pre, yuv_ok=False)
+        assert isinstance(plan, ScalerPlan)
+        self.last[frame.stream] = plan.describe()
+        if plan.size is not None:
+            w, h = plan.size
+            small = picture.reformat(
+                width=w, height=h, format="rgb24", interpolation=plan.interpolation
+            )
+            return pre.place(small.to_ndarray(), (picture.width, picture.height))
+        image = full_rgb(frame)
+        assert image is not None
+        return pre.resize_image(image)
+
+    def _plan(self, frame: Frame, pre: Preprocessor, yuv_ok: bool = True) -> ScalerPlan | str:
+        """How this input's frames of this size are resized (decided on the first one)."""
+        if yuv_ok and self._yuv is not None and planes_of(frame.picture) is not None:
+            plan: ScalerPlan | str = YUV_PATH
+        else:
+            plan = plan_scaler(pre, frame.picture)
+        where = plan if isinstance(plan, str) else plan.describe()
+        log.info("%s, input %d: %s", self._where, frame.stream, where)
+        return plan
+
+    def group(self, frames: list[Prepared]) -> Group:
+        """One group of prepared frames (model inputs of one version, or one frame),
+        normalised into one tensor."""
+        first = frames[0]
+        if not first.model_input:
+            return Group(frames)
+        started = time.perf_counter()
+        if first.placed is not None:
+            assert self.pre is not None
+            tensor = self.pre.normalize(np.stack([p.placed for p in frames]))  # type: ignore[misc]
+        else:
+            tensor = np.concatenate([p.tensor for p in frames])  # type: ignore[misc]
+        share = (time.perf_counter() - started) / len(frames)
+        for p in frames:
+            p.seconds["preprocess"] = p.seconds.get("preprocess", 0.0) + share
+            p.placed = None
+        return Group(frames, tensor)
