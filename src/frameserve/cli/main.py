@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -82,6 +84,20 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return COMMANDS[args.command](args)
+
+
+def console() -> None:
+    """The ``frameserve`` console script: ``main``, then, for ``video`` (a one-shot command whose
+    outputs are closed and flushed by then), an exit without the interpreter's teardown of
+    OpenVINO, FFmpeg and idle threads, which takes ~0.2 s a process."""
+    args = build_parser().parse_args()
+    code = COMMANDS[args.command](args)
+    if args.command == "video":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -71,10 +71,10 @@ def run_video(args: argparse.Namespace) -> int:
         )
         for info in infos:
             print(describe_input(info), file=sys.stderr)  # noqa: T201
-        if config.track is not None:
-            preload_tracking()  # imports while the models load
+        # Imported while the models load and the first frames run (results wait for it).
+        loading = preload_tracking() if config.track is not None else None
         with LocalServer(settings) as local:
-            run = VideoRun(local, name, config, args.inputs, options)
+            run = VideoRun(local, name, config, args.inputs, options, loading=loading)
             with tqdm(
                 total=run.expected_frames() or None,
                 unit="frame",

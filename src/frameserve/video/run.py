@@ -35,7 +35,7 @@ from frameserve.video.decode import VideoInfo, VideoSource
 from frameserve.video.frames import Frame, Sampling
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
-from frameserve.video.pump import FramePump
+from frameserve.video.pump import Finished, FramePump
 from frameserve.video.scaler import full_rgb
 from frameserve.video.streams import StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.track import Tracker, TrackerSettings
@@ -43,6 +43,7 @@ from frameserve.video.track import Tracker, TrackerSettings
 log = logging.getLogger(__name__)
 
 FrameHook = Callable[[StreamRun, Frame], None]  # runs in the sink thread, before the write
+HOLD_FRAMES = 512  # results a sink holds while the tracking library is still being imported
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,10 @@ class VideoRun:
     frames enter the schedulers: the background level), ``plans`` (its own files, the
     checkpoint to start from, a segment encoder), ``on_frame`` (called in the sink thread
     before each frame is written: where a job checkpoints), ``stop`` (its cancel event) and
-    ``thread_prefix`` (its threads' names say whose they are).
+    ``thread_prefix`` (its threads' names say whose they are). ``loading``: a thread still
+    importing what the sinks need (``track.preload``); until it ends, each sink thread holds
+    up to ``HOLD_FRAMES`` results in order instead of writing them, so decoding and
+    inference start at once.
     A run stopped through ``stop`` returns normally: ``StreamRun.finished`` says whether
     every frame was written.
     """
@@ -130,6 +134,7 @@ class VideoRun:
         on_frame: FrameHook | None = None,
         stop: threading.Event | None = None,
         thread_prefix: str = "",
+        loading: threading.Thread | None = None,
     ) -> None:
         if not inputs:
             raise InvalidInput("video run: expected at least one input file")
@@ -151,6 +156,7 @@ class VideoRun:
         self.stop = stop or threading.Event()
         self.profile = StageProfile()
         self._on_frame = on_frame
+        self._loading = loading
         self._prefix = thread_prefix  # thread names: <prefix>decode-<n>, <prefix>sink-<n>
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
@@ -198,7 +204,8 @@ class VideoRun:
         if spec is None or self.processor.task != "ssd_anchors":
             return None
         rate = float(source.info.rate) if source.info.rate else 30.0
-        return Tracker(TrackerSettings(spec.lost_seconds, spec.min_iou), frame_rate=rate)
+        settings = TrackerSettings(spec.lost_seconds, spec.min_iou)
+        return Tracker(settings, frame_rate=rate, import_now=self._loading is None)
 
     def _default_inflight(self, streams: int) -> int:
         """Enough frames in flight to fill every model's batches, shared by the inputs."""
@@ -318,11 +325,26 @@ class VideoRun:
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self, st: StreamRun) -> None:
+        held: list[Finished] = []  # results waiting for ``loading`` to end, in order
         for done in st.pump.results():
             assert done.output is not None  # a lossless pump raises a frame's error
+            loading = self._loading
+            if loading is not None and loading.is_alive() and len(held) < HOLD_FRAMES:
+                held.append(done)
+                continue
+            self._write_held(st, held)
             self._write(st, done.frame, done.output)
         if st.pump.ended:
+            self._write_held(st, held)
             st.finish()
+
+    def _write_held(self, st: StreamRun, held: list[Finished]) -> None:
+        if held and self._loading is not None:
+            self._loading.join()
+        for done in held:
+            assert done.output is not None
+            self._write(st, done.frame, done.output)
+        held.clear()
 
     def _write(self, st: StreamRun, frame: Frame, output: FrameOutput) -> None:
         for step, seconds in output.timings.seconds.items():

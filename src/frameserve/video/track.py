@@ -103,9 +103,16 @@ class Tracker:
     task that owns that stream's results.
     """
 
-    def __init__(self, settings: TrackerSettings | None = None, frame_rate: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: TrackerSettings | None = None,
+        frame_rate: float = 30.0,
+        *,
+        import_now: bool = True,
+    ) -> None:
         """``frame_rate`` is the rate of the frames passed when ``seconds`` is ``None``; with
-        timestamps it only sets the Kalman filter's time unit (the source's rate is right)."""
+        timestamps it only sets the Kalman filter's time unit (the source's rate is right).
+        ``import_now=False``: the library is imported on the first update (or by ``preload``)."""
         if not (math.isfinite(frame_rate) and frame_rate > 0):
             raise ConfigError(f"Tracker.frame_rate: expected a number > 0, got {frame_rate!r}")
         self.settings = settings or TrackerSettings()
@@ -114,8 +121,8 @@ class Tracker:
         self._next_id = itertools.count(1)  # shared by labels, never reused
         self._last_seconds: float | None = None  # the caller's last pts
         self._last_sent: float | None = None  # what the library got for it
-        # Import the library now (~1.5 s, once per process), not on the first frame.
-        import trackers  # noqa: F401
+        if import_now:  # ~0.5-1.5 s, once per process: now rather than on the first frame
+            import trackers  # noqa: F401
 
     def update(self, detections: Detections, seconds: float | None) -> Detections:
         """Return ``detections`` with ``track_ids`` filled: one id >= 1 per row, rows unchanged.
