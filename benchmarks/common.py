@@ -5,10 +5,13 @@ Each benchmark's ``run.py`` puts this folder on ``sys.path`` before importing it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import socket
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -58,3 +61,33 @@ def write_latest(out: Path, data: object, table: str, indent: int = 2) -> None:
     (out / "latest.json").write_text(json.dumps(data, indent=indent))
     (out / "latest.md").write_text(table)
     print(table)  # noqa: T201
+
+
+def run_checked(cmd: list[str], timeout: float) -> str:
+    """Run a command; its stdout, or RuntimeError with the tail of its output."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-2000:]
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{tail}")
+    return proc.stdout
+
+
+def ensure_venv(
+    venv: Path,
+    requirements: Path,
+    what: str,
+    log: Callable[[str], object] = sys.stderr.write,
+    timeout_s: float = 1200,
+) -> Path:
+    """A pinned virtual environment of a comparison contender (its Python): created when
+    missing, re-installed when ``requirements`` changed (a stamp holds their sha256)."""
+    python = venv / "bin" / "python"
+    stamp = venv / ".requirements-sha256"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if not (python.is_file() and stamp.is_file() and stamp.read_text().strip() == digest):
+        log(f"creating {venv} (pinned {what} environment; takes a minute)\n")
+        run_checked([sys.executable, "-m", "venv", "--clear", str(venv)], 300)
+        run_checked([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                     "-r", str(requirements)], timeout_s)  # fmt: skip
+        stamp.write_text(digest + "\n")
+    return python

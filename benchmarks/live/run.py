@@ -1,6 +1,7 @@
 """Live-stream benchmark: how many 1280x720 25 fps streams one server sustains through ``faces``.
 
     .venv/bin/python benchmarks/live/run.py [--streams 1,2,4,6,8] [--seconds 20] [--repository R]
+    .venv/bin/python benchmarks/live/run.py --streams 1,6,8,10,12   # around the target of 10
 
 One ``frameserve serve`` process (the zoo ``faces`` model, its model.yaml as it is) and, for each
 N, N live streams attached over HTTP, each playing the same 1280x720 H.264 clip from the media
@@ -221,15 +222,30 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stream_counts(text: str) -> list[int]:
+    """``--streams``: "1,6,8,10,12" -> [1, 6, 8, 10, 12]; each a whole number >= 1."""
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected stream counts >= 1 like 1,6,8,10,12, got {text!r}"
+        )
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", default="1,2,4,6,8")
+    parser.add_argument("--streams", type=stream_counts, default="1,2,4,6,8",
+                        help="comma-separated stream counts, measured in this order "
+                             "(e.g. 1,6,8,10,12; the target is 10 sustained)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--repository", type=Path, default=ROOT / "models")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    counts = [int(n) for n in args.streams.split(",")]
+    counts = args.streams
     rows = []
     with tempfile.TemporaryDirectory(prefix="frameserve-live-bench-") as tmp:
         work = Path(tmp)

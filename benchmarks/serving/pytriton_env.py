@@ -8,12 +8,12 @@ and re-installs when the pins change.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import ensure_venv, run_checked  # benchmarks/ is on sys.path (run.py)
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-pytriton"
@@ -33,32 +33,13 @@ class PyTritonEnv:
         return {"LD_LIBRARY_PATH": self.libdir}
 
 
-def _digest() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-
-
-def _run(cmd: list[str], timeout: float) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-2000:]
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n{tail}")
-    return proc.stdout
-
-
 def ensure(venv: Path = VENV, log=sys.stderr.write) -> PyTritonEnv:  # type: ignore[no-untyped-def]
     """Create or update the venv when the pins changed; describe it."""
-    python = venv / "bin" / "python"
-    stamp = venv / ".requirements-sha256"
-    if not (python.is_file() and stamp.is_file() and stamp.read_text().strip() == _digest()):
-        log(f"creating {venv} (pinned PyTriton environment; takes a minute)\n")
-        _run([sys.executable, "-m", "venv", "--clear", str(venv)], 300)
-        _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-              "-r", str(REQUIREMENTS)], INSTALL_TIMEOUT_S)  # fmt: skip
-        stamp.write_text(_digest() + "\n")
+    python = ensure_venv(venv, REQUIREMENTS, "PyTriton", log, INSTALL_TIMEOUT_S)
     probe = (
         "import sysconfig, json, importlib.metadata as m;"
         "print(json.dumps([sysconfig.get_config_var('LIBDIR'),"
         "{p: m.version(p) for p in ('nvidia-pytriton', 'openvino', 'numpy', 'tritonclient')}]))"
     )
-    libdir, versions = json.loads(_run([str(python), "-c", probe], 60))
+    libdir, versions = json.loads(run_checked([str(python), "-c", probe], 60))
     return PyTritonEnv(python, libdir, versions)

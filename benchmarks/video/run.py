@@ -1,39 +1,45 @@
-"""Video benchmark: frameserve video pipelines vs a naive sequential loop, with the ceilings.
+"""Video benchmark: frameserve against the loops users write, whole processes, unseen clips.
 
-    .venv/bin/python benchmarks/video/run.py [--frames 720] [--repeats 3] [--repository models]
+    .venv/bin/python benchmarks/video/run.py [--frames 2400] [--repeats 3] [--clips pan,detail]
+        [--pipelines faces,person-mask] [--contenders frameserve,opencv-openvino,mediapipe]
 
-For each of ``faces`` and ``person-mask`` on the same 1280x720 H.264 clip, side by side in one
-run (alternating, medians over ``--repeats``): frameserve's ``video run`` (in-process, JSONL
-out) vs the naive loop (``naive.py``); each stage alone (``ceilings.py``) and the bound
-``cores / CPU seconds per frame``; and 4 concurrent inputs vs one. Writes ``results/latest.json``
-and ``results/latest.md``. Nothing is asserted: machines are noisy, the table says how noisy.
+For each clip (``clip.py``: 1280x720 H.264 made from scikit-image pictures, cached in
+``clips/``) and pipeline, in rounds that take turns (the order rotates every round; medians
+over ``--repeats`` rounds): ``frameserve video run`` as a process, the OpenCV + OpenVINO loop
+(``baseline_openvino.py``) and MediaPipe's own solutions loop (``baseline_mediapipe.py``, in its
+pinned venv, ``mediapipe_env.py``), each timed from spawn to exit; frameserve with the clip 4
+times at once; and the clip's decode-only ceiling (``ceilings.py``). Writes
+``results/latest.json`` (every run) and ``results/latest.md`` (the tables, ``report.py``).
+Nothing is asserted: machines are noisy, the tables say how noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import statistics
+import importlib.metadata as metadata
+import platform
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/common.py
-
-from ceilings import decode_only, stages_alone
-from clip import make_benchmark_clip
-from common import cpu_model, git_commit, write_latest
-from naive import naive_run
-
-from frameserve.cpu import detect_cpu_budget
-from frameserve.serving.local import LocalServer
-from frameserve.serving.server import ServerSettings
-from frameserve.video.config import load_video_pipeline
-from frameserve.video.run import RunOptions, VideoRun
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("faces", "person-mask")
+sys.path.insert(0, str(HERE.parent))  # benchmarks/common.py
+
+import contenders as cs  # noqa: E402
+import mediapipe_env  # noqa: E402
+from ceilings import clip_facts, decode_ceiling  # noqa: E402
+from clip import KINDS, benchmark_clip  # noqa: E402
+from common import cpu_flags, cpu_model, git_commit, write_latest  # noqa: E402
+from report import markdown, summarise  # noqa: E402
+
+from frameserve.cpu import detect_cpu_budget  # noqa: E402
+
+PIPELINES = ("faces", "person-mask")
+WARMUP_FRAMES = 30
+FOUR = 4
 
 
 def say(message: str) -> None:
@@ -41,119 +47,136 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
-def ours(local: LocalServer, pipeline: str, inputs: list[Path], out: Path) -> dict:
-    name, config = load_video_pipeline(pipeline, local.server.repository.root)
-    run = VideoRun(local, name, config, inputs, RunOptions(out=out))
-    cpu = time.process_time()
-    summary = run.run()
-    cpu = time.process_time() - cpu
-    return {
-        "fps": summary.fps,
-        "cpu_ms_per_frame": cpu / summary.frames * 1000,
-        "frames": summary.frames,
-        "mean_batch": summary.batches,
-        "stages": summary.profile.to_json(),
-    }
+class Bench:
+    """The commands of one run and the rows they produce (one thread: this one)."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, mediapipe: Path | None) -> None:
+        self.repository = args.repository.resolve()
+        self.contenders = [c for c in args.contenders.split(",") if c != "mediapipe" or mediapipe]
+        self.four = not args.no_four and "frameserve" in self.contenders
+        self.mediapipe = mediapipe
+        self.work = work
+        self.rows: list[dict[str, Any]] = []
+
+    def commands(self, pipeline: str, clip: Path) -> list[cs.Command]:
+        out = self.work / "out"
+        made = {
+            "frameserve": lambda: cs.frameserve_command(pipeline, clip, self.repository, out),
+            "opencv-openvino": lambda: cs.openvino_command(pipeline, clip, self.repository, out),
+            "mediapipe": lambda: cs.mediapipe_command(self.mediapipe, pipeline, clip, out),  # type: ignore[arg-type]
+        }
+        commands = [made[c]() for c in self.contenders]
+        if self.four:
+            commands.append(cs.frameserve_command(pipeline, clip, self.repository, out, FOUR))
+        return commands
+
+    def run(self, command: cs.Command, pipeline: str, tags: dict[str, Any]) -> dict[str, Any]:
+        row = {**tags, "pipeline": pipeline, "contender": command.contender}
+        try:
+            row |= cs.measure(command, self.work / "out")
+            if command.inputs == 1:
+                row["content"] = cs.content(command.results, pipeline)
+        except (RuntimeError, OSError, ValueError, KeyError) as err:
+            row["error"] = str(err)
+            say(f"  {command.contender}: FAILED: {str(err)[:800]}")
+        return row
+
+    def round(self, r: int, clips: dict[str, Path], pipelines: list[str], cores: int) -> None:
+        for kind, clip in clips.items():
+            for skip in (False, True):
+                d = decode_ceiling(clip, cores, skip)
+                name = "decode skip_loop_filter" if skip else "decode"
+                self.rows.append({"round": r, "clip": kind, "contender": name, **d})
+                say(f"#{r} {kind} {name}: {d['fps']:.0f} fps, {d['cpu_ms_per_frame']:.2f} ms CPU")
+            for pipeline in pipelines:
+                commands = self.commands(pipeline, clip)
+                k = r % len(commands)
+                for command in commands[k:] + commands[:k]:  # who goes first rotates
+                    row = self.run(command, pipeline, {"round": r, "clip": kind})
+                    self.rows.append(row)
+                    if "error" not in row:
+                        say(f"#{r} {kind} {pipeline} {row['contender']}: {row['fps']:.1f} fps, "
+                            f"{row['cpu_ms_per_frame']:.2f} ms CPU/frame, "
+                            f"start-up {row['startup_s'] or float('nan'):.2f} s")  # fmt: skip
+
+    def warm_up(self, clip: Path, pipelines: list[str]) -> None:
+        """One short run of each contender first: caches (files, compiled models) warm."""
+        for pipeline in pipelines:
+            for command in self.commands(pipeline, clip):
+                row = self.run(command, pipeline, {"round": "warm-up", "clip": "warm-up"})
+                done = "failed" if "error" in row else "ok"
+                say(f"warm-up {pipeline} {command.contender}: {done}")
 
 
-def median(rows: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
+def mediapipe_python(wanted: bool) -> tuple[Path | None, dict[str, str], str | None]:
+    """(the venv's python, its versions, why it is skipped)."""
+    if not wanted:
+        return None, {}, "not asked for (--contenders)"
+    try:
+        env = mediapipe_env.ensure(log=say)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+        say(f"mediapipe baseline skipped: {err}")
+        return None, {}, f"the pinned environment could not be made: {str(err)[-600:]}"
+    return env.python, env.versions, None
 
 
-def bench_model(model: str, video: Path, repo: Path, repeats: int, work: Path) -> dict:
-    cores = detect_cpu_budget().cores
-    settings = ServerSettings(repository=repo, model_control_mode="explicit", load_models=(model,))
-    track = model == "faces"
-    rows_ours, rows_naive, rows_four = [], [], []
-    with LocalServer(settings) as local:
-        ours(local, model, [video], work / "warmup")  # first-run costs (imports, pools)
-        for r in range(repeats):
-            rows_ours.append(ours(local, model, [video], work / f"ours-{r}"))
-            frames, wall, cpu = naive_run(video, repo / model, work / f"naive-{r}.jsonl", track)
-            rows_naive.append({"fps": frames / wall, "cpu_ms_per_frame": cpu / frames * 1000})
-            say(f"{model} #{r}: frameserve {rows_ours[-1]['fps']:.1f} fps, "
-                f"naive {rows_naive[-1]['fps']:.1f} fps")  # fmt: skip
-        for r in range(max(1, repeats - 1)):
-            rows_four.append(ours(local, model, [video] * 4, work / f"four-{r}"))
-            say(f"{model} 4 inputs #{r}: {rows_four[-1]['fps']:.1f} fps aggregate")
-    decode, images = decode_only(video, cores)
-    alone = {"decode": decode, **stages_alone(repo / model, images, cores)}
-    cpu_per_frame = sum(v["cpu_ms_per_frame"] for v in alone.values()) / 1000
-    bound = cores / cpu_per_frame
-    fs, naive = median(rows_ours, "fps"), median(rows_naive, "fps")
-    four = median(rows_four, "fps")
-    return {
-        "model": model,
-        "frameserve_fps": fs,
-        "naive_fps": naive,
-        "speedup": fs / naive,
-        "frameserve_cpu_ms_per_frame": median(rows_ours, "cpu_ms_per_frame"),
-        "naive_cpu_ms_per_frame": median(rows_naive, "cpu_ms_per_frame"),
-        "alone": alone,
-        "bound_fps": bound,
-        "fraction_of_bound": fs / bound,
-        "four_streams_fps": four,
-        "four_vs_one": four / fs,
-        "runs": {"frameserve": rows_ours, "naive": rows_naive, "four_streams": rows_four},
-    }
+def versions() -> dict[str, str]:
+    names = ("openvino", "opencv-python-headless", "av", "numpy", "scikit-image", "frameserve")
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
-def markdown(results: list[dict], meta: dict) -> str:
-    lines = [
-        f"Machine: {meta['cpu']}, {meta['cores']} cores; clip: {meta['frames']} frames "
-        f"1280x720 H.264; medians of {meta['repeats']} runs; commit {meta['commit']}.",
-        "",
-        "| pipeline | frameserve fps | naive loop fps | speed-up | CPU ms/frame (ours / naive) "
-        "| bound fps | of bound | 4 inputs fps (vs 1) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['model']} | {r['frameserve_fps']:.1f} | {r['naive_fps']:.1f} | "
-            f"{r['speedup']:.2f}x | {r['frameserve_cpu_ms_per_frame']:.2f} / "
-            f"{r['naive_cpu_ms_per_frame']:.2f} | {r['bound_fps']:.1f} | "
-            f"{r['fraction_of_bound']:.0%} | {r['four_streams_fps']:.1f} "
-            f"({r['four_vs_one']:.2f}x) |"
-        )
-    lines += ["", "Each stage alone (throughput, and CPU ms per frame over all threads):", "",
-              "| pipeline | decode + RGB | pre-processing | inference (served config) | "
-              "post-processing + track + JSON |", "|---|---|---|---|---|"]  # fmt: skip
-    for r in results:
-        a = r["alone"]
-        cells = [
-            f"{a[k]['fps']:.0f} fps, {a[k]['cpu_ms_per_frame']:.2f} ms"
-            for k in ("decode", "preprocess", "inference", "postprocess")
-        ]
-        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=2400, help="frames per clip (default 2400)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; medians over them")
+    parser.add_argument("--clips", default=",".join(KINDS))
+    parser.add_argument("--pipelines", default=",".join(PIPELINES))
+    parser.add_argument("--contenders", default=",".join(cs.CONTENDERS))
+    parser.add_argument("--no-four", action="store_true", help="leave out the 4-input runs")
+    parser.add_argument("--repository", type=Path, default=HERE.parent.parent / "models")
+    parser.add_argument("--cache", type=Path, default=HERE / "clips", help="clip cache folder")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    return parser.parse_args()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=720)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--repository", type=Path, default=HERE.parent.parent / "models")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--models", default=",".join(MODELS))
-    args = parser.parse_args()
-    budget = detect_cpu_budget()
+    args = parse_args()
+    cores = detect_cpu_budget().cores
+    pipelines = args.pipelines.split(",")
+    python, mp_versions, mp_skipped = mediapipe_python("mediapipe" in args.contenders.split(","))
+    clips = {}
+    for kind in args.clips.split(","):
+        say(f"clip {kind}: {args.frames} frames (encoded once, then cached in {args.cache})...")
+        clips[kind] = benchmark_clip(kind, args.frames, args.cache)
+    warm = benchmark_clip("pan", WARMUP_FRAMES, args.cache)
     with tempfile.TemporaryDirectory(prefix="frameserve-video-bench-") as tmp:
-        work = Path(tmp)
-        say(f"making the clip ({args.frames} frames)...")
-        video = make_benchmark_clip(work / "clip.mp4", args.frames)
-        results = [
-            bench_model(m, video, args.repository.resolve(), args.repeats, work / m)
-            for m in args.models.split(",")
-        ]
+        bench = Bench(args, Path(tmp), python)
+        bench.warm_up(warm, pipelines)
+        for r in range(args.repeats):
+            bench.round(r, clips, pipelines, cores)
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
-        "cores": budget.cores,
+        "bf16": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}),
+        "cores": cores,
         "frames": args.frames,
         "repeats": args.repeats,
         "commit": git_commit(HERE),
+        "clips": {k: clip_facts(p) for k, p in clips.items()},
+        "versions": versions(),
+        "mediapipe_versions": mp_versions,
+        "mediapipe_skipped": mp_skipped,
+        "environment": cs.environment_note(),
     }
-    write_latest(args.out, {"meta": meta, "results": results}, markdown(results, meta))
+    summary = summarise(bench.rows, pipelines)
+    data = {"meta": meta, "summary": summary, "runs": bench.rows}
+    write_latest(args.out, data, markdown(summary, meta))
     return 0
 
 
