@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -252,6 +253,65 @@ def test_sigkill_mid_job_then_restart_resumes_with_every_frame_once(
     for got, want in zip(lines, reference, strict=True):
         assert got["pts_ticks"] == want["pts_ticks"]
         assert len(got["detections"]) == len(want["detections"])
+
+
+def decode_workers(server: RunningServer) -> list[int]:
+    """PIDs of the server's decode worker processes (children started by ``spawn``)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        try:
+            pids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    workers = []
+    for pid in pids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(pid)
+        except OSError:
+            continue
+    return workers
+
+
+def test_a_decode_worker_that_crashes_fails_only_its_job(
+    zoo_repository: Path, media: Path, tmp_path: Path
+) -> None:
+    """SIGSEGV in the process that decodes a job (as a crash inside FFmpeg would): the server
+    stays ready, the job beside it goes on, the crashed job resumes from its checkpoint with
+    every frame once; crashing again past ``--max-job-retries`` fails it with the reason."""
+    make_clip(media / "crash.mp4", frames=1200, size=(320, 240), gop=12, fps=24, audio=False)
+    launcher = ServerLauncher(tmp_path)
+    args = _server_args(media, tmp_path / "state", "--max-running-jobs", "2",
+                        "--max-job-retries", "1")  # fmt: skip
+    try:
+        running = launcher.start(zoo_repository, *args)
+        crashing = submit(running, pipeline="faces", input="crash.mp4").json()["id"]
+        wait_for(lambda: job(running, crashing)["progress"]["frames_done"] >= 24, "24 frames")
+        [pid] = decode_workers(running)  # the only job running
+        beside = submit(running, pipeline="faces", input="clip.mp4").json()["id"]
+        os.kill(pid, signal.SIGSEGV)
+        assert finished(running, beside)["state"] == "succeeded"
+        done = finished(running, crashing)
+        assert done["state"] == "succeeded" and done["attempts"] == 2, done
+        assert running.get("/v2/health/ready")[0] == 200
+        lines = results(running, crashing)
+        assert [line["frame"] for line in lines] == list(range(1200))  # each frame once
+
+        again = submit(running, pipeline="faces", input="crash.mp4").json()["id"]
+        for attempt in (1, 2):
+            wait_for(lambda: job(running, again)["state"] == "running", f"attempt {attempt}")
+            [pid] = wait_for(lambda: decode_workers(running)[:1], f"worker of attempt {attempt}")
+            os.kill(pid, signal.SIGSEGV)
+            if attempt == 1:
+                wait_for(lambda: not decode_workers(running), "the crashed worker to go")
+        failed = finished(running, again)
+        assert failed["state"] == "failed" and failed["attempts"] == 2, failed
+        assert "SIGSEGV" in failed["error"] and "crash.mp4" in failed["error"], failed["error"]
+        assert running.get("/v2/health/ready")[0] == 200
+        after = submit(running, pipeline="faces", input="clip.mp4").json()["id"]
+        assert finished(running, after)["state"] == "succeeded"
+    finally:
+        launcher.stop_all()
 
 
 # -- live streams -------------------------------------------------------------------------

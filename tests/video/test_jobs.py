@@ -177,8 +177,9 @@ def test_a_job_writes_what_video_run_writes(
 
     body = record.to_json()
     assert set(body) == {"id", "state", "pipeline", "input", "sample", "video_out", "created",
-                         "started", "finished", "progress", "error"}  # fmt: skip
+                         "started", "finished", "progress", "error", "attempts"}  # fmt: skip
     assert body["state"] == "succeeded" and body["input"] == "short.mp4"
+    assert body["attempts"] == 1
     assert body["progress"]["frames_done"] == body["progress"]["frames_total"] == 48
     assert body["created"] <= body["started"] <= body["finished"]
 
@@ -495,3 +496,34 @@ def test_a_job_state_name_round_trips() -> None:
     assert JobState.parse("running") is JobState.RUNNING
     assert JobState.RUNNING == "running"
     assert not JobState.RUNNING.finished and JobState.CANCELLED.finished
+
+
+def test_a_store_written_before_crash_retries_gains_its_columns(tmp_path: Path) -> None:
+    """A jobs.db of the previous schema (no crash or attempt counts) opens, keeps its rows and
+    counts from then on."""
+    from frameserve.video.jobs.store import JobStore
+
+    path = tmp_path / "jobs.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+        "state TEXT NOT NULL, pipeline TEXT NOT NULL, input TEXT NOT NULL, sample TEXT, "
+        "video_out INTEGER NOT NULL, upload TEXT, created REAL NOT NULL, started REAL, "
+        "finished REAL, frames_done INTEGER NOT NULL DEFAULT 0, frames_total INTEGER NOT NULL "
+        "DEFAULT 0, error TEXT, checkpoint TEXT);"
+        "INSERT INTO jobs (id, state, pipeline, input, video_out, created) "
+        "VALUES ('j1', 'queued', 'faces', 'a.mp4', 0, 1.0);"
+        "PRAGMA user_version=1;"
+    )
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    try:
+        job = store.get("j1")
+        assert job is not None and job.crashes == 0 and job.attempts == 0
+        store.start("j1", 2.0)
+        assert store.crashed("j1") == 1
+        job = store.get("j1")
+        assert job is not None and (job.attempts, job.crashes) == (1, 1)
+    finally:
+        store.close()

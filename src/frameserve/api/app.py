@@ -51,6 +51,7 @@ class VideoServiceSettings:
     max_running_jobs: int = 1
     max_queued_jobs: int = 32
     checkpoint_interval_s: float = 5.0
+    max_job_retries: int = 2  # runs of a job whose decode worker died, after the first
     max_streams: int = 16
 
 
@@ -75,6 +76,7 @@ class _Video:
                 max_running=settings.max_running_jobs,
                 max_queued=settings.max_queued_jobs,
                 checkpoint_interval_s=settings.checkpoint_interval_s,
+                max_retries=settings.max_job_retries,
             ),
         )
         self.streams = LiveStreams(

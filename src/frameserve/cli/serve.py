@@ -10,6 +10,7 @@ from frameserve.cli.args import (
     add_model_cache,
     model_cache_dir,
     non_negative_float,
+    non_negative_int,
     port,
     positive_float,
     positive_int,
@@ -51,6 +52,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     v.add_argument("--checkpoint-interval", type=non_negative_float, default=5.0,
                    metavar="SECONDS",
                    help="checkpoint a job at a keyframe this often (0: each)")  # fmt: skip
+    v.add_argument("--max-job-retries", type=non_negative_int, default=2, metavar="N",
+                   help="a job whose decode worker process died (a crash in FFmpeg) runs again "
+                        "from its checkpoint at most N times, then fails (default 2)")  # fmt: skip
     v.add_argument("--max-streams", type=positive_int, default=16,
                    help="live streams attached at once (429 above)")  # fmt: skip
     add_model_cache(p)
@@ -86,6 +90,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_running_jobs=args.max_running_jobs,
         max_queued_jobs=args.max_queued_jobs,
         checkpoint_interval_s=args.checkpoint_interval,
+        max_job_retries=args.max_job_retries,
         max_streams=args.max_streams,
     )
     return run(settings, ListenSettings(args.host, args.http_port, args.grpc_port), video)

@@ -35,14 +35,8 @@ from typing import Any
 
 from frameserve.serving.local import ServerHandle
 from frameserve.video.frames import Frame
-from frameserve.video.process import (
-    POLL_S,
-    FrameOutput,
-    FrameProcessor,
-    Prepared,
-    cancel_queued,
-    wait_frame,
-)
+from frameserve.video.prepare import Group, Prepared
+from frameserve.video.process import POLL_S, FrameOutput, FrameProcessor, cancel_queued, wait_frame
 
 _END = object()  # the producer's last item: no more frames
 
@@ -136,8 +130,16 @@ class FramePump:
         """Send the group being filled as one request; False when the pump is stopping."""
         pending, self._pending = self._pending, []
         group = self.processor.group([prepared for prepared, _, _ in pending])
+        return self._send(group, [(arrived, tag) for _, arrived, tag in pending])
+
+    def send(self, group: Group, arrived: float = 0.0, tag: int = 0) -> bool:
+        """Send a group prepared elsewhere (a decode worker) as one request; False when the
+        pump is stopping."""
+        return self._send(group, [(arrived, tag)] * len(group.frames))
+
+    def _send(self, group: Group, marks: list[tuple[float, int]]) -> bool:
         future = self.handle.submit(self.processor.infer(group))
-        for row, (prepared, arrived, tag) in enumerate(pending):
+        for row, (prepared, (arrived, tag)) in enumerate(zip(group.frames, marks, strict=True)):
             if not self._put(InFlight(prepared, future, row, arrived, tag)):
                 future.cancel()
                 return False

@@ -33,12 +33,14 @@ from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import VideoInfo, VideoSource
 from frameserve.video.frames import Frame, Sampling
+from frameserve.video.prepare import Group
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
 from frameserve.video.pump import Finished, FramePump
 from frameserve.video.scaler import full_rgb
 from frameserve.video.streams import StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.track import Tracker, TrackerSettings
+from frameserve.video.worker import DecodeWorker, WorkerSpec, slot_bytes
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,9 @@ class VideoRun:
     ``thread_prefix`` (its threads' names say whose they are). ``loading``: a thread still
     importing what the sinks need (``track.preload``); until it ends, each sink thread holds
     up to ``HOLD_FRAMES`` results in order instead of writing them, so decoding and
-    inference start at once.
+    inference start at once. ``isolate``: decode and pre-process each input in a worker
+    process (``video.worker``), so a crash in FFmpeg ends the run with ``WorkerDied``
+    instead of ending this process.
     A run stopped through ``stop`` returns normally: ``StreamRun.finished`` says whether
     every frame was written.
     """
@@ -135,6 +139,7 @@ class VideoRun:
         stop: threading.Event | None = None,
         thread_prefix: str = "",
         loading: threading.Thread | None = None,
+        isolate: bool = False,
     ) -> None:
         if not inputs:
             raise InvalidInput("video run: expected at least one input file")
@@ -157,6 +162,7 @@ class VideoRun:
         self.profile = StageProfile()
         self._on_frame = on_frame
         self._loading = loading
+        self.isolate = isolate
         self._prefix = thread_prefix  # thread names: <prefix>decode-<n>, <prefix>sink-<n>
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
@@ -256,7 +262,10 @@ class VideoRun:
             raise VideoError(f"{where}: {type(err).__name__}: {err}") from err
         return RunSummary(
             self.name,
-            [st.summary(self.processor.resize_where(st.source.stream_id)) for st in self.streams],
+            [
+                st.summary(st.resize or self.processor.resize_where(st.source.stream_id))
+                for st in self.streams
+            ],  # fmt: skip
             wall,
             self._done,
             self.profile,
@@ -301,27 +310,79 @@ class VideoRun:
 
     # -- decoder thread ---------------------------------------------------------------------
     def _decode(self, st: StreamRun) -> None:
+        if self.isolate:
+            self._decode_in_worker(st)
+            return
         previous: Frame | None = None
         for frame in st.source.frames(self.stop):
-            if not self.config.transforms:
-                st.pump.submit(frame)
-                continue
-            # Spare-frame scheme: the time base halves, originals keep their instants
-            # (2 * pts), a placeholder sits halfway between two neighbours (pts_a + pts_b).
-            full_rgb(frame)
-            tb = frame.time_base / 2
-            if previous is not None:
-                spare = Frame(
-                    frame.stream, previous.index, previous.pts + frame.pts, tb, None,
-                    previous=previous.image, next=frame.image,
-                )  # fmt: skip
-                st.pump.submit(spare)
-            previous = frame
-            # A resumed run starts at an original (``seek``), never at the spare before it.
-            original = Frame(frame.stream, frame.index, 2 * frame.pts, tb, frame.image)
-            original.seek = frame.seek
-            st.pump.submit(original)
+            previous = self._frame_in(st, frame, previous)
         st.pump.end()
+
+    def _frame_in(self, st: StreamRun, frame: Frame, previous: Frame | None) -> Frame | None:
+        """Send one decoded frame on; returns the frame a transformation pairs with the next."""
+        if not self.config.transforms:
+            st.pump.submit(frame)
+            return None
+        # Spare-frame scheme: the time base halves, originals keep their instants
+        # (2 * pts), a placeholder sits halfway between two neighbours (pts_a + pts_b).
+        full_rgb(frame)
+        tb = frame.time_base / 2
+        if previous is not None:
+            spare = Frame(
+                frame.stream, previous.index, previous.pts + frame.pts, tb, None,
+                previous=previous.image, next=frame.image,
+            )  # fmt: skip
+            st.pump.submit(spare)
+        # A resumed run starts at an original (``seek``), never at the spare before it.
+        original = Frame(frame.stream, frame.index, 2 * frame.pts, tb, frame.image)
+        original.seek = frame.seek
+        st.pump.submit(original)
+        return frame
+
+    def _decode_in_worker(self, st: StreamRun) -> None:
+        """Decoding and pre-processing in a child process (``video.worker``); its groups go
+        to the pump as they come, whole frames through ``_frame_in``."""
+        n = st.source.stream_id
+        worker = DecodeWorker(self._worker_spec(st), f"{self._prefix}decode-worker-{n}")
+        st.worker_pid = worker.pid
+        previous: Frame | None = None
+        try:
+            for prepared, tensor in worker.groups(self.stop):
+                if tensor is None:
+                    for p in prepared:
+                        previous = self._frame_in(st, p.frame, previous)
+                    continue
+                mv = self.processor.single
+                spec = mv.processing.preprocess.spec if mv and mv.processing else None
+                if spec != worker.spec.preprocess:
+                    raise VideoError(
+                        f"pipeline {self.name}: the model's pre-processing changed while the "
+                        "input was decoded for the old one"
+                    )
+                for p in prepared:
+                    p.version = mv
+                st.pump.send(Group(prepared, tensor))
+            if not self.stop.is_set():
+                st.pump.end()
+        finally:
+            worker.close()
+            s, w = st.source.stats, worker.stats
+            s.decoded, s.kept, s.corrupt, s.seconds = w.decoded, w.kept, w.corrupt, w.seconds
+            st.resize = w.resize
+
+    def _worker_spec(self, st: StreamRun) -> WorkerSpec:
+        mv = self.processor.single
+        pre = mv.processing.preprocess if mv is not None and mv.processing else None
+        full = self.options.video_out or pre is None
+        group = st.pump.group if pre is not None else 1
+        src, info = st.source, st.source.info
+        spec = pre.spec if pre is not None else None
+        fused = pre.fused if pre is not None else False
+        size = slot_bytes(spec, fused, (info.width, info.height), group, full)
+        return WorkerSpec(
+            src.path, src.stream_id, self.sampling, src.threads, src.start, src.first_index,
+            src.codec_options, spec, fused, full, group, size, f"pipeline {self.name}",
+        )  # fmt: skip
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self, st: StreamRun) -> None:

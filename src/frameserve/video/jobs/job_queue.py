@@ -30,6 +30,7 @@ from frameserve.video.jobs.spec import JobState as S
 from frameserve.video.jobs.store import JobStore, StoredJob
 from frameserve.video.media import MediaRoot
 from frameserve.video.process import open_processor
+from frameserve.video.worker import WorkerDied
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class JobQueue:
             progress = active.runner.progress()
         return JobRecord(
             job.id, job.state, job.spec, job.created, job.started, job.finished, progress,
-            job.error,
+            job.error, job.attempts,
         )  # fmt: skip
 
     def _paths(self, job_id: str) -> JobPaths:
@@ -285,7 +286,7 @@ class JobQueue:
     def _run(self, active: _Active) -> None:
         """The job's thread: run it, then record how it ended (always)."""
         runner: JobRunner | None = None
-        done, error = False, None
+        done, error, crashed = False, None, False
         try:
             with self._lock:
                 job = self._stored(active.id)
@@ -299,13 +300,15 @@ class JobQueue:
             at = runner.resumes_at
             log.info("job %s: running from %s", active.id, f"frame {at}" if at else "the start")
             done = runner.execute(run)
+        except WorkerDied as err:
+            error, crashed = _public(err.message, runner), True
         except FrameserveError as err:
             error = _public(err.message, runner)
         except Exception as err:
             log.exception("job %s: failed", active.id)
             error = _public(f"{type(err).__name__}: {err}", runner)
         finally:
-            self._end(active, runner, done, error)
+            self._end(active, runner, done, error, crashed)
 
     def _commit(self, active: _Active, checkpoint: Checkpoint) -> None:
         """A checkpoint from the job's sink thread, with the progress it stands for."""
@@ -315,16 +318,27 @@ class JobQueue:
             self._store.checkpoint(active.id, checkpoint)
 
     def _end(
-        self, active: _Active, runner: JobRunner | None, done: bool, error: str | None
+        self,
+        active: _Active,
+        runner: JobRunner | None,
+        done: bool,
+        error: str | None,
+        crashed: bool = False,
     ) -> None:
-        """Record the end of a job's thread: succeeded, failed, back to the queue (shutdown)
-        or nothing more (a cancel, recorded when it was asked for)."""
-        recorded = self._record_end(active, runner, done, error)
+        """Record the end of a job's thread: succeeded, failed, back to the queue (shutdown,
+        or a decode worker that died while retries are left) or nothing more (a cancel,
+        recorded when it was asked for)."""
+        recorded = self._record_end(active, runner, done, error, crashed)
         if recorded and runner is not None and (done or active.reason == "cancel"):
             runner.remove_segments()  # outside the lock: a long job has many segments
 
     def _record_end(
-        self, active: _Active, runner: JobRunner | None, done: bool, error: str | None
+        self,
+        active: _Active,
+        runner: JobRunner | None,
+        done: bool,
+        error: str | None,
+        crashed: bool = False,
     ) -> bool:
         """False when the store was closed first: the row still says running, so the next
         start resumes the job from its checkpoint (its segments must stay)."""
@@ -346,7 +360,13 @@ class JobQueue:
             elif active.reason == "shutdown":  # back to the queue, its checkpoint kept
                 store.end(active.id, S.QUEUED, None)
                 log.info("job %s: stopped for shutdown, queued to resume", active.id)
+            elif crashed and store.crashed(active.id) <= self.settings.max_retries:
+                store.end(active.id, S.QUEUED, None, error)  # resumes at its checkpoint
+                log.warning("job %s: %s; queued to resume", active.id, error)
             else:
+                if crashed:
+                    tries = self.settings.max_retries + 1
+                    error = f"{error} ({tries} attempts, --max-job-retries {tries - 1})"
                 error = error or "stopped before the end of its input"
                 store.end(active.id, S.FAILED, time.time(), error, written)
                 log.warning("job %s: failed: %s", active.id, error)

@@ -134,6 +134,7 @@ class JobRunner:
             on_frame=self._on_frame,
             stop=self.stop,
             thread_prefix=f"job-{job.id[:8]}-",
+            isolate=self.settings.isolate,
         )  # fmt: skip
         self._run = run
         return run

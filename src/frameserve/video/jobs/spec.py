@@ -95,6 +95,7 @@ class JobRecord:
     finished: float | None = None
     progress: JobProgress = JobProgress()
     error: str | None = None
+    attempts: int = 0  # executions started so far (a retry after a crash, a resume)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +110,7 @@ class JobRecord:
             "finished": _iso(self.finished),
             "progress": self.progress.to_json(),
             "error": self.error,
+            "attempts": self.attempts,
         }
 
 
@@ -127,6 +129,8 @@ class JobSettings:
     max_queued: int = 32
     checkpoint_interval_s: float = 5.0
     decode_threads: int = 1
+    max_retries: int = 2  # a job whose decode worker died runs again at most this often
+    isolate: bool = True  # decode in a worker process (a crash in FFmpeg fails only the job)
 
     def __post_init__(self) -> None:
         for name, least in (("max_running", 1), ("max_queued", 1), ("decode_threads", 1)):

@@ -34,13 +34,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     frames_done INTEGER NOT NULL DEFAULT 0,
     frames_total INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    checkpoint TEXT         -- Checkpoint.to_json(), committed with frames_done
+    checkpoint TEXT,        -- Checkpoint.to_json(), committed with frames_done
+    crashes INTEGER NOT NULL DEFAULT 0,  -- executions whose decode worker died
+    attempts INTEGER NOT NULL DEFAULT 0  -- executions started (resumes included)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
 _COLUMNS = (
     "id, state, pipeline, input, sample, video_out, upload, created, started, finished, "
-    "frames_done, frames_total, error, checkpoint"
+    "frames_done, frames_total, error, checkpoint, crashes, attempts"
 )
 
 
@@ -59,15 +61,18 @@ class StoredJob:
     frames_total: int
     error: str | None
     checkpoint: Checkpoint | None
+    crashes: int = 0  # executions whose decode worker died
+    attempts: int = 0  # executions started, resumes after a restart included
 
 
 def _job(row: tuple[Any, ...]) -> StoredJob:
     (id_, state, pipeline, input_, sample, video_out, upload, created, started, finished,
-     done, total, error, checkpoint) = row  # fmt: skip
+     done, total, error, checkpoint, crashes, attempts) = row  # fmt: skip
     spec = JobSpec(pipeline=pipeline, input=input_, sample=sample, video_out=bool(video_out))
     return StoredJob(
         id_, JobState(state), spec, upload, created, started, finished, done, total, error,
-        Checkpoint.from_json(json.loads(checkpoint)) if checkpoint else None,
+        Checkpoint.from_json(json.loads(checkpoint)) if checkpoint else None, crashes,
+        attempts,
     )  # fmt: skip
 
 
@@ -88,6 +93,12 @@ class JobStore:
                 )
             with self._db:
                 self._db.executescript(SCHEMA)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+                for added in ("crashes", "attempts"):  # a store written before crash retries
+                    if added not in columns:
+                        self._db.execute(
+                            f"ALTER TABLE jobs ADD COLUMN {added} INTEGER NOT NULL DEFAULT 0"
+                        )
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             self._db.close()
@@ -140,7 +151,8 @@ class JobStore:
     def start(self, id_: str, now: float) -> None:
         """queued -> running; the first start's time is kept."""
         self._db.execute(
-            "UPDATE jobs SET state = ?, started = COALESCE(started, ?) WHERE id = ?",
+            "UPDATE jobs SET state = ?, started = COALESCE(started, ?), attempts = attempts + 1 "
+            "WHERE id = ?",
             (JobState.RUNNING.value, now, id_),
         )
 
@@ -169,6 +181,12 @@ class JobStore:
             "frames_done = COALESCE(?, frames_done) WHERE id = ?",
             (state.value, now, error, frames_done, id_),
         )
+
+    def crashed(self, id_: str) -> int:
+        """Count an execution whose decode worker died; returns the count."""
+        self._db.execute("UPDATE jobs SET crashes = crashes + 1 WHERE id = ?", (id_,))
+        row = self._db.execute("SELECT crashes FROM jobs WHERE id = ?", (id_,)).fetchone()
+        return int(row[0]) if row else 0
 
     def set_done(self, id_: str, frames_done: int | None) -> None:
         if frames_done is not None:

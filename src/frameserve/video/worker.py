@@ -1,0 +1,271 @@
+"""Decoding in a worker process, so a crash inside FFmpeg fails one job, never the server.
+
+FFmpeg parses untrusted files. In ``frameserve serve`` a job's decoding and pre-processing run
+in a child process (``spawn``: nothing of the server's threads or locks is inherited), which
+hands model-size tensors to the server through shared memory:
+
+```
+worker process                                    server: the job's decoder thread
+ VideoSource -> FramePreparer.prepare ->           DecodeWorker.groups(): message -> copy the
+ group -> tensor (and whole frames, when a sink    slot out, free it -> FramePump.send (the
+ needs them) into a free slot of the ring ──pipe──> server's loop, schedulers, sinks as always)
+```
+
+The ring has ``SLOTS`` slots, each large enough for one group; the child waits for a free slot,
+so the ring and the pump's bounded queue are the back-pressure. The pipe carries only small
+messages (frame timestamps, geometry, which slot). A child that dies (a signal, ``abort``, the
+out-of-memory killer) shows as the pipe closing: ``groups`` raises ``WorkerDied`` with the
+exit status, and the caller decides (a job is retried from its checkpoint, at most
+``--max-job-retries`` times). An ordinary decoding error (a file that is not a video) comes
+back as its message and is raised as ``VideoError``, as in-process decoding would.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from frameserve.errors import FrameserveError, VideoError
+from frameserve.processing.spec import PreprocessSpec
+from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.video.frames import Frame, Sampling, SeekPoint
+from frameserve.video.prepare import FramePreparer, Prepared
+
+log = logging.getLogger(__name__)
+
+SLOTS = 3  # groups in the ring: one being written, one being read, one spare
+POLL_S = 0.1
+
+
+class WorkerDied(VideoError):
+    """The decode worker process ended without finishing (a crash, a kill)."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a decode worker needs (pickled to the child)."""
+
+    path: Path
+    stream_id: int
+    sampling: Sampling
+    threads: int
+    start: SeekPoint | None
+    first_index: int
+    codec_options: dict[str, str]
+    preprocess: PreprocessSpec | None  # None: whole frames only (crops, interpolation)
+    fused: bool  # the runtime graph normalises: tensors stay uint8
+    full: bool  # whole RGB frames travel too (video out, crops, interpolation)
+    group: int
+    slot_bytes: int
+    where: str = "pipeline"
+
+
+@dataclass(frozen=True, slots=True)
+class _FrameMeta:
+    """One frame of a group, as the pipe carries it (the pixels are in the slot)."""
+
+    index: int
+    pts: int
+    time_base: Any
+    keyframe: bool
+    seek: SeekPoint | None
+    geometry: Geometry | None
+    seconds: dict[str, float]
+    image: tuple[int, tuple[int, ...]] | None  # (offset in the slot, shape) of a whole frame
+
+
+@dataclass
+class WorkerStats:
+    """The child's decoding counters, sent with its end."""
+
+    decoded: int = 0
+    kept: int = 0
+    corrupt: int = 0
+    seconds: float = 0.0
+    resize: str = "processing/"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def slot_bytes(spec: PreprocessSpec | None, fused: bool, size: tuple[int, int], group: int,
+               full: bool) -> int:  # fmt: skip
+    """Bytes one group needs: its tensor (the model input for a ``size`` frame) and, for
+    ``full``, the whole frames."""
+    w, h = size
+    need = 0
+    if spec is not None:
+        pre = Preprocessor(spec, fused)
+        probe = np.zeros((h, w, 3), np.uint8)
+        tensor, _ = pre([probe])
+        need += tensor.nbytes * group
+    if full:
+        need += w * h * 3 * group
+    return max(need, 1)
+
+
+# -- the child ---------------------------------------------------------------------------------
+def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
+    """The worker process: decode, prepare and ship groups until the end, then say so."""
+    # The server handles signals; the child only ends when told or when its parent is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from frameserve.video.decode import VideoSource
+
+    shm = SharedMemory(shm_name)
+    free = list(range(SLOTS))
+    try:
+        source = VideoSource(
+            spec.path, spec.stream_id, spec.sampling, spec.threads, spec.start,
+            spec.first_index, spec.codec_options,
+        )  # fmt: skip
+        pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
+        preparer = FramePreparer(pre, spec.where)
+        pending: list[Prepared] = []
+        for frame in source.frames(threading.Event()):
+            prepared = preparer.prepare(frame, full=spec.full)
+            pending.append(prepared)
+            if len(pending) >= spec.group or not prepared.model_input:
+                _ship(conn, shm, free, preparer, pending, spec)
+                pending = []
+        if pending:
+            _ship(conn, shm, free, preparer, pending, spec)
+        s = source.stats
+        resize = preparer.last.get(spec.stream_id, "processing/")
+        conn.send(("end", WorkerStats(s.decoded, s.kept, s.corrupt, s.seconds, resize)))
+    except FrameserveError as err:
+        conn.send(("error", err.message))
+    except Exception as err:  # noqa: BLE001 - reported to the server, which fails the run
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        shm.close()
+        conn.close()
+
+
+def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FramePreparer,
+          pending: list[Prepared], spec: WorkerSpec) -> None:  # fmt: skip
+    """Write one group into a free slot and tell the server."""
+    group = preparer.group(pending)
+    while not free:  # the server frees slots as it reads them
+        message = conn.recv()
+        if message[0] == "free":
+            free.append(message[1])
+    slot = free.pop()
+    base = slot * spec.slot_bytes
+    offset = 0
+    tensor_info = None
+    if group.tensor is not None:
+        t = group.tensor
+        np.ndarray(t.shape, t.dtype, buffer=shm.buf, offset=base)[...] = t
+        tensor_info = (t.shape, t.dtype.str)
+        offset = t.nbytes
+    metas = []
+    for p in group.frames:
+        image = None
+        if p.frame.image is not None and spec.full:
+            im = p.frame.image
+            np.ndarray(im.shape, np.uint8, buffer=shm.buf, offset=base + offset)[...] = im
+            image = (offset, im.shape)
+            offset += im.nbytes
+        f = p.frame
+        metas.append(
+            _FrameMeta(
+                f.index, f.pts, f.time_base, f.keyframe, f.seek, p.geometry, p.seconds, image
+            )  # fmt: skip
+        )
+    conn.send(("group", slot, tensor_info, metas))
+
+
+# -- the server's side -------------------------------------------------------------------------
+class DecodeWorker:
+    """One input decoded in a child process; ``groups`` yields what it prepared."""
+
+    def __init__(self, spec: WorkerSpec, name: str) -> None:
+        self.spec = spec
+        self.stats = WorkerStats()
+        self._shm = SharedMemory(create=True, size=SLOTS * spec.slot_bytes)
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_child, args=(child, self._shm.name, spec), name=name, daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def groups(self, stop: threading.Event) -> Iterator[tuple[list[Prepared], np.ndarray | None]]:
+        """Each group the child prepared (frames with their geometry and, where shipped, whole
+        images; the group's tensor), until its end. Raises ``WorkerDied`` when the child ends
+        without finishing, ``VideoError`` for its decoding errors."""
+        while not stop.is_set():
+            try:
+                if not self._conn.poll(POLL_S):
+                    if not self.process.is_alive() and not self._conn.poll(0):
+                        raise self._died()
+                    continue
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                raise self._died() from None
+            kind = message[0]
+            if kind == "end":
+                self.stats = message[1]
+                return
+            if kind == "error":
+                raise VideoError(message[1])
+            _, slot, tensor_info, metas = message
+            yield self._unpack(slot, tensor_info, metas)
+
+    def _unpack(
+        self, slot: int, tensor_info: Any, metas: list[_FrameMeta]
+    ) -> tuple[list[Prepared], np.ndarray | None]:
+        base = slot * self.spec.slot_bytes
+        buf = self._shm.buf
+        tensor = None
+        if tensor_info is not None:
+            shape, dtype = tensor_info
+            tensor = np.ndarray(shape, dtype, buffer=buf, offset=base).copy()
+        frames = []
+        for m in metas:
+            image = None
+            if m.image is not None:
+                offset, shape = m.image
+                image = np.ndarray(shape, np.uint8, buffer=buf, offset=base + offset).copy()
+            frame = Frame(self.spec.stream_id, m.index, m.pts, m.time_base, image, m.keyframe,
+                          seek=m.seek)  # fmt: skip
+            frames.append(Prepared(frame, geometry=m.geometry, seconds=dict(m.seconds)))
+        try:
+            self._conn.send(("free", slot))
+        except OSError:  # the child finished (or died): the next read says which
+            pass
+        return frames, tensor
+
+    def _died(self) -> WorkerDied:
+        self.process.join(1.0)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with status {code}"
+        return WorkerDied(f"the decode worker {how} while decoding")
+
+    def close(self) -> None:
+        """End the child (if it still runs) and free the ring."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5.0)
+        self._conn.close()
+        self._shm.close()
+        self._shm.unlink()
