@@ -228,7 +228,9 @@ def test_backend_fused_and_rebatched_faces_model(
 ) -> None:
     """openvino.py applies the rewrite, then the fusion, then makes the batch dynamic."""
     spec = faces_spec(zoo_repository)
-    backend = load(zoo_repository, "faces", preprocess={**spec.model_dump(), "fuse": True})
+    # f32 as the reference (the zoo serves at the runtime's precision: bf16 on this CPU)
+    fused = {**spec.model_dump(), "fuse": True}
+    backend = load(zoo_repository, "faces", preprocess=fused, precision="f32")
     try:
         assert backend.inputs[0].datatype == "UINT8" and backend.inputs[0].shape[0] == -1
         a = skimage.data.astronaut()
