@@ -149,11 +149,11 @@ class Preprocessor:
         out[top : top + ch, left : left + cw] = content
         return out, geometry
 
-    def _warp(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
-        """Map the source, padded to the tensor's aspect ratio, onto the tensor's corners."""
+    def warp_geometry(self, w: int, h: int) -> Geometry:
+        """The ``warp`` sampler's geometry for a ``w`` x ``h`` source: the source, padded to
+        the tensor's aspect ratio, mapped onto the tensor's corners."""
         r = self.spec.resize
         assert r.size is not None
-        h, w = image.shape[:2]
         tw, th = r.size
         rw, rh = float(w), float(h)
         if r.mode != "stretch":  # grow the region to the target aspect ratio
@@ -161,17 +161,24 @@ class Preprocessor:
         x0 = (w - rw) / 2 if r.mode == "letterbox" else 0.0
         y0 = (h - rh) / 2 if r.mode == "letterbox" else 0.0
         sx, sy = tw / rw, th / rh
-        matrix = np.array([[sx, 0, -x0 * sx], [0, sy, -y0 * sy], [0, 0, 1]], dtype=np.float64)
-        fill = float(np.clip(round(r.pad_value), 0, 255))
+        return Geometry((w, h), (tw, th), (sx, sy), (-x0 * sx, -y0 * sy))
+
+    def _warp(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        """Map the source, padded to the tensor's aspect ratio, onto the tensor's corners."""
+        h, w = image.shape[:2]
+        g = self.warp_geometry(w, h)
+        (sx, sy), (px, py) = g.scale, g.pad
+        matrix = np.array([[sx, 0, px], [0, sy, py], [0, 0, 1]], dtype=np.float64)
+        fill = float(np.clip(round(self.spec.resize.pad_value), 0, 255))
         out = cv2.warpPerspective(
             image,
             matrix,
-            (tw, th),
+            g.tensor_size,
             flags=INTERPOLATION[self.interpolation],
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(fill, fill, fill),
         )
-        return np.asarray(out), Geometry((w, h), (tw, th), (sx, sy), (-x0 * sx, -y0 * sy))
+        return np.asarray(out), g
 
     def _values(self, images: np.ndarray) -> np.ndarray:
         """Colour order, then scale/mean/std and dtype, on ``[..., H, W, 3]`` uint8."""
@@ -221,13 +228,6 @@ class Preprocessor:
         if self.spec.resize.pad_in == "tensor" and not self.fused:
             return self._pad_tensors(resized, geometries), geometries
         return self.normalize(np.stack(resized)), geometries
-
-    def from_content(
-        self, content: np.ndarray, source_size: tuple[int, int]
-    ) -> tuple[np.ndarray, Geometry]:
-        """A batch of one from an image already resized to ``content_size`` (image padding)."""
-        placed, geometry = self.place(content, source_size)
-        return self.normalize(placed[None]), geometry
 
     def _pad_tensors(self, contents: list[np.ndarray], geometries: list[Geometry]) -> np.ndarray:
         """Normalise each resized image, then place it on a tensor filled with ``pad_value``."""

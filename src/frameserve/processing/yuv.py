@@ -186,24 +186,9 @@ class _WarpBox:
     cover: tuple[np.ndarray, np.ndarray]  # weight on the picture along the box's x and y
 
 
-def _warp_geometry(preprocessor: Preprocessor, w: int, h: int) -> Geometry:
-    """``Preprocessor``'s warp geometry (the same arithmetic, so the matrices agree to the last
-    bit): the picture, padded to the tensor's aspect ratio, onto the tensor's corners."""
-    r = preprocessor.spec.resize
-    assert r.size is not None
-    tw, th = r.size
-    rw, rh = float(w), float(h)
-    if r.mode != "stretch":
-        rw, rh = max(rw, rh * tw / th), max(rh, rw * th / tw)
-    x0 = (w - rw) / 2 if r.mode == "letterbox" else 0.0
-    y0 = (h - rh) / 2 if r.mode == "letterbox" else 0.0
-    sx, sy = tw / rw, th / rh
-    return Geometry((w, h), (tw, th), (sx, sy), (-x0 * sx, -y0 * sy))
-
-
 def _warp_plan(preprocessor: Preprocessor, w: int, h: int) -> _Plan:
     """Sample only the tensor box the picture covers; the rest is padding."""
-    g = _warp_geometry(preprocessor, w, h)
+    g = preprocessor.warp_geometry(w, h)
     (tw, th), (sx, sy), (px, py) = g.tensor_size, g.scale, g.pad
     xs, ys = (np.arange(tw) - px) / sx, (np.arange(th) - py) / sy  # tensor -> picture
     cover_x, cover_y = _coverage(xs, w), _coverage(ys, h)

@@ -344,7 +344,6 @@ class VideoRun:
         to the pump as they come, whole frames through ``_frame_in``."""
         n = st.source.stream_id
         worker = DecodeWorker(self._worker_spec(st), f"{self._prefix}decode-worker-{n}")
-        st.worker_pid = worker.pid
         previous: Frame | None = None
         try:
             for prepared, tensor in worker.groups(self.stop):

@@ -95,7 +95,6 @@ class StreamRun:
     append: bool = False  # continue the JSONL file (a resumed job cut it to its checkpoint)
     finished: bool = False  # every frame of the input was written
     resize: str | None = None  # where a decode worker resized the frames (its summary)
-    worker_pid: int | None = None  # the decode worker process, while the input decodes in one
     _video: Encoder | None = None  # kept after close: its encode seconds feed the profile
     _sinks: dict[str, Any] = field(default_factory=dict)
     _opened: bool = False

@@ -27,7 +27,7 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -93,7 +93,6 @@ class WorkerStats:
     corrupt: int = 0
     seconds: float = 0.0
     resize: str = "processing/"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def slot_bytes(spec: PreprocessSpec | None, fused: bool, size: tuple[int, int], group: int,
@@ -198,10 +197,6 @@ class DecodeWorker:
         )
         self.process.start()
         child.close()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
 
     def groups(self, stop: threading.Event) -> Iterator[tuple[list[Prepared], np.ndarray | None]]:
         """Each group the child prepared (frames with their geometry and, where shipped, whole

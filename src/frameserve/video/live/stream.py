@@ -225,7 +225,7 @@ class LiveStream:
             self._last_error = f"reader failed: {type(err).__name__}: {err}"
             self._stop.set()
         finally:
-            self._put_end()
+            self._pump.end()
 
     def _read_source(self) -> None:
         """Connections one after the other until stopped, a file ends, or it fails."""
@@ -297,9 +297,6 @@ class LiveStream:
         if not self._pump.submit(arrival.frame, arrival.arrived, self._connection_number):
             self.stats.drop("busy")  # don't spend the model on a frame the sink can't take
 
-    def _put_end(self) -> None:
-        self._pump.end()
-
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self) -> None:
         tracker: Tracker | None = None
@@ -313,6 +310,8 @@ class LiveStream:
                 if done.item.tag != connection:  # timestamps restart with a connection
                     connection = done.item.tag
                     tracker = self._tracker(self._rates.get(connection, 30.0))
+                    for old in [c for c in list(self._rates) if c < connection]:
+                        self._rates.pop(old, None)  # earlier connections send no more frames
                 self._publish(self._record(done, tracker), done.item.arrived)
         except BaseException as err:  # noqa: BLE001 - recorded; the stream stops
             log.error("live stream %s: sink failed", self.id, exc_info=err)
