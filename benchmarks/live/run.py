@@ -57,6 +57,17 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
+def process_tree_cpu(ps: psutil.Process) -> dict[int, float]:
+    """CPU seconds of the server and of each of its children (the streams' decode workers)."""
+    times = {ps.pid: sum(ps.cpu_times()[:2])}
+    for child in ps.children(recursive=True):
+        try:
+            times[child.pid] = sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return times
+
+
 class Server:
     """``frameserve serve`` in a subprocess on loopback ports; stopped by its PID."""
 
@@ -156,13 +167,14 @@ def measure(server: Server, n: int, warmup: float, seconds: float) -> dict[str, 
         for s in subs:
             s.lags = []
         before = totals(server, ids)
-        server_cpu = sum(server.ps.cpu_times()[:2])
+        cpu_before = process_tree_cpu(server.ps)
         client_cpu = time.process_time()
         started = time.monotonic()
         time.sleep(seconds)
         wall = time.monotonic() - started
         after = totals(server, ids)
-        server_cpu = (sum(server.ps.cpu_times()[:2]) - server_cpu) / wall
+        end = process_tree_cpu(server.ps)
+        server_cpu = sum(t - cpu_before.get(pid, 0.0) for pid, t in end.items()) / wall
         client_cpu = (time.process_time() - client_cpu) / wall
         lags = np.array([lag for s in subs for lag in s.lags], dtype=np.float64)
     finally:

@@ -298,12 +298,18 @@ def test_a_decode_worker_that_crashes_fails_only_its_job(
         assert [line["frame"] for line in lines] == list(range(1200))  # each frame once
 
         again = submit(running, pipeline="faces", input="crash.mp4").json()["id"]
+        killed: list[int] = []
+        done = 0
         for attempt in (1, 2):
-            wait_for(lambda: job(running, again)["state"] == "running", f"attempt {attempt}")
-            [pid] = wait_for(lambda: decode_workers(running)[:1], f"worker of attempt {attempt}")
+            # progress past the last kill: this attempt's decode worker runs (its probe ended)
+            floor = done + 24
+            wait_for(lambda: job(running, again)["progress"]["frames_done"] >= floor,  # noqa: B023
+                     f"attempt {attempt} to decode")  # fmt: skip
+            [pid] = wait_for(lambda: [p for p in decode_workers(running) if p not in killed],
+                             f"worker of attempt {attempt}")  # fmt: skip
+            done = job(running, again)["progress"]["frames_done"]
             os.kill(pid, signal.SIGSEGV)
-            if attempt == 1:
-                wait_for(lambda: not decode_workers(running), "the crashed worker to go")
+            killed.append(pid)
         failed = finished(running, again)
         assert failed["state"] == "failed" and failed["attempts"] == 2, failed
         assert "SIGSEGV" in failed["error"] and "crash.mp4" in failed["error"], failed["error"]
@@ -420,6 +426,43 @@ def test_unreachable_sources_retry_and_limits_answer_429(server: RunningServer) 
                 requests.delete(url(server, f"/v1/streams/{e.json()['id']}"), timeout=60)
     finally:
         requests.delete(url(server, f"/v1/streams/{stream_id}"), timeout=60)
+
+
+def test_a_live_stream_whose_worker_crashes_retries_and_goes_on(server: RunningServer) -> None:
+    """SIGSEGV in the process that decodes a live stream: that stream goes to ``retrying`` with
+    the reason, then runs again on a new worker with frame numbers still increasing; the stream
+    beside it and the server go on."""
+    beside = attach(server, source="clip.mp4", pipeline="faces", loop=True).json()["id"]
+    crashing = ""
+    try:
+        wait_for(lambda: stream_status(server, beside)["frames_out"] > 0, "the stream beside")
+        before = set(decode_workers(server))
+        crashing = attach(server, source="long.mp4", pipeline="faces", loop=True).json()["id"]
+        wait_for(lambda: stream_status(server, crashing)["frames_out"] >= 5, "5 records")
+        [pid] = wait_for(lambda: list(set(decode_workers(server)) - before), "its worker")
+        [(_, last)] = sse_events(server, crashing, 1)
+        beside_out = stream_status(server, beside)["frames_out"]
+        os.kill(pid, signal.SIGSEGV)
+        seen: set[str] = set()
+
+        def back_running() -> dict[str, Any] | None:
+            status = stream_status(server, crashing)
+            seen.add(status["state"])
+            return status if status["state"] == "running" and status["reconnects"] else None
+
+        status = wait_for(back_running, "the stream to run again")
+        assert "retrying" in seen, seen
+        assert "SIGSEGV" in status["last_error"] and "long.mp4" in status["last_error"], status
+        [(_, after)] = sse_events(server, crashing, 1)
+        assert after["frame"] > last["frame"] and after["pts"] > last["pts"], (last, after)
+        assert pid not in decode_workers(server)
+        assert server.get("/v2/health/ready")[0] == 200
+        wait_for(lambda: stream_status(server, beside)["frames_out"] > beside_out + 10, "beside")
+        assert stream_status(server, beside)["state"] == "running"
+    finally:
+        for stream_id in (beside, crashing):
+            if stream_id:
+                requests.delete(url(server, f"/v1/streams/{stream_id}"), timeout=60)
 
 
 @pytest.mark.parametrize(

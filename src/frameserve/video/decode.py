@@ -123,8 +123,10 @@ class VideoSource:
         start: SeekPoint | None = None,
         first_index: int = 0,
         codec_options: dict[str, str] | None = None,
+        info: VideoInfo | None = None,
     ) -> None:
-        """``codec_options``: FFmpeg decoder options (a pipeline's ``decode`` block).
+        """``codec_options``: FFmpeg decoder options (a pipeline's ``decode`` block);
+        ``info``: the input's header, probed elsewhere (in a worker process); None: probe now.
         ``start``: decode from this keyframe (a resumed job), with the frame indices and the
         sampling decisions of a decode from the beginning; kept frames with an index below
         ``first_index`` are decoded and sampled but not yielded (they were written before)."""
@@ -134,7 +136,7 @@ class VideoSource:
         self.stream_id = stream_id
         self.sampling = sampling
         self.threads = max(1, threads)
-        self.info = probe(path)
+        self.info = info if info is not None else probe(path)
         self.stats = DecodeStats()
         self.codec_options = dict(codec_options or {})
 

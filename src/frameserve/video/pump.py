@@ -133,8 +133,10 @@ class FramePump:
         return self._send(group, [(arrived, tag) for _, arrived, tag in pending])
 
     def send(self, group: Group, arrived: float = 0.0, tag: int = 0) -> bool:
-        """Send a group prepared elsewhere (a decode worker) as one request; False when the
-        pump is stopping."""
+        """Send a group prepared elsewhere (a decode worker) as one request; False when it was
+        not sent (a lossy pump's queue has no room for it, or the pump is stopping)."""
+        if self.lossy and self._queue.maxsize - self._queue.qsize() < len(group.frames):
+            return False  # only this thread puts: the room does not shrink meanwhile
         return self._send(group, [(arrived, tag)] * len(group.frames))
 
     def _send(self, group: Group, marks: list[tuple[float, int]]) -> bool:

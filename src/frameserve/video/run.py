@@ -31,7 +31,7 @@ from frameserve.processing.results import Detections
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
-from frameserve.video.decode import VideoInfo, VideoSource
+from frameserve.video.decode import VideoInfo, VideoSource, probe
 from frameserve.video.frames import Frame, Sampling
 from frameserve.video.prepare import Group
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
@@ -40,7 +40,7 @@ from frameserve.video.pump import Finished, FramePump
 from frameserve.video.scaler import full_rgb
 from frameserve.video.streams import StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.track import Tracker, TrackerSettings
-from frameserve.video.worker import DecodeWorker, WorkerSpec, slot_bytes
+from frameserve.video.worker import DecodeWorker, WorkerSpec, run_isolated, slot_bytes
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,14 @@ class VideoRun:
         self._check_sinks()
         plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
         pairs = enumerate(zip(inputs, plans, strict=True))
+        self.isolate = isolate
+        self._prefix = thread_prefix  # thread names: <prefix>decode-<n>, <prefix>sink-<n>
         # probes every input now: a file that is not a video fails before any work
         self.sources = [self._source(path, i, plan.start) for i, (path, plan) in pairs]
         self.stop = stop or threading.Event()
         self.profile = StageProfile()
         self._on_frame = on_frame
         self._loading = loading
-        self.isolate = isolate
-        self._prefix = thread_prefix  # thread names: <prefix>decode-<n>, <prefix>sink-<n>
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
         self._done = 0
@@ -175,7 +175,11 @@ class VideoRun:
         threads = self.options.decode_threads or self.local.server.budget.cores
         seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
         options = self.config.decode.codec_options()
-        return VideoSource(path, stream_id, self.sampling, threads, seek, first, options)
+        info = None
+        if self.isolate:  # FFmpeg reads the header in a child too
+            name, doing = f"{self._prefix}probe-{stream_id}", f"reading the header of {path}"
+            info = run_isolated(probe, path, name=name, doing=doing)
+        return VideoSource(path, stream_id, self.sampling, threads, seek, first, options, info)
 
     def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:
         return StreamRun(

@@ -26,12 +26,13 @@ import logging
 import multiprocessing
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +43,7 @@ from frameserve.video.frames import Frame, Sampling, SeekPoint
 from frameserve.video.prepare import FramePreparer, Prepared
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SLOTS = 3  # groups in the ring: one being written, one being read, one spare
 POLL_S = 0.1
@@ -182,35 +184,119 @@ def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FrameP
     conn.send(("group", slot, tensor_info, metas))
 
 
+# -- one call in a child -----------------------------------------------------------------------
+def _call(conn: Connection, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        conn.send(("done", target(*args)))
+    except FrameserveError as err:
+        conn.send(("error", err))
+    except Exception as err:  # noqa: BLE001 - reported to the caller
+        conn.send(("error", VideoError(f"{type(err).__name__}: {err}")))
+    finally:
+        conn.close()
+
+
+def run_isolated(
+    target: Callable[..., T], *args: Any, name: str, doing: str, timeout_s: float = 120.0
+) -> T:
+    """``target(*args)`` in a spawned child (a probe, a remux: FFmpeg reading an untrusted file)
+    and its result; its ``FrameserveError`` is raised here as it was; a child that dies raises
+    ``WorkerDied`` (saying it died while ``doing``), one that takes longer than ``timeout_s`` is
+    killed and raises ``VideoError``. ``target`` must be a module-level function and its
+    arguments picklable."""
+    worker = WorkerProcess(_call, (target, args), name, doing)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while (message := worker.receive(POLL_S)) is None:
+            if time.monotonic() > deadline:
+                raise VideoError(f"{doing}: expected to take at most {timeout_s:g} s; stopped")
+        kind, value = message
+        if kind == "error":
+            raise value
+        return value  # type: ignore[no-any-return]
+    finally:
+        worker.close()
+
+
 # -- the server's side -------------------------------------------------------------------------
-class DecodeWorker:
+class WorkerProcess:
+    """A spawned child and the server's end of its pipe: what decode workers of jobs and of live
+    streams share (start, receive, send, notice a death, end it)."""
+
+    def __init__(
+        self, target: Any, args: tuple[Any, ...], name: str, doing: str = "decoding"
+    ) -> None:
+        """``doing``: what the child does, for the message when it dies."""
+        self.doing = doing
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=target, args=(child, *args), name=name, daemon=True)
+        self.process.start()
+        child.close()
+
+    def receive(self, timeout_s: float) -> Any:
+        """The child's next message, or None when none came within ``timeout_s``; raises
+        ``WorkerDied`` when the child ended without a last message."""
+        try:
+            if not self._conn.poll(timeout_s):
+                if not self.process.is_alive() and not self._conn.poll(0):
+                    raise self._died()
+                return None
+            return self._conn.recv()
+        except (EOFError, OSError):
+            raise self._died() from None
+
+    def send(self, message: Any) -> None:
+        """Tell the child something; a child that finished or died meanwhile is not an error
+        here (the next ``receive`` says which)."""
+        try:
+            self._conn.send(message)
+        except OSError:
+            pass
+
+    def _died(self) -> WorkerDied:
+        self.process.join(1.0)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with status {code}"
+        return WorkerDied(f"the decode worker {how} while {self.doing}")
+
+    def close(self) -> None:
+        """End the child (if it still runs)."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5.0)
+        self._conn.close()
+
+
+class DecodeWorker(WorkerProcess):
     """One input decoded in a child process; ``groups`` yields what it prepared."""
 
     def __init__(self, spec: WorkerSpec, name: str) -> None:
         self.spec = spec
         self.stats = WorkerStats()
         self._shm = SharedMemory(create=True, size=SLOTS * spec.slot_bytes)
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self.process = context.Process(
-            target=_child, args=(child, self._shm.name, spec), name=name, daemon=True
-        )
-        self.process.start()
-        child.close()
+        try:
+            super().__init__(_child, (self._shm.name, spec), name)
+        except BaseException:
+            self._shm.close()
+            self._shm.unlink()
+            raise
 
     def groups(self, stop: threading.Event) -> Iterator[tuple[list[Prepared], np.ndarray | None]]:
         """Each group the child prepared (frames with their geometry and, where shipped, whole
         images; the group's tensor), until its end. Raises ``WorkerDied`` when the child ends
         without finishing, ``VideoError`` for its decoding errors."""
         while not stop.is_set():
-            try:
-                if not self._conn.poll(POLL_S):
-                    if not self.process.is_alive() and not self._conn.poll(0):
-                        raise self._died()
-                    continue
-                message = self._conn.recv()
-            except (EOFError, OSError):
-                raise self._died() from None
+            message = self.receive(POLL_S)
+            if message is None:
+                continue
             kind = message[0]
             if kind == "end":
                 self.stats = message[1]
@@ -238,29 +324,11 @@ class DecodeWorker:
             frame = Frame(self.spec.stream_id, m.index, m.pts, m.time_base, image, m.keyframe,
                           seek=m.seek)  # fmt: skip
             frames.append(Prepared(frame, geometry=m.geometry, seconds=dict(m.seconds)))
-        try:
-            self._conn.send(("free", slot))
-        except OSError:  # the child finished (or died): the next read says which
-            pass
+        self.send(("free", slot))
         return frames, tensor
-
-    def _died(self) -> WorkerDied:
-        self.process.join(1.0)
-        code = self.process.exitcode
-        if code is not None and code < 0:
-            try:
-                how = f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"was killed by signal {-code}"
-        else:
-            how = f"exited with status {code}"
-        return WorkerDied(f"the decode worker {how} while decoding")
 
     def close(self) -> None:
         """End the child (if it still runs) and free the ring."""
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5.0)
-        self._conn.close()
+        super().close()
         self._shm.close()
         self._shm.unlink()

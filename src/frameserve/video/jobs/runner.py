@@ -41,6 +41,7 @@ from frameserve.video.jobs.store import StoredJob
 from frameserve.video.media import MediaRoot
 from frameserve.video.run import RunOptions, VideoRun
 from frameserve.video.streams import StreamOutputs, StreamPlan, StreamRun, StreamStart
+from frameserve.video.worker import run_isolated
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,15 @@ class JobRunner:
             raise RuntimeError(f"job {self.job.id}: segments {numbers} are not 0 to n-1")
         if numbers:
             segments = [segment_path(folder, n) for n in numbers]
-            join_segments(segments, source, self.paths.output)
+            if self.settings.isolate:  # the remux reads the input's audio: FFmpeg in a child
+                name = f"job-{self.job.id[:8]}-join"
+                out = self.paths.output
+                doing = f"copying the audio of {source}"
+                run_isolated(
+                    join_segments, segments, source, out, name=name, doing=doing, timeout_s=3600.0
+                )
+            else:
+                join_segments(segments, source, self.paths.output)
 
     def remove_segments(self) -> None:
         shutil.rmtree(self.paths.segments, ignore_errors=True)

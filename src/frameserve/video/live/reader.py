@@ -43,6 +43,17 @@ class Arrival:
     arrived: float
 
 
+@dataclass(frozen=True, slots=True)
+class ReaderResume:
+    """Where a new reader of a stream goes on after an earlier one ended (its worker died):
+    frame and connection numbers continue, and a file's next play starts after ``after_pts``."""
+
+    decoded: int = 0  # the next frame's number
+    connection: int = 0  # connections (plays) so far
+    after_pts: int | None = None  # files: the last pts delivered, shifted as delivered
+    step: int = 0  # files: ticks between the last two frames delivered
+
+
 @dataclass(slots=True)
 class _Play:
     """Timestamps of one play of a file, to shift the next play of a loop after it."""
@@ -62,18 +73,23 @@ class SourceReader:
         sampling: Sampling,
         max_fps: float | None,
         codec_options: dict[str, str] | None = None,
+        resume: ReaderResume | None = None,
     ) -> None:
-        """``codec_options``: FFmpeg decoder options (the pipeline's ``decode`` block)."""
+        """``codec_options``: FFmpeg decoder options (the pipeline's ``decode`` block);
+        ``resume``: go on from an earlier reader of the same stream."""
         self.source = source
         self.settings = settings
         self.sampling = sampling
         self.max_fps = Fraction(max_fps).limit_denominator(1000) if max_fps else None
         self.codec_options = dict(codec_options or {})
-        self.decoded = 0  # frames decoded over the stream's life: the next frame's number
+        resume = resume or ReaderResume()
+        self.decoded = resume.decoded  # frames decoded over the stream's life: the next number
         self.corrupt = 0  # packets or frames skipped as corrupt
         self._clock: float | None = None  # wall time of a file's stream time 0
         self._offset = 0  # ticks added to this play's pts (loops)
         self._play = _Play()
+        self._after = resume.after_pts
+        self._after_step = resume.step
 
     def open(self) -> Any:
         """Open the source: a container with a video stream, or an FFmpeg error / VideoError."""
@@ -147,6 +163,9 @@ class SourceReader:
         p = self._play
         if p.first is None:
             p.first = pts
+            if self._after is not None:  # a new reader: play on after the last frame delivered
+                self._offset = self._after + max(self._after_step, 1) - pts
+                self._after = None
         if p.last is not None and pts > p.last:
             p.step = pts - p.last
         p.last = pts if p.last is None else max(p.last, pts)

@@ -1,25 +1,30 @@
-"""One live stream: a reader thread, a sink thread, and its subscribers on the server's loop.
+"""One live stream: a worker process, a reader and a sink thread, and its subscribers on the
+server's loop.
 
 ```
-reader thread                      server loop                     sink thread
- open (timeouts) -> demux ->        FrameProcessor.infer ->         FramePump.results(): each
- decode -> sample/max_fps ->        Scheduler (droppable,           frame in order -> tracker
- (pace a file) -> FramePump         max_inflight per stream)        -> record -> call_soon_
- .submit (lossy: a full pump = "busy" drop) ────────────────────>   threadsafe(publish)
-                                    publish: lag, stats, each subscriber's bounded buffer
+worker process (video.live.worker)  reader thread          server loop                sink thread
+ open (timeouts) -> demux ->         events -> FramePump    FrameProcessor.infer ->    FramePump
+ decode -> sample/max_fps ->         .send (lossy: a full   Scheduler (droppable,      .results():
+ (pace a file) -> pre-process  ───>  pump = "busy" drop) ─> max_inflight per stream) ─> tracker ->
+ at model size                       state, stats                                      record ->
+                                                                                       publish
 ```
 
-The frames move through the same ``FramePump`` as ``video run`` and jobs, in its lossy mode:
-the reader never blocks on what comes after it. The scheduler keeps at most ``max_inflight``
-queued frames of the stream and answers older ones with ``FrameDropped`` ("stale"); when the
-pump is full the frame is not submitted at all ("busy"); a frame that fails is counted
+FFmpeg parses what the source sends in a child process, so a crash there ends the worker, not
+the server: the stream goes to ``retrying`` with the reason in ``last_error`` and a new worker
+goes on after the backoff, with frame numbers (and a file's timestamps) still increasing. The
+frames move through the same ``FramePump`` as ``video run`` and jobs, in its lossy mode: the
+reader never blocks on what comes after it. The scheduler keeps at most ``max_inflight`` queued
+frames of the stream and answers older ones with ``FrameDropped`` ("stale"); when the pump is
+full the frame is not submitted at all ("busy"; the worker also drops frames before
+pre-processing when the reader has not taken its last ones); a frame that fails is counted
 ("failed") and the stream goes on. A reload that retires the stream's model version moves the
-pipeline to the new version (``FrameProcessor.infer``). A network source that fails or
-ends is reopened with exponential backoff (reset once a connection delivered frames); a file
-ends the stream, or plays again with ``loop``. One stop event ends both threads; each blocking
-call polls it (``POLL_S``) or is bounded by FFmpeg's timeouts. The state is ``connecting``
-until the first frame, ``running`` while frames come, ``retrying`` between connections and
-``stopped`` at the end; the last error stays in ``last_error``.
+pipeline to the new version (``FrameProcessor.infer``); one that changes the pre-processing
+restarts the worker. A network source that fails or ends is reopened with exponential backoff
+(reset once a connection delivered frames); a file ends the stream, or plays again with
+``loop``. One stop event ends both threads and the worker. The state is ``connecting`` until
+the first frame, ``running`` while frames come, ``retrying`` between connections (or workers)
+and ``stopped`` at the end; the last error stays in ``last_error``.
 """
 
 from __future__ import annotations
@@ -31,32 +36,34 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import av.error
-
 from frameserve.errors import FrameDropped, FrameserveError
 from frameserve.processing.results import Detections
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
 from frameserve.video.frames import Sampling
-from frameserve.video.live.reader import Arrival, SourceReader
+from frameserve.video.live.reader import ReaderResume
 from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec, redact
 from frameserve.video.live.stats import StreamStats
 from frameserve.video.live.subscribe import Record, Subscribers, Subscription
+from frameserve.video.live.worker import (
+    Busy,
+    Connected,
+    Delivered,
+    Event,
+    LiveWorker,
+    LiveWorkerSpec,
+    Problem,
+)
+from frameserve.video.prepare import Group
 from frameserve.video.process import FrameProcessor
 from frameserve.video.pump import Finished, FramePump
 from frameserve.video.sinks import frame_fields
 from frameserve.video.track import Tracker, TrackerSettings
+from frameserve.video.worker import WorkerDied
 
 log = logging.getLogger(__name__)
 
 State = Literal["connecting", "running", "retrying", "stopped"]
-_END = object()  # the reader's last item: no more frames
-# Errors of opening or reading a source: the stream retries (network) or stops (file).
-SOURCE_ERRORS = (av.error.FFmpegError, OSError, EOFError, FrameserveError)
-
-
-class _SourceUnusable(Exception):
-    """An error of the source that retrying cannot fix: the stream stops."""
 
 
 class LiveStream:
@@ -86,8 +93,7 @@ class LiveStream:
         self._track: TrackSpec | None = (
             processor.config.track if processor.task == "ssd_anchors" else None
         )
-        options = processor.config.decode.codec_options()
-        self._reader = SourceReader(source, settings, sampling, spec.max_fps, options)
+        self._sampling = sampling
         self._stop = threading.Event()
         self._pump = FramePump(handle, processor, sink_queue, self._stop, lossy=True)
         self._subscribers = Subscribers(stream_id, settings.subscriber_queue)  # loop-owned
@@ -97,6 +103,8 @@ class LiveStream:
         self._reconnects = 0
         self._ran = False  # a connection has delivered frames before
         self._connection_number = 0  # written by the reader thread only
+        self._resume = ReaderResume()  # where a replacement worker goes on (reader thread)
+        self._restart = False  # the reader thread replaces the worker at once (a reload)
         self._rates: dict[int, float] = {}  # connection -> its frame rate (the tracker's unit)
         self._threads = [
             threading.Thread(target=self._read, name=f"live-{stream_id}-reader", daemon=True),
@@ -217,9 +225,7 @@ class LiveStream:
     # -- reader thread ----------------------------------------------------------------------
     def _read(self) -> None:
         try:
-            self._read_source()
-        except _SourceUnusable as err:
-            self._error(str(err))
+            self._supervise()
         except BaseException as err:  # noqa: BLE001 - recorded; the stream stops
             log.error("live stream %s: reader failed", self.id, exc_info=err)
             self._last_error = f"reader failed: {type(err).__name__}: {err}"
@@ -227,55 +233,63 @@ class LiveStream:
         finally:
             self._pump.end()
 
-    def _read_source(self) -> None:
-        """Connections one after the other until stopped, a file ends, or it fails."""
+    def _supervise(self) -> None:
+        """Workers one after the other: a worker that died is replaced after the backoff (the
+        stream is ``retrying`` meanwhile); one that ended says the source is done."""
         s = self.settings
         backoff = s.backoff_min_s
         while not self._stop.is_set():
-            delivered, error = self._connection()
-            if self._stop.is_set():
-                return
-            if not self.source.network:
-                if error is not None:
-                    self._error(error)
-                if error is not None or not self.spec.loop or delivered == 0:
-                    return
-                self._reader.end_play()
+            worker = LiveWorker(self._worker_spec(), f"live-{self.id}-worker")
+            delivered = 0
+            try:
+                for event in worker.events(self._stop):
+                    delivered += self._on(event, worker.spec)
+                    if self._restart:
+                        break
+                else:
+                    return  # the source is done, or the stream stops
+            except WorkerDied as err:
+                self._error(str(err))
+                self._set_state("retrying")
+            finally:
+                worker.close()
+            if self._restart:
+                self._restart = False
                 continue
             if delivered:
-                backoff = s.backoff_min_s  # the source worked: start the backoff again
-            self._error(error or "the source ended the stream")
-            self._set_state("retrying")
+                backoff = s.backoff_min_s
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, s.backoff_max_s)
 
-    def _connection(self) -> tuple[int, str | None]:
-        """One connection (or play of a file): frames it delivered, and its error if any."""
-        try:
-            container = self._reader.open()
-        except SOURCE_ERRORS as err:
-            message = self._describe(err, "open_timeout_s", self.settings.open_timeout_s)
-            if isinstance(err, av.error.ProtocolNotFoundError):
-                scheme = self.source.url.split(":", 1)[0]
-                raise _SourceUnusable(
-                    f"{message} (this server's FFmpeg cannot open {scheme} URLs)"
-                ) from None
-            return 0, message
-        self._connection_number += 1
-        delivered = 0
-        try:
-            rate = self._reader.frame_rate(container)
-            for arrival in self._reader.frames(container, self._stop):
-                if delivered == 0:
-                    self._connected()
-                delivered += 1
-                self._submit(arrival, rate)
-        except SOURCE_ERRORS as err:
-            return delivered, self._describe(err, "read_timeout_s", self.settings.read_timeout_s)
-        finally:
-            container.close()
-        return delivered, None
+    def _worker_spec(self) -> LiveWorkerSpec:
+        mv = self.processor.single
+        pre = mv.processing.preprocess if mv is not None and mv.processing else None
+        return LiveWorkerSpec(
+            self.source, self.settings, self._sampling, self.spec.max_fps, self.spec.loop,
+            self.processor.config.decode.codec_options(), pre.spec if pre else None,
+            pre.fused if pre else False, self._resume, f"live stream {self.id}",
+        )  # fmt: skip
+
+    def _on(self, event: Event, spec: LiveWorkerSpec) -> int:
+        """One message of the worker; 1 for a frame it delivered."""
+        if isinstance(event, Connected):
+            self._connection_number = event.connection
+            self._rates[event.connection] = event.rate
+            self._connected()
+        elif isinstance(event, Problem):
+            self._error(event.message)
+            if event.retrying:
+                self._set_state("retrying")
+        else:
+            self.stats.frame_in(time.monotonic())
+            self._resumed(event.index, event.pts)
+            if isinstance(event, Busy):
+                self.stats.drop("busy")
+            else:
+                self._submit(event, spec)
+                return 1
+        return 0
 
     def _connected(self) -> None:
         """The first frame of a connection: running (again)."""
@@ -284,17 +298,24 @@ class LiveStream:
         self._ran = True
         self._set_state("running")
 
-    def _describe(self, err: BaseException, setting: str, seconds: float) -> str:
-        if isinstance(err, av.error.ExitError):  # PyAV's interrupt callback: our timeout
-            return f"no data from the source within {setting} = {seconds:g} s"
-        text = f"{type(err).__name__}: {err}"
-        return text.replace(self.source.url, self.source.describe())
+    def _resumed(self, index: int, pts: int) -> None:
+        """Where a replacement worker would go on after this frame."""
+        last = self._resume.after_pts
+        step = pts - last if last is not None and pts > last else self._resume.step
+        self._resume = ReaderResume(index + 1, self._connection_number, pts, step)
 
-    def _submit(self, arrival: Arrival, rate: float) -> None:
-        """Pre-process and send a frame to the model, or drop it when the sink is behind."""
-        self.stats.frame_in(time.monotonic())
-        self._rates[self._connection_number] = rate
-        if not self._pump.submit(arrival.frame, arrival.arrived, self._connection_number):
+    def _submit(self, event: Delivered, spec: LiveWorkerSpec) -> None:
+        """Send a delivered frame to the model, or drop it when the sink is behind."""
+        mv = self.processor.single
+        serving = mv.processing.preprocess.spec if mv and mv.processing else None
+        if serving != spec.preprocess:  # a reload changed the pre-processing
+            log.info("live stream %s: the model's pre-processing changed; restarting the "
+                     "worker", self.id)  # fmt: skip
+            self._restart = True
+            return
+        prepared = event.prepared()
+        prepared.version = mv
+        if not self._pump.send(Group([prepared], event.tensor), event.arrived, event.connection):
             self.stats.drop("busy")  # don't spend the model on a frame the sink can't take
 
     # -- sink thread ------------------------------------------------------------------------

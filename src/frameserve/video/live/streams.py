@@ -29,6 +29,7 @@ from frameserve.video.live.spec import LiveSettings, StreamSpec, resolve_source
 from frameserve.video.live.stream import LiveStream
 from frameserve.video.media import MediaRoot
 from frameserve.video.process import FrameProcessor, open_processor
+from frameserve.video.worker import run_isolated
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class LiveStreams:
             self._check_room()  # before any work: a full server answers 429 at once
         source = resolve_source(spec.source, self.media_root, spec.loop)
         if source.path is not None:
-            probe(source.path)  # VideoError now for a file that is not a video
+            # VideoError now for a file that is not a video; FFmpeg reads it in a child
+            doing, limit = f"reading the header of {source.path}", self.settings.stop_timeout_s
+            run_isolated(probe, source.path, name="live-probe", doing=doing, timeout_s=limit)
         name, config = load_named_pipeline(
             spec.pipeline, self.handle.server.repository.root, "pipeline"
         )

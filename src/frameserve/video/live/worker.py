@@ -1,0 +1,283 @@
+"""A live stream's source read in a worker process, so a crash inside FFmpeg ends one stream's
+worker, never the server.
+
+```
+worker process (spawn)                                    server: the stream's reader thread
+ connections: open -> demux -> decode -> sample/max_fps    LiveWorker.events(): each message
+ -> pace a file -> FramePreparer (model-size tensor)        -> FramePump.send (lossy), stats,
+ ──── Connected / Problem / Delivered / Busy / End ──pipe──> state; a "credit" back per frame
+```
+
+The child runs what the stream's reader thread ran before: connection after connection with
+FFmpeg's timeouts, exponential backoff for network sources, replays of a looping file, and
+pre-processing at model size (the same ``FramePreparer`` as jobs). Live frames are few and small
+(one model-size tensor a frame, at the source's rate), so they travel over the pipe itself; jobs,
+which run as fast as the cores go in groups of frames, use a shared-memory ring instead
+(``video.worker``). The child holds at most ``CREDITS`` frames the server has not taken yet: a
+frame decoded without a credit is dropped before pre-processing (``Busy``), so a server that
+falls behind never makes the source back up into FFmpeg's buffers.
+
+A child that dies (a signal, ``abort``, the out-of-memory killer) shows as the pipe closing:
+``events`` raises ``WorkerDied`` and the stream starts a new worker after its backoff, from a
+``ReaderResume`` so frame numbers, connection numbers and a file's timestamps keep increasing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import av.error
+import numpy as np
+
+from frameserve.errors import FrameserveError
+from frameserve.processing.spec import PreprocessSpec
+from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.video.frames import Frame, Sampling
+from frameserve.video.live.reader import ReaderResume, SourceReader
+from frameserve.video.live.spec import LiveSettings, LiveSource
+from frameserve.video.prepare import FramePreparer, Prepared
+from frameserve.video.worker import POLL_S, WorkerProcess
+
+log = logging.getLogger(__name__)
+
+CREDITS = 3  # frames the child may have sent that the server has not taken yet
+# Errors of opening or reading a source: the stream retries (network) or stops (file).
+SOURCE_ERRORS = (av.error.FFmpegError, OSError, EOFError, FrameserveError)
+
+
+@dataclass(frozen=True)
+class LiveWorkerSpec:
+    """What a live stream's worker needs (pickled to the child)."""
+
+    source: LiveSource
+    settings: LiveSettings
+    sampling: Sampling
+    max_fps: float | None
+    loop: bool
+    codec_options: dict[str, str]
+    preprocess: PreprocessSpec | None  # None: whole RGB frames (multi-model pipelines)
+    fused: bool  # the runtime graph normalises: tensors stay uint8
+    resume: ReaderResume
+    where: str = "pipeline"
+
+
+# -- messages from the child -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A connection (or play of a file) delivered its first frame."""
+
+    connection: int
+    rate: float  # the source's nominal frame rate (the tracker's time unit)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An error of the source; ``retrying``: the worker tries again after its backoff."""
+
+    message: str
+    retrying: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A kept frame, pre-processed: its tensor (``[1, ...]``) or, without pre-processing, its
+    whole RGB image."""
+
+    index: int
+    pts: int
+    time_base: Any
+    keyframe: bool
+    arrived: float  # time.monotonic() (one clock for every process of the machine)
+    connection: int
+    geometry: Geometry | None
+    seconds: dict[str, float]
+    tensor: np.ndarray | None
+    image: np.ndarray | None
+
+    def prepared(self) -> Prepared:
+        """The frame as the pump takes it."""
+        frame = Frame(0, self.index, self.pts, self.time_base, self.image, self.keyframe)
+        return Prepared(frame, geometry=self.geometry, seconds=dict(self.seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """A kept frame dropped in the child: the server had not taken the earlier ones yet."""
+
+    index: int
+    pts: int
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The source is done (a file ended, or an error retrying cannot fix)."""
+
+
+Event = Connected | Problem | Delivered | Busy
+
+
+# -- the child ---------------------------------------------------------------------------------
+class _SourceUnusable(Exception):
+    """An error of the source that retrying cannot fix: the stream stops."""
+
+
+def _child(conn: Connection, spec: LiveWorkerSpec) -> None:
+    """The worker process: read the source until it is done or the server says stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server handles signals
+    try:
+        _SourceLoop(conn, spec).run()
+        conn.send(End())
+    except Exception as err:  # noqa: BLE001 - reported to the server, which stops the stream
+        try:
+            conn.send(Problem(f"reader failed: {type(err).__name__}: {err}", retrying=False))
+            conn.send(End())
+        except OSError:
+            pass  # the server is gone
+    finally:
+        conn.close()
+
+
+class _SourceLoop:
+    """Connections one after the other until stopped, a file ends, or it fails (the child)."""
+
+    def __init__(self, conn: Connection, spec: LiveWorkerSpec) -> None:
+        self.conn = conn
+        self.spec = spec
+        self.stop = threading.Event()
+        self.credits = threading.Semaphore(CREDITS)
+        self.reader = SourceReader(
+            spec.source, spec.settings, spec.sampling, spec.max_fps, spec.codec_options,
+            spec.resume,
+        )  # fmt: skip
+        pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
+        self.preparer = FramePreparer(pre, spec.where)
+        self.connection = spec.resume.connection
+        threading.Thread(target=self._listen, name="live-worker-listen", daemon=True).start()
+
+    def _listen(self) -> None:
+        """Credits and the stop request from the server; a closed pipe (the server is gone)
+        stops the worker too."""
+        try:
+            while (message := self.conn.recv()) != "stop":
+                if message == "credit":
+                    self.credits.release()
+        except (EOFError, OSError):
+            pass
+        self.stop.set()
+
+    def run(self) -> None:
+        s, source = self.spec.settings, self.spec.source
+        backoff = s.backoff_min_s
+        while not self.stop.is_set():
+            try:
+                delivered, error = self._connection()
+            except _SourceUnusable as err:
+                self.conn.send(Problem(str(err), retrying=False))
+                return
+            if self.stop.is_set():
+                return
+            if not source.network:
+                if error is not None:
+                    self.conn.send(Problem(error, retrying=False))
+                if error is not None or not self.spec.loop or delivered == 0:
+                    return
+                self.reader.end_play()
+                continue
+            if delivered:
+                backoff = s.backoff_min_s  # the source worked: start the backoff again
+            self.conn.send(Problem(error or "the source ended the stream", retrying=True))
+            if self.stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, s.backoff_max_s)
+
+    def _connection(self) -> tuple[int, str | None]:
+        """One connection (or play of a file): frames it delivered, and its error if any."""
+        settings = self.spec.settings
+        try:
+            container = self.reader.open()
+        except SOURCE_ERRORS as err:
+            message = self._describe(err, "open_timeout_s", settings.open_timeout_s)
+            if isinstance(err, av.error.ProtocolNotFoundError):
+                scheme = self.spec.source.url.split(":", 1)[0]
+                raise _SourceUnusable(
+                    f"{message} (this server's FFmpeg cannot open {scheme} URLs)"
+                ) from None
+            return 0, message
+        self.connection += 1
+        delivered = 0
+        try:
+            rate = self.reader.frame_rate(container)
+            for arrival in self.reader.frames(container, self.stop):
+                if delivered == 0:
+                    self.conn.send(Connected(self.connection, rate))
+                delivered += 1
+                self._deliver(arrival.frame, arrival.arrived)
+        except SOURCE_ERRORS as err:
+            return delivered, self._describe(err, "read_timeout_s", settings.read_timeout_s)
+        finally:
+            container.close()
+        return delivered, None
+
+    def _describe(self, err: BaseException, setting: str, seconds: float) -> str:
+        if isinstance(err, av.error.ExitError):  # PyAV's interrupt callback: our timeout
+            return f"no data from the source within {setting} = {seconds:g} s"
+        text = f"{type(err).__name__}: {err}"
+        return text.replace(self.spec.source.url, self.spec.source.describe())
+
+    def _deliver(self, frame: Frame, arrived: float) -> None:
+        """Pre-process and send a frame, or drop it when the server has not taken the last
+        ``CREDITS`` frames yet."""
+        if not self.credits.acquire(blocking=False):
+            self.conn.send(Busy(frame.index, frame.pts))
+            return
+        prepared = self.preparer.prepare(frame)
+        group = self.preparer.group([prepared])
+        self.conn.send(
+            Delivered(
+                frame.index,
+                frame.pts,
+                frame.time_base,
+                frame.keyframe,
+                arrived,
+                self.connection,
+                prepared.geometry,
+                prepared.seconds,
+                group.tensor,
+                None if group.tensor is not None else frame.image,
+            )  # fmt: skip
+        )
+
+
+# -- the server's side -------------------------------------------------------------------------
+class LiveWorker(WorkerProcess):
+    """One connection loop of a live stream in a child process; ``events`` yields what it says."""
+
+    def __init__(self, spec: LiveWorkerSpec, name: str) -> None:
+        self.spec = spec
+        super().__init__(_child, (spec,), name, f"reading {spec.source.describe()}")
+
+    def events(self, stop: threading.Event) -> Iterator[Event]:
+        """The child's messages until its ``End`` (the source is done) or ``stop``; a frame's
+        credit goes back when the caller asks for the next event. Raises ``WorkerDied`` when
+        the child ends without saying so."""
+        while not stop.is_set():
+            message = self.receive(POLL_S)
+            if message is None:
+                continue
+            if isinstance(message, End):
+                return
+            yield message
+            if isinstance(message, Delivered):
+                self.send("credit")
+
+    def close(self) -> None:
+        """Ask the child to stop, give it a moment to close its connection, then end it."""
+        self.send("stop")
+        self.process.join(POLL_S)
+        super().close()
