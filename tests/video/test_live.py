@@ -9,6 +9,8 @@ generous limits: they catch hangs, they do not measure speed.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import threading
 import time
@@ -411,6 +413,47 @@ def test_a_looping_file_keeps_its_timestamps_increasing(
     second_play = [p for p in pts if p >= period]
     assert second_play and second_play[0] == period  # frame 0 again, one clip later
     assert all(r["detections"] for r in records)
+
+
+def spawned_children() -> set[int]:
+    """PIDs of this process's children started by ``spawn`` (the streams' decode workers)."""
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            continue  # the thread ended meanwhile
+    workers = set()
+    for pid in pids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.add(pid)
+        except OSError:
+            continue
+    return workers
+
+
+def test_a_file_whose_worker_crashes_stops_with_the_reason(
+    video_server: LocalServer, make_streams: Callable[..., LiveStreams], live_clip: Clip
+) -> None:
+    """A file that does not loop is not played again from its start when its worker dies
+    (a replacement would repeat frames its subscribers saw): the stream stops with the reason."""
+    streams = make_streams()
+    before = spawned_children()
+    stream = streams.attach(spec("clip.mp4"))
+    sub = subscribe(video_server, stream)
+    first = take(video_server, sub, 3)
+    [pid] = spawned_children() - before
+    os.kill(pid, signal.SIGSEGV)
+    rest = read_all(video_server, sub).result(HANG_S)  # ends with the stream
+
+    assert stream.state == "stopped"
+    assert stream.last_error is not None and "SIGSEGV" in stream.last_error
+    assert "clip.mp4" in stream.last_error
+    frames = [r["frame"] for r in first + rest]
+    assert frames == sorted(set(frames)) and len(frames) < live_clip.frames  # no second play
+    assert stream.reconnects == 0
+    assert pid not in spawned_children()
 
 
 # -- what attach refuses -------------------------------------------------------------------------

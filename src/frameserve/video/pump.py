@@ -135,9 +135,14 @@ class FramePump:
     def send(self, group: Group, arrived: float = 0.0, tag: int = 0) -> bool:
         """Send a group prepared elsewhere (a decode worker) as one request; False when it was
         not sent (a lossy pump's queue has no room for it, or the pump is stopping)."""
-        if self.lossy and self._queue.maxsize - self._queue.qsize() < len(group.frames):
+        if self.lossy and not self.has_room(len(group.frames)):
             return False  # only this thread puts: the room does not shrink meanwhile
         return self._send(group, [(arrived, tag)] * len(group.frames))
+
+    def has_room(self, frames: int = 1) -> bool:
+        """Whether ``frames`` more frames fit in flight now (a lossy producer asks before it
+        spends work on a frame)."""
+        return self._queue.maxsize - self._queue.qsize() >= frames
 
     def _send(self, group: Group, marks: list[tuple[float, int]]) -> bool:
         future = self.handle.submit(self.processor.infer(group))

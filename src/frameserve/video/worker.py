@@ -1,8 +1,14 @@
-"""Decoding in a worker process, so a crash inside FFmpeg fails one job, never the server.
+"""FFmpeg in worker processes, so a crash while reading untrusted media fails one job or stream,
+never the server.
 
-FFmpeg parses untrusted files. In ``frameserve serve`` a job's decoding and pre-processing run
-in a child process (``spawn``: nothing of the server's threads or locks is inherited), which
-hands model-size tensors to the server through shared memory:
+``WorkerProcess`` is a spawned child (``spawn``: nothing of the server's threads or locks is
+inherited) and the server's end of its pipe; a child that dies (a signal, ``abort``, the
+out-of-memory killer) shows as the pipe closing and is raised as ``WorkerDied``. Three kinds
+run on it: a job's ``DecodeWorker`` (below), a live stream's ``LiveWorker``
+(``video.live.worker``) and one-off calls through ``run_isolated`` (a probe of a file's header,
+the remux that copies a job's audio). Children ignore SIGINT and SIGTERM: the server ends them.
+
+A job's decoding and pre-processing hand model-size tensors to the server through shared memory:
 
 ```
 worker process                                    server: the job's decoder thread
@@ -13,11 +19,10 @@ worker process                                    server: the job's decoder thre
 
 The ring has ``SLOTS`` slots, each large enough for one group; the child waits for a free slot,
 so the ring and the pump's bounded queue are the back-pressure. The pipe carries only small
-messages (frame timestamps, geometry, which slot). A child that dies (a signal, ``abort``, the
-out-of-memory killer) shows as the pipe closing: ``groups`` raises ``WorkerDied`` with the
-exit status, and the caller decides (a job is retried from its checkpoint, at most
-``--max-job-retries`` times). An ordinary decoding error (a file that is not a video) comes
-back as its message and is raised as ``VideoError``, as in-process decoding would.
+messages (frame timestamps, geometry, which slot). When the child dies ``groups`` raises
+``WorkerDied`` with the exit status, and the caller decides (a job is retried from its
+checkpoint, at most ``--max-job-retries`` times). An ordinary decoding error (a file that is not
+a video) comes back as its message and is raised as ``VideoError``, as in-process decoding would.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ POLL_S = 0.1
 
 
 class WorkerDied(VideoError):
-    """The decode worker process ended without finishing (a crash, a kill)."""
+    """A worker process ended without finishing (a crash, a kill)."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,10 @@ def slot_bytes(spec: PreprocessSpec | None, fused: bool, size: tuple[int, int], 
 # -- the child ---------------------------------------------------------------------------------
 def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     """The worker process: decode, prepare and ship groups until the end, then say so."""
-    # The server handles signals; the child only ends when told or when its parent is gone.
+    # The server handles signals (a service manager sends SIGTERM to every process of the
+    # service); the child only ends when told or when its parent is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from frameserve.video.decode import VideoSource
 
     shm = SharedMemory(shm_name)
@@ -187,6 +194,7 @@ def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FrameP
 # -- one call in a child -----------------------------------------------------------------------
 def _call(conn: Connection, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         conn.send(("done", target(*args)))
     except FrameserveError as err:
@@ -232,8 +240,13 @@ class WorkerProcess:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self.process = context.Process(target=target, args=(child, *args), name=name, daemon=True)
-        self.process.start()
-        child.close()
+        try:
+            self.process.start()
+        except BaseException:
+            self._conn.close()
+            raise
+        finally:
+            child.close()
 
     def receive(self, timeout_s: float) -> Any:
         """The child's next message, or None when none came within ``timeout_s``; raises

@@ -1,10 +1,10 @@
 """Reading one live source with PyAV: open, demux, decode, sample, pace.
 
-``SourceReader`` is used by its stream's reader thread only. One ``open`` + ``frames`` is one
-connection (or one play of a file); the thread reopens after a failure or, for a looping file,
-at the end. FFmpeg's own timeouts bound every blocking call: ``open_timeout_s`` while
-connecting, ``read_timeout_s`` for each read (PyAV's interrupt callback); a stop request is
-seen between packets.
+``SourceReader`` runs in the stream's worker process (``video.live.worker``), used by its
+connection loop only. One ``open`` + ``frames`` is one connection (or one play of a file); the
+loop reopens after a failure or, for a looping file, at the end. FFmpeg's own timeouts bound
+every blocking call: ``open_timeout_s`` while connecting, ``read_timeout_s`` for each read
+(PyAV's interrupt callback); a stop request is seen between packets.
 
 Timestamps: a network source keeps its own pts (they may restart on a reconnect; the stream's
 tracker restarts with them). A file is played at its real rate: each kept frame is released

@@ -98,8 +98,8 @@ class LiveSettings:
 
     @property
     def stop_timeout_s(self) -> float:
-        """How long stopping waits for a stream's threads: a reader blocked in FFmpeg returns
-        within its open or read timeout."""
+        """How long stopping waits for a stream's threads (they end within a fraction of a
+        second; this leaves room for a busy machine)."""
         return max(self.open_timeout_s, self.read_timeout_s) + 1.0
 
 

@@ -144,7 +144,7 @@ class LiveStream:
         )
 
     def request_stop(self) -> None:
-        """Ask both threads to end (they do within ``POLL_S`` or FFmpeg's timeouts)."""
+        """Ask both threads and the worker to end (within ``POLL_S``, and the worker's close)."""
         self._stop.set()
 
     def stop(self, timeout_s: float) -> bool:
@@ -161,8 +161,7 @@ class LiveStream:
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             log.warning(
-                "live stream %s: %s still running %.1f s after stop (blocked in FFmpeg; it "
-                "ends on its own within the source's timeouts)",
+                "live stream %s: %s still running %.1f s after stop",
                 self.id,
                 ", ".join(alive),
                 timeout_s,
@@ -234,33 +233,44 @@ class LiveStream:
             self._pump.end()
 
     def _supervise(self) -> None:
-        """Workers one after the other: a worker that died is replaced after the backoff (the
-        stream is ``retrying`` meanwhile); one that ended says the source is done."""
+        """Workers one after the other. A worker that ended says the source is done. One that
+        died (or could not start) is replaced after the backoff, the stream ``retrying``
+        meanwhile; a file that does not loop ends there instead, since a new worker would play
+        it again from its start."""
         s = self.settings
         backoff = s.backoff_min_s
         while not self._stop.is_set():
-            worker = LiveWorker(self._worker_spec(), f"live-{self.id}-worker")
-            delivered = 0
+            started = time.monotonic()
             try:
-                for event in worker.events(self._stop):
-                    delivered += self._on(event, worker.spec)
-                    if self._restart:
-                        break
-                else:
+                if self._run_worker():
                     return  # the source is done, or the stream stops
-            except WorkerDied as err:
-                self._error(str(err))
+            except (WorkerDied, OSError) as err:
+                self._error(str(err) if isinstance(err, WorkerDied) else f"cannot start the "
+                            f"decode worker: {type(err).__name__}: {err}")  # fmt: skip
+                if not self.source.network and not self.spec.loop:
+                    return
                 self._set_state("retrying")
-            finally:
-                worker.close()
             if self._restart:
                 self._restart = False
                 continue
-            if delivered:
-                backoff = s.backoff_min_s
+            if time.monotonic() - started > s.backoff_max_s:
+                backoff = s.backoff_min_s  # it ran a while: not a crash loop
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, s.backoff_max_s)
+
+    def _run_worker(self) -> bool:
+        """One worker until it ends (True) or the pre-processing changed (False); raises
+        ``WorkerDied`` when it dies."""
+        worker = LiveWorker(self._worker_spec(), f"live-{self.id}-worker")
+        try:
+            for event in worker.events(self._stop, self._pump.has_room):
+                self._on(event, worker.spec)
+                if self._restart:
+                    return False
+            return True
+        finally:
+            worker.close()
 
     def _worker_spec(self) -> LiveWorkerSpec:
         mv = self.processor.single
@@ -269,10 +279,11 @@ class LiveStream:
             self.source, self.settings, self._sampling, self.spec.max_fps, self.spec.loop,
             self.processor.config.decode.codec_options(), pre.spec if pre else None,
             pre.fused if pre else False, self._resume, f"live stream {self.id}",
+            logging.getLogger("frameserve").getEffectiveLevel(),
         )  # fmt: skip
 
-    def _on(self, event: Event, spec: LiveWorkerSpec) -> int:
-        """One message of the worker; 1 for a frame it delivered."""
+    def _on(self, event: Event, spec: LiveWorkerSpec) -> None:
+        """One message of the worker."""
         if isinstance(event, Connected):
             self._connection_number = event.connection
             self._rates[event.connection] = event.rate
@@ -284,12 +295,8 @@ class LiveStream:
         else:
             self.stats.frame_in(time.monotonic())
             self._resumed(event.index, event.pts)
-            if isinstance(event, Busy):
+            if isinstance(event, Busy) or not self._submit(event, spec):
                 self.stats.drop("busy")
-            else:
-                self._submit(event, spec)
-                return 1
-        return 0
 
     def _connected(self) -> None:
         """The first frame of a connection: running (again)."""
@@ -304,19 +311,21 @@ class LiveStream:
         step = pts - last if last is not None and pts > last else self._resume.step
         self._resume = ReaderResume(index + 1, self._connection_number, pts, step)
 
-    def _submit(self, event: Delivered, spec: LiveWorkerSpec) -> None:
-        """Send a delivered frame to the model, or drop it when the sink is behind."""
+    def _submit(self, event: Delivered, spec: LiveWorkerSpec) -> bool:
+        """Send a delivered frame to the model; False when it was dropped (the sink is behind,
+        or the worker prepared it for a pre-processing a reload replaced: the worker restarts,
+        which for a network source is a reconnect)."""
         mv = self.processor.single
-        serving = mv.processing.preprocess.spec if mv and mv.processing else None
-        if serving != spec.preprocess:  # a reload changed the pre-processing
+        pre = mv.processing.preprocess if mv and mv.processing else None
+        serving = (pre.spec, pre.fused) if pre else (None, False)
+        if serving != (spec.preprocess, spec.fused):
             log.info("live stream %s: the model's pre-processing changed; restarting the "
                      "worker", self.id)  # fmt: skip
             self._restart = True
-            return
+            return False
         prepared = event.prepared()
         prepared.version = mv
-        if not self._pump.send(Group([prepared], event.tensor), event.arrived, event.connection):
-            self.stats.drop("busy")  # don't spend the model on a frame the sink can't take
+        return self._pump.send(Group([prepared], event.tensor), event.arrived, event.connection)
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self) -> None:

@@ -33,6 +33,7 @@ from frameserve.video.worker import run_isolated
 
 log = logging.getLogger(__name__)
 
+PROBE_S = 30.0  # at most for a file's header to be read (a child's start included)
 SINK_SLACK = 4  # frames answered but not yet taken by the sink, beyond what can be in flight
 
 
@@ -54,8 +55,8 @@ class LiveStreams:
         source = resolve_source(spec.source, self.media_root, spec.loop)
         if source.path is not None:
             # VideoError now for a file that is not a video; FFmpeg reads it in a child
-            doing, limit = f"reading the header of {source.path}", self.settings.stop_timeout_s
-            run_isolated(probe, source.path, name="live-probe", doing=doing, timeout_s=limit)
+            doing = f"reading the header of {source.path}"
+            run_isolated(probe, source.path, name="live-probe", doing=doing, timeout_s=PROBE_S)
         name, config = load_named_pipeline(
             spec.pipeline, self.handle.server.repository.root, "pipeline"
         )

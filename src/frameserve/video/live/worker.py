@@ -8,18 +8,23 @@ worker process (spawn)                                    server: the stream's r
  ──── Connected / Problem / Delivered / Busy / End ──pipe──> state; a "credit" back per frame
 ```
 
-The child runs what the stream's reader thread ran before: connection after connection with
-FFmpeg's timeouts, exponential backoff for network sources, replays of a looping file, and
-pre-processing at model size (the same ``FramePreparer`` as jobs). Live frames are few and small
-(one model-size tensor a frame, at the source's rate), so they travel over the pipe itself; jobs,
-which run as fast as the cores go in groups of frames, use a shared-memory ring instead
-(``video.worker``). The child holds at most ``CREDITS`` frames the server has not taken yet: a
-frame decoded without a credit is dropped before pre-processing (``Busy``), so a server that
-falls behind never makes the source back up into FFmpeg's buffers.
+The child runs the connection loop: connection after connection with FFmpeg's timeouts,
+exponential backoff for network sources, replays of a looping file, and pre-processing at model
+size (the same ``FramePreparer`` as jobs). Live frames come at the source's rate, one at a time
+(a model-size tensor, or the whole RGB frame for multi-model pipelines), so they travel over the
+pipe itself; jobs, which run as fast as the cores go in groups of frames, use a shared-memory
+ring instead (``video.worker``). The child holds a credit for each frame it may send: at most
+``CREDITS`` frames the server has not taken, and the reader gives a credit back only while the
+stream's pump has room. A frame decoded without a credit is dropped before pre-processing
+(``Busy``), so a server that falls behind neither spends work on frames it would drop nor makes
+the source back up into FFmpeg's buffers.
 
 A child that dies (a signal, ``abort``, the out-of-memory killer) shows as the pipe closing:
 ``events`` raises ``WorkerDied`` and the stream starts a new worker after its backoff, from a
-``ReaderResume`` so frame numbers, connection numbers and a file's timestamps keep increasing.
+``ReaderResume`` so frame numbers, connection numbers and a looping file's timestamps keep
+increasing (the new worker reconnects, or plays the file again from its start). The child ignores
+SIGINT and SIGTERM (a service manager signals every process of the service): the server ends it,
+and a child whose server is gone sees its pipe close and ends by itself.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -47,6 +52,8 @@ from frameserve.video.worker import POLL_S, WorkerProcess
 log = logging.getLogger(__name__)
 
 CREDITS = 3  # frames the child may have sent that the server has not taken yet
+CREDIT_POLL_S = 0.005  # how often a held-back credit is looked at again
+CLOSE_S = 0.5  # how long a stopped child may take to close its connection before it is killed
 # Errors of opening or reading a source: the stream retries (network) or stops (file).
 SOURCE_ERRORS = (av.error.FFmpegError, OSError, EOFError, FrameserveError)
 
@@ -65,6 +72,7 @@ class LiveWorkerSpec:
     fused: bool  # the runtime graph normalises: tensors stay uint8
     resume: ReaderResume
     where: str = "pipeline"
+    log_level: int = logging.WARNING  # the child's log goes to stderr at this level
 
 
 # -- messages from the child -------------------------------------------------------------------
@@ -129,11 +137,16 @@ class _SourceUnusable(Exception):
 
 def _child(conn: Connection, spec: LiveWorkerSpec) -> None:
     """The worker process: read the source until it is done or the server says stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server handles signals
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server ends its workers
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(
+        level=spec.log_level, format=f"%(asctime)s %(levelname)s {spec.where} worker: %(message)s"
+    )
     try:
         _SourceLoop(conn, spec).run()
         conn.send(End())
     except Exception as err:  # noqa: BLE001 - reported to the server, which stops the stream
+        log.error("%s: the worker failed", spec.where, exc_info=err)
         try:
             conn.send(Problem(f"reader failed: {type(err).__name__}: {err}", retrying=False))
             conn.send(End())
@@ -150,7 +163,7 @@ class _SourceLoop:
         self.conn = conn
         self.spec = spec
         self.stop = threading.Event()
-        self.credits = threading.Semaphore(CREDITS)
+        self.credits = threading.BoundedSemaphore(CREDITS)
         self.reader = SourceReader(
             spec.source, spec.settings, spec.sampling, spec.max_fps, spec.codec_options,
             spec.resume,
@@ -158,7 +171,8 @@ class _SourceLoop:
         pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
         self.preparer = FramePreparer(pre, spec.where)
         self.connection = spec.resume.connection
-        threading.Thread(target=self._listen, name="live-worker-listen", daemon=True).start()
+        self.listener = threading.Thread(target=self._listen, name="listen", daemon=True)
+        self.listener.start()
 
     def _listen(self) -> None:
         """Credits and the stop request from the server; a closed pipe (the server is gone)
@@ -236,22 +250,27 @@ class _SourceLoop:
         if not self.credits.acquire(blocking=False):
             self.conn.send(Busy(frame.index, frame.pts))
             return
-        prepared = self.preparer.prepare(frame)
-        group = self.preparer.group([prepared])
-        self.conn.send(
-            Delivered(
-                frame.index,
-                frame.pts,
-                frame.time_base,
-                frame.keyframe,
-                arrived,
-                self.connection,
-                prepared.geometry,
-                prepared.seconds,
-                group.tensor,
-                None if group.tensor is not None else frame.image,
-            )  # fmt: skip
-        )
+        try:
+            prepared = self.preparer.prepare(frame)
+            group = self.preparer.group([prepared])
+            image = None if group.tensor is not None else frame.image
+            self.conn.send(
+                Delivered(
+                    frame.index,
+                    frame.pts,
+                    frame.time_base,
+                    frame.keyframe,
+                    arrived,
+                    self.connection,
+                    prepared.geometry,
+                    prepared.seconds,
+                    group.tensor,
+                    image,
+                )  # fmt: skip
+            )
+        except BaseException:
+            self.credits.release()  # nothing reached the server: its credit is still ours
+            raise
 
 
 # -- the server's side -------------------------------------------------------------------------
@@ -262,22 +281,27 @@ class LiveWorker(WorkerProcess):
         self.spec = spec
         super().__init__(_child, (spec,), name, f"reading {spec.source.describe()}")
 
-    def events(self, stop: threading.Event) -> Iterator[Event]:
-        """The child's messages until its ``End`` (the source is done) or ``stop``; a frame's
-        credit goes back when the caller asks for the next event. Raises ``WorkerDied`` when
-        the child ends without saying so."""
+    def events(self, stop: threading.Event, room: Callable[[], bool]) -> Iterator[Event]:
+        """The child's messages until its ``End`` (the source is done) or ``stop``. A frame's
+        credit goes back once the caller has taken it and ``room()`` says the next one could be
+        used. Raises ``WorkerDied`` when the child ends without saying so."""
+        owed = 0
         while not stop.is_set():
-            message = self.receive(POLL_S)
+            if owed and room():
+                for _ in range(owed):
+                    self.send("credit")
+                owed = 0
+            message = self.receive(CREDIT_POLL_S if owed else POLL_S)
             if message is None:
                 continue
             if isinstance(message, End):
                 return
             yield message
             if isinstance(message, Delivered):
-                self.send("credit")
+                owed += 1
 
     def close(self) -> None:
         """Ask the child to stop, give it a moment to close its connection, then end it."""
         self.send("stop")
-        self.process.join(POLL_S)
+        self.process.join(CLOSE_S)
         super().close()
