@@ -7,6 +7,8 @@ ONNX Runtime at f32 is the reference the OpenVINO results are compared with.
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from frameserve.backends import Backend, BackendSettings, TensorSpec, load_backend
 from frameserve.backends.openvino import compile_properties
 from frameserve.cpu import CpuBudget
-from frameserve.errors import ModelExecutionError, ModelLoadError
+from frameserve.errors import ConfigError, ModelExecutionError, ModelLoadError
 from frameserve.serving.config import parse_model_config
 from frameserve.tools.example_models import conv_net, matmul_relu
 
@@ -213,6 +215,47 @@ def test_openvino_gives_a_static_batch_model_a_dynamic_batch(tmp_path: Path) -> 
     # max_batch_size unset: the model file decides, and a static first dim stays static
     with loaded(tmp_path, {"backend": "openvino"}, batch_dim=None) as be:
         assert [s.shape for s in be.inputs] == [(1, 16), (1, 16)]
+
+
+def test_openvino_static_batch_sizes_run_on_their_own_compiled_model(
+    built: dict[str, Path],
+) -> None:
+    """A listed size starts on the dynamic model, then runs on its static copy once compiled;
+    other sizes stay dynamic; the numbers agree throughout."""
+    in_name, shape, out_name = SAMPLES["conv_net"]
+    rng = np.random.default_rng(3)
+    x2 = rng.normal(size=(2, *shape[1:])).astype(np.float32)
+    x3 = rng.normal(size=(3, *shape[1:])).astype(np.float32)
+    base = {"backend": "openvino", "precision": "f32", "max_batch_size": 4}
+    with loaded(built["conv_net/onnx"], base, batch_dim=True) as dynamic:
+        ref2, ref3 = (infer(dynamic, {in_name: x})[out_name] for x in (x2, x3))
+    config = {**base, "openvino": {"static_batch_sizes": [2, 4]}}
+    with loaded(built["conv_net/onnx"], config, batch_dim=True) as be:
+        assert be.static_batches_ready == []
+        first = infer(be, {in_name: x2})[out_name]  # the dynamic model; starts the compile
+        deadline = time.monotonic() + 60
+        while be.static_batches_ready != [2] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert be.static_batches_ready == [2]  # 4 was never asked for
+        second = infer(be, {in_name: x2})[out_name]
+        third = infer(be, {in_name: x3})[out_name]
+        assert be.static_batches_ready == [2]
+    atol = 1e-4 * float(np.abs(ref2).max())
+    np.testing.assert_allclose(first, ref2, atol=atol)
+    np.testing.assert_allclose(second, ref2, atol=atol)
+    np.testing.assert_allclose(third, ref3, atol=atol)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"max_batch_size": 4, "openvino": {"static_batch_sizes": [0]}}, "greater than 0"),
+        ({"max_batch_size": 4, "openvino": {"static_batch_sizes": [2, 2]}}, "distinct sizes"),
+    ],
+)
+def test_static_batch_sizes_are_checked(fields: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_model_config({"backend": "openvino", **fields}, "model.yaml")
 
 
 def test_openvino_model_without_a_batch_dimension_cannot_batch(tmp_path: Path) -> None:

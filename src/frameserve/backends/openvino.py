@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,21 @@ def _with_dynamic_batch(model: ov.Model, source: Path) -> None:
                 f"({runtime_message(err, 200)}); "
                 "set max_batch_size: 0 to serve it without batching"
             ) from None
+
+
+def _with_batch(model: ov.Model, source: Path, size: int) -> None:
+    """Make the first dim of every input ``size`` (a static-shape copy of a batching model)."""
+    shapes = {}
+    for port in model.inputs:
+        ps = port.get_partial_shape()
+        shapes[port.get_any_name()] = ov.PartialShape([size] + [ps[i] for i in range(1, len(ps))])
+    try:
+        model.reshape(shapes)
+    except RuntimeError as err:
+        raise ModelLoadError(
+            f"{source}: openvino.static_batch_sizes: cannot give the model batch {size} "
+            f"({runtime_message(err, 200)}); remove {size} from the list"
+        ) from None
 
 
 def core_for(config: Any) -> ov.Core:
@@ -152,27 +168,84 @@ class OpenVinoBackend:
         self.inputs = tuple(_spec(p) for p in model.inputs)
         self.outputs = tuple(_spec(p) for p in model.outputs)
         self.properties = compile_properties(settings)
-        try:
-            self._compiled = self._core.compile_model(
-                model, settings.config.device, self.properties
-            )
-        except RuntimeError as err:
-            msg = runtime_message(err)
-            raise ModelLoadError(
-                f"{source}: OpenVINO cannot compile for {settings.config.device} "
-                f"with {self.properties}: {msg}"
-            ) from None
+        self._compiled = self._compile(model, source)
         if self._rebatched:
             check_batching(self._compiled, source)
         nireq = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.max_concurrency = settings.config.instances or max(1, nireq)
-        self._free: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
-        for _ in range(self.max_concurrency):
-            self._free.put(self._compiled.create_infer_request())
+        self._free = self._pool(self._compiled)
+        # Static-shape copies, compiled in the background the first time a batch of their size
+        # comes (no load-time cost for sizes a workload never sends). The compile threads write
+        # ``_static`` (one assignment per size), runner threads read it.
+        self._model, self._source = model, source
+        self._static_sizes = set(settings.config.openvino.static_batch_sizes)
+        self._static: dict[int, queue.SimpleQueue[ov.InferRequest]] = {}
+        self._static_models: list[ov.CompiledModel] = []
+        self._compiles: dict[int, threading.Thread] = {}  # size -> its compile (kept, joined)
+        self._compiles_lock = threading.Lock()
+        self._closed = False
         self._runner = BlockingRunner(self.max_concurrency, f"ov-{settings.model_name}")
         self._output_names = [o.name for o in self.outputs]
         self._bytes_inputs = {i.name for i in self.inputs if i.datatype == "BYTES"}
         self._bytes_outputs = {i for i, o in enumerate(self.outputs) if o.datatype == "BYTES"}
+
+    def _compile(self, model: ov.Model, source: Path) -> ov.CompiledModel:
+        device = self._settings.config.device
+        try:
+            return self._core.compile_model(model, device, self.properties)
+        except RuntimeError as err:
+            msg = runtime_message(err)
+            raise ModelLoadError(
+                f"{source}: OpenVINO cannot compile for {device} with {self.properties}: {msg}"
+            ) from None
+
+    @property
+    def static_batches_ready(self) -> list[int]:
+        """The batch sizes that run on their static-shape model now."""
+        return sorted(self._static)
+
+    def _requests_for(self, size: int) -> queue.SimpleQueue[ov.InferRequest]:
+        """The free requests that run a batch of ``size``: its static-shape model once compiled
+        (starting that compile on first use), else the dynamic one."""
+        pool = self._static.get(size)
+        if pool is not None:
+            return pool
+        if size in self._static_sizes:
+            with self._compiles_lock:
+                if size not in self._compiles and not self._closed:
+                    thread = threading.Thread(
+                        target=self._compile_static, args=(size,), daemon=True,
+                        name=f"ov-{self._settings.model_name}-static-{size}",
+                    )  # fmt: skip
+                    self._compiles[size] = thread
+                    thread.start()
+        return self._free
+
+    def _compile_static(self, size: int) -> None:
+        """A compile thread: the static-shape copy for ``size``; on failure the size stays on
+        the dynamic model (logged)."""
+        try:
+            fixed = self._model.clone()
+            _with_batch(fixed, self._source, size)
+            compiled = self._compile(fixed, self._source)
+            pool = self._pool(compiled)
+        except Exception as err:  # noqa: BLE001 - the dynamic model still serves this size
+            log.warning("%s: batch %d stays on the dynamic-shape model: %s",
+                        self._settings.model_name, size, err)  # fmt: skip
+            return
+        with self._compiles_lock:
+            if self._closed:
+                return
+            self._static_models.append(compiled)
+            self._static[size] = pool
+        log.info("%s: batch %d runs on its static-shape model", self._settings.model_name, size)
+
+    def _pool(self, compiled: ov.CompiledModel) -> queue.SimpleQueue[ov.InferRequest]:
+        """``max_concurrency`` infer requests of ``compiled``: as many batches as may run."""
+        free: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
+        for _ in range(self.max_concurrency):
+            free.put(compiled.create_infer_request())
+        return free
 
     def describe(self) -> str:
         c = self._compiled
@@ -186,6 +259,8 @@ class OpenVinoBackend:
         if self._settings.config.device.startswith("CPU"):
             info["threads"] = c.get_property("INFERENCE_NUM_THREADS")
             info["precision"] = c.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if self._static_sizes:
+            info["static_batches"] = ",".join(str(b) for b in sorted(self._static_sizes))
         return "openvino " + " ".join(f"{k}={v}" for k, v in info.items())
 
     def _infer_blocking(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -194,7 +269,11 @@ class OpenVinoBackend:
             inputs[name] = np.array(list(inputs[name].reshape(-1)), dtype=np.bytes_).reshape(
                 inputs[name].shape
             )
-        request = self._free.get()
+        free = self._free
+        if self._static_sizes:
+            first = next(iter(inputs.values()))
+            free = self._requests_for(first.shape[0] if first.ndim else 0)
+        request = free.get()
         try:
             request.infer(inputs, share_inputs=True)
             # The request's output memory is reused by its next inference: copy it out.
@@ -203,7 +282,7 @@ class OpenVinoBackend:
             msg = runtime_message(err)
             raise ModelExecutionError(f"OpenVINO inference failed: {msg}") from None
         finally:
-            self._free.put(request)
+            free.put(request)
 
     def _output(self, request: ov.InferRequest, index: int) -> np.ndarray:
         tensor = request.get_output_tensor(index)
@@ -215,5 +294,12 @@ class OpenVinoBackend:
         return await self._runner.run(self._infer_blocking, batch)
 
     def close(self) -> None:
+        with self._compiles_lock:
+            self._closed = True
+            compiles = list(self._compiles.values())
+        for thread in compiles:
+            thread.join()  # a compile cannot be interrupted; it ends within seconds
         self._runner.close()
+        self._static.clear()
+        self._static_models.clear()
         del self._compiled

@@ -144,6 +144,21 @@ class OpenVinoOptions(_Strict):
         description="let graphs whose Reshape nodes hard-code batch 1 batch; checked at load "
         "against batch-1 results",
     )
+    static_batch_sizes: list[PositiveInt] = Field(
+        default=[],
+        description="batch sizes also compiled with static shapes, each its own compiled model "
+        "(OpenVINO's CPU plugin runs small models faster on static shapes), in the background "
+        "the first time a batch of that size comes; until then, and for other sizes, the "
+        "dynamic-shape model runs it. Sizes above max_batch_size never come (the tuner may "
+        "lower it), so they cost nothing",
+    )
+
+    @field_validator("static_batch_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"static_batch_sizes: expected distinct sizes, got {v}")
+        return sorted(v)
 
 
 class ModelConfig(_Strict):

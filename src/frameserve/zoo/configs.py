@@ -8,9 +8,13 @@ were measured with its script (``frameserve/zoo/scripts/fruc.py``).
 
 from __future__ import annotations
 
-# The MediaPipe detectors' batching. One OpenVINO stream on every core of the budget, fed whole
-# batches: on 2 cores a video run was ~1.5x faster than two single-thread streams that each
-# start on one frame (batch 1.1).
+# The MediaPipe models' batching. ``faces`` and ``person-mask`` (the video pipelines' models):
+# two OpenVINO streams, each running a batch on its share of the cores, and static-shape copies
+# of every batch size (compiled the first time a size comes). Measured on 2 cores against one
+# stream on both cores with dynamic shapes: faces 2.5-3.9 -> 2.0 ms of CPU per frame alone
+# (batch 1 to 8), video runs 3-12% faster (faces) and 23-32% (person-mask), live streams
+# sustained 8 -> 10 (README, video benchmark). ``faces-near`` keeps one stream on both cores,
+# the tuner's choice for it.
 # No ``precision``: every zoo model runs at the runtime's fastest precision on the CPU (bf16
 # where it has bf16 instructions, f32 elsewhere). frameserve quantize's accuracy check
 # measured drops of 0.004-0.009 against f32 (README, toolkit benchmark); the consistency
@@ -20,16 +24,25 @@ max_batch_size: 8
 dynamic_batching: {max_queue_delay_ms: 2}
 instances: 1
 """
+_VIDEO_BATCHING = """\
+max_batch_size: 8
+dynamic_batching: {max_queue_delay_ms: 2}
+instances: 2
+"""
+_STATIC = "  static_batch_sizes: [1, 2, 3, 4, 5, 6, 7, 8]\n"
 
 FACES = (
     """\
 # MediaPipe face detection, full range (sparse): faces at video distances, 192x192.
 backend: openvino
 """
-    + _DETECTOR_BATCHING
+    + _VIDEO_BATCHING
     + """\
 openvino:
   rewrite_batch_reshapes: true   # the .tflite graph hard-codes batch 1 in its Reshape nodes
+"""
+    + _STATIC
+    + """\
 preprocess:
   color: rgb
   # MediaPipe's ImageToTensorCalculator: warp the padded square onto the tensor's corners.
@@ -85,10 +98,13 @@ PERSON_MASK = (
 # MediaPipe selfie segmentation (general, 256x256): person foreground probability.
 backend: openvino
 """
-    + _DETECTOR_BATCHING
+    + _VIDEO_BATCHING
     + """\
 openvino:
   frontend_extensions: [mediapipe]   # converts the custom op Convolution2DTransposeBias
+"""
+    + _STATIC
+    + """\
 preprocess:
   color: rgb
   resize: {mode: stretch, size: [256, 256], interpolation: linear, sampler: warp}
