@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from frameserve.errors import ConfigError, InvalidInput, NotFound, QueueFull, VideoError
 from frameserve.serving.local import LocalServer
 from frameserve.video.live import LiveSettings, LiveStream, LiveStreams, StreamSpec, Subscription
+from frameserve.video.live.records import LiveRecord
 from frameserve.video.live.subscribe import Subscribers
 from video.live_sources import TcpSource, TsStream, closed_port, mpegts_stream
 from video.media import Clip, make_clip, write_not_a_video
@@ -110,7 +112,7 @@ def take(local: LocalServer, sub: Subscription, n: int) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         async for record in sub:
-            records.append(record)
+            records.append(record.to_json())  # the wire form, as clients get it
             if len(records) == n:
                 break
         return records
@@ -122,7 +124,7 @@ def read_all(local: LocalServer, sub: Subscription) -> Future[list[dict[str, Any
     """Read ``sub`` on the loop until its stream ends; the future holds every record."""
 
     async def read() -> list[dict[str, Any]]:
-        return [record async for record in sub]
+        return [record.to_json() async for record in sub]
 
     return local.submit(read())
 
@@ -173,7 +175,7 @@ def test_a_tcp_stream_publishes_face_records_until_detached(
         track_ids.add(face["track_id"])
     assert len(track_ids) == 1, f"one face, one track id; got {track_ids}"
 
-    status = stream.status()
+    status = stream.status().to_json()
     assert set(status) == STATUS_KEYS
     assert status["source"] == source.url and status["pipeline"] == "faces"
     assert status["frames_out"] >= 30 and status["frames_in"] >= status["frames_out"]
@@ -197,11 +199,11 @@ def test_streams_attach_and_detach_while_others_run(
         streams.detach(second.id)
         third = streams.attach(spec(source.url, max_fps=5.0))
         assert {s.id for s in streams.list()} == {first.id, third.id}
-        before = first.status()["frames_out"]
+        before = first.status().to_json()["frames_out"]
         assert len(take(video_server, sub, 20)) == 20  # the first stream went on
         fifths = take(video_server, subscribe(video_server, third), 4)
         assert first.state == third.state == "running" and second.state == "stopped"
-        assert first.status()["frames_out"] >= before + 20
+        assert first.status().to_json()["frames_out"] >= before + 20
 
         streams.detach(first.id)
         assert first.state == "stopped" and third.state == "running"
@@ -222,7 +224,7 @@ def test_a_subscriber_that_never_reads_loses_only_its_own_records(
         readers = [read_all(video_server, sub) for sub in subs[1:]]  # subs[0] is never read
         wait_for(
             "every stream to publish 30 records",
-            lambda: all(s.status()["frames_out"] >= 30 for s in attached),
+            lambda: all(s.status().to_json()["frames_out"] >= 30 for s in attached),
             timeout_s=40,
         )
         assert subs[0].dropped > 0  # its buffer of 8 overflowed; the stream did not wait
@@ -237,7 +239,7 @@ def test_a_subscriber_that_never_reads_loses_only_its_own_records(
     for records, sub in zip(received, subs[1:], strict=True):
         assert len(records) >= 20, f"a reading subscriber got {len(records)} records"
         assert sub.dropped == 0
-    assert subs[0].ended and subs[0].dropped >= attached[0].status()["frames_out"] - 8 - 1
+    assert subs[0].ended and subs[0].dropped >= attached[0].status().to_json()["frames_out"] - 8 - 1
 
 
 def test_overload_drops_stale_frames_and_keeps_the_lag_bounded(
@@ -251,11 +253,11 @@ def test_overload_drops_stale_frames_and_keeps_the_lag_bounded(
         readers = [read_all(video_server, sub) for sub in subs]
         wait_for(
             "stale frames to be dropped",
-            lambda: sum(s.status()["dropped"]["stale"] for s in attached) > 20,
+            lambda: sum(s.status().to_json()["dropped"]["stale"] for s in attached) > 20,
             timeout_s=40,
         )
-        wait_for("records", lambda: all(s.status()["frames_out"] > 20 for s in attached))
-        statuses = [s.status() for s in attached]
+        wait_for("records", lambda: all(s.status().to_json()["frames_out"] > 20 for s in attached))
+        statuses = [s.status().to_json() for s in attached]
         for s in attached:
             streams.detach(s.id)
         received = [reader.result(HANG_S) for reader in readers]
@@ -315,12 +317,12 @@ def test_a_lost_connection_is_reconnected(
         def reconnected() -> bool:
             if not states or states[-1] != stream.state:
                 states.append(stream.state)
-            return stream.status()["reconnects"] >= 1 and stream.state == "running"
+            return stream.status().to_json()["reconnects"] >= 1 and stream.state == "running"
 
         wait_for("the stream to reconnect", reconnected)
         sub = subscribe(video_server, stream)
         assert len(take(video_server, sub, 5)) == 5  # records flow again
-        status = stream.status()
+        status = stream.status().to_json()
         streams.detach(stream.id)
     assert states[0] == "connecting" and "retrying" in states and states[-1] == "running"
     assert states.index("retrying") > states.index("running")
@@ -335,7 +337,7 @@ def test_an_unreachable_source_retries_until_detached(
     stream = streams.attach(spec(f"tcp://127.0.0.1:{closed_port()}"))  # not an attach error
     wait_for("retrying", lambda: stream.state == "retrying" and stream.last_error is not None)
     assert "Connection refused" in str(stream.last_error)
-    status = stream.status()
+    status = stream.status().to_json()
     assert status["frames_in"] == 0 and status["reconnects"] == 0
     streams.detach(stream.id, timeout_s=HANG_S)
     assert stream.state == "stopped" and streams.list() == []
@@ -349,7 +351,7 @@ def test_a_silent_source_times_out_and_retries(make_streams: Callable[..., LiveS
         stream = streams.attach(spec(f"tcp://127.0.0.1:{port}"))
         wait_for("retrying", lambda: stream.state == "retrying")
         assert stream.last_error == "no data from the source within open_timeout_s = 0.5 s"
-        assert streams.get(stream.id).status()["frames_in"] == 0
+        assert streams.get(stream.id).status().to_json()["frames_in"] == 0
         streams.detach(stream.id, timeout_s=HANG_S)
     assert stream.state == "stopped"
 
@@ -386,7 +388,7 @@ def test_a_media_root_file_plays_at_its_real_rate_and_stops(
     assert [r["pts_ticks"] for r in records] == [live_clip.pts[f] for f in frames]
     # Released by pts: a 2 s clip cannot be through in much less than 2 s (a lower bound).
     assert elapsed > 0.5 * live_clip.frames / float(live_clip.fps)
-    status = stream.status()
+    status = stream.status().to_json()
     assert status["frames_in"] == live_clip.frames and status["frames_out"] == len(records)
     # At the end every frame is accounted for: a record or a counted drop.
     assert len(records) + sum(status["dropped"].values()) == live_clip.frames
@@ -525,11 +527,11 @@ def test_a_full_subscription_drops_its_oldest_records_and_ends_after_the_rest() 
         subscribers = Subscribers("s", size=3)
         sub = subscribers.subscribe()
         for i in range(5):
-            subscribers.deliver({"frame": i})
+            subscribers.deliver(LiveRecord("s", i, i, Fraction(1, 25)))
         subscribers.end()
         late = subscribers.subscribe()  # after the end: ends at once
         return [r async for r in sub], sub.dropped, [r async for r in late]
 
     records, dropped, late = asyncio.run(scenario())
-    assert records == [{"frame": 2}, {"frame": 3}, {"frame": 4}] and dropped == 2
+    assert [r.frame for r in records] == [2, 3, 4] and dropped == 2
     assert late == []

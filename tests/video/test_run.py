@@ -149,7 +149,7 @@ def test_face_box_and_track_id_follow_the_motion(
         track_ids.add(faces[0]["track_id"])
     assert len(track_ids) == 1, f"expected one track id for the whole clip, got {track_ids}"
     assert summary.frames == clip.frames
-    assert summary.streams[0]["written"] == clip.frames
+    assert summary.streams[0].written == clip.frames
 
 
 def test_mask_track_on_a_faces_pipeline_is_refused(
@@ -167,7 +167,7 @@ def test_mask_track_covers_the_person(
     summary = run_video(
         video_server, zoo_repository, "person-mask", [pan_clip.path], out, mask_track=True
     )
-    assert summary.streams[0]["masks"] == str(out / "pan.masks.jsonl")
+    assert summary.streams[0].masks == out / "pan.masks.jsonl"
     lines = read_jsonl(out / "pan.jsonl")
     tracks = read_jsonl(out / "pan.masks.jsonl")
     assert_lines_match_clip(lines, pan_clip, list(range(pan_clip.frames)))
@@ -272,7 +272,7 @@ def test_each_sampling_mode_picks_the_right_frames(
             assert expected == list(range(0, n, 4))
     summary = run_video(video_server, zoo_repository, "faces", [gop_clip.path], out, sample)
     assert_lines_match_clip(read_jsonl(out / "gop12.jsonl"), gop_clip, expected)
-    assert summary.streams[0]["processed"] == len(expected)
+    assert summary.streams[0].processed == len(expected)
     assert summary.frames == len(expected)
 
 
@@ -316,13 +316,13 @@ def test_a_corrupt_packet_is_skipped_counted_and_warned(
         summary = run_video(video_server, zoo_repository, "faces", [tmp_path / "damaged.mp4"], out)
 
     stream = summary.streams[0]
-    assert stream["corrupt_skipped"] >= 1
+    assert stream.corrupt_skipped >= 1
     warnings = [r for r in caplog.records if "corrupt" in r.getMessage()]
     assert warnings, "expected a warning about the corrupt packet"
     assert "damaged.mp4" in warnings[0].getMessage()
     others = [i for i in range(clip.frames) if i != damaged]
     assert_lines_match_clip(read_jsonl(out / "damaged.jsonl"), clip, others)
-    assert stream["written"] == clip.frames - 1
+    assert stream.written == clip.frames - 1
 
 
 @pytest.mark.parametrize(
@@ -424,7 +424,7 @@ def test_inputs_with_the_same_stem_get_distinct_outputs(
     out = tmp_path / "out"
     summary = run_video(video_server, zoo_repository, "faces", [first, second], out)
 
-    assert [s["jsonl"] for s in summary.streams] == [str(out / "a.jsonl"), str(out / "a-2.jsonl")]
+    assert [s.jsonl for s in summary.streams] == [out / "a.jsonl", out / "a-2.jsonl"]
     for clip, name in ((pan_clip, "a.jsonl"), (zoom_clip, "a-2.jsonl")):
         lines = read_jsonl(out / name)
         assert_lines_match_clip(lines, clip, list(range(clip.frames)))
@@ -540,7 +540,7 @@ def test_two_inputs_never_write_the_same_output_file(
         )
     except FrameserveError:
         return  # refused before writing: fine
-    files = [s[key] for s in summary.streams for key in ("jsonl", "masks")]
+    files = [path for s in summary.streams for path in (s.jsonl, s.masks)]
     assert len(set(files)) == len(files), f"two sinks share a file: {files}"
 
 

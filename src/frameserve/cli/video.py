@@ -96,9 +96,9 @@ def run_video(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for stream in summary.streams:
-        if stream["corrupt_skipped"]:
-            skipped = stream["corrupt_skipped"]
-            print(f"{stream['input']}: skipped {skipped} corrupt frame(s)", file=sys.stderr)  # noqa: T201  # noqa: T201
+        if stream.corrupt_skipped:
+            skipped = stream.corrupt_skipped
+            print(f"{stream.input}: skipped {skipped} corrupt frame(s)", file=sys.stderr)  # noqa: T201  # noqa: T201
     print(summary.profile.table(), file=sys.stderr)  # noqa: T201
     if args.profile:
         print(json.dumps(summary.to_json(), indent=2))  # noqa: T201

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from frameserve.video.jobs import JobQueue
     from frameserve.video.live import LiveStreams
+    from frameserve.video.live.records import StreamStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class VideoCollector(Collector):
         yield from _job_metrics(records)
 
 
-def _stream_metrics(statuses: list[dict[str, Any]]) -> Iterator[Metric]:
+def _stream_metrics(statuses: list[StreamStatus]) -> Iterator[Metric]:
     labels = ["stream", "pipeline"]
     frames_in = CounterMetricFamily(
         "frameserve_stream_frames_in", "Frames a live stream decoded and kept", labels=labels
@@ -75,20 +76,19 @@ def _stream_metrics(statuses: list[dict[str, Any]]) -> Iterator[Metric]:
         "frameserve_stream_state", "1 for the stream's current state", labels=[*labels, "state"]
     )
     for s in statuses:
-        key = [str(s["id"]), str(s["pipeline"])]
-        frames_in.add_metric(key, s["frames_in"])
-        frames_out.add_metric(key, s["frames_out"])
-        for reason, count in s["dropped"].items():
+        key, st = [s.id, s.pipeline], s.stats
+        frames_in.add_metric(key, st.frames_in)
+        frames_out.add_metric(key, st.frames_out)
+        for reason, count in st.dropped.items():
             dropped.add_metric([*key, reason], count)
-        reconnects.add_metric(key, s.get("reconnects", 0))
-        fps.add_metric([*key, "in"], s["fps_in"])
-        fps.add_metric([*key, "out"], s["fps_out"])
-        for q in ("p50", "p99"):
-            value = s["lag_ms"].get(q)
+        reconnects.add_metric(key, s.reconnects)
+        fps.add_metric([*key, "in"], st.fps_in)
+        fps.add_metric([*key, "out"], st.fps_out)
+        for quantile, value in (("0.5", st.lag_p50_ms), ("0.99", st.lag_p99_ms)):
             if value is not None:
-                lag.add_metric([*key, "0.5" if q == "p50" else "0.99"], value / 1000.0)
+                lag.add_metric([*key, quantile], value / 1000.0)
         for name in STREAM_STATES:
-            state.add_metric([*key, name], 1.0 if s["state"] == name else 0.0)
+            state.add_metric([*key, name], 1.0 if s.state == name else 0.0)
     streams = GaugeMetricFamily("frameserve_streams", "Live streams attached")
     streams.add_metric([], len(statuses))
     yield from (streams, frames_in, frames_out, dropped, reconnects, fps, lag, state)

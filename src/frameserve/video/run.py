@@ -38,7 +38,7 @@ from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
 from frameserve.video.pump import Finished, FramePump
 from frameserve.video.scaler import full_rgb
-from frameserve.video.streams import StreamOutputs, StreamPlan, StreamRun, StreamStart
+from frameserve.video.streams import InputSummary, StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.track import Tracker, TrackerSettings
 from frameserve.video.worker import DecodeWorker, WorkerSpec, run_isolated, slot_bytes
 
@@ -65,7 +65,7 @@ class RunSummary:
     """What a run did: per-input counts and outputs, wall time and the stage profile."""
 
     pipeline: str
-    streams: list[dict[str, Any]]
+    streams: list[InputSummary]
     wall_s: float
     frames: int
     profile: StageProfile
@@ -83,7 +83,7 @@ class RunSummary:
             "fps": round(self.fps, 2),
             "mean_batch_size": {k: round(v, 2) for k, v in self.batches.items()},
             "stages": self.profile.to_json(),
-            "streams": self.streams,
+            "streams": [stream.to_json() for stream in self.streams],
         }
 
 

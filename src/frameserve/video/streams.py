@@ -82,6 +82,34 @@ def overlay_style(config: VideoPipelineConfig) -> OverlayStyle:
     return OverlayStyle(mask=o.mask, draw_keypoints=o.keypoints, draw_labels=o.labels)
 
 
+@dataclass(frozen=True)
+class InputSummary:
+    """What one input of a run did, as ``video run --json`` shows it under ``streams``."""
+
+    input: Path
+    decoded: int
+    processed: int  # kept by the sampling and run through the pipeline
+    written: int
+    resize: str  # where its frames were resized (which pre-processing path)
+    corrupt_skipped: int
+    jsonl: Path
+    masks: Path | None
+    video: Path | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": str(self.input),
+            "decoded": self.decoded,
+            "processed": self.processed,
+            "written": self.written,
+            "resize": self.resize,
+            "corrupt_skipped": self.corrupt_skipped,
+            "jsonl": str(self.jsonl),
+            "masks": str(self.masks) if self.masks else None,
+            "video": str(self.video) if self.video else None,
+        }
+
+
 @dataclass
 class StreamRun:
     source: VideoSource
@@ -170,17 +198,10 @@ class StreamRun:
         self._sinks.clear()
         self._closed = True
 
-    def summary(self, resize: str) -> dict[str, Any]:
+    def summary(self, resize: str) -> InputSummary:
         """What the input did; ``resize`` says where its frames were resized."""
         s, o = self.source.stats, self.outputs
-        return {
-            "input": str(self.source.path),
-            "decoded": s.decoded,
-            "processed": s.kept,
-            "written": self.written,
-            "resize": resize,
-            "corrupt_skipped": s.corrupt,
-            "jsonl": str(o.jsonl),
-            "masks": str(o.masks) if o.masks else None,
-            "video": str(o.video) if o.video else None,
-        }
+        return InputSummary(
+            self.source.path, s.decoded, s.kept, self.written, resize, s.corrupt, o.jsonl,
+            o.masks, o.video,
+        )  # fmt: skip

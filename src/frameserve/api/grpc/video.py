@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import orjson
@@ -22,16 +22,17 @@ from frameserve.errors import FrameserveError, InvalidInput
 
 if TYPE_CHECKING:
     from frameserve.video.live import LiveStreams
+    from frameserve.video.live.records import LiveRecord
 
 log = logging.getLogger(__name__)
 
 
-def _event(stream_id: str, record: dict[str, Any], missed: int) -> vpb.StreamEvent:
+def _event(stream_id: str, record: LiveRecord, missed: int) -> vpb.StreamEvent:
     return vpb.StreamEvent(
         stream_id=stream_id,
-        frame=int(record.get("frame", 0)),
-        pts=float(record.get("pts", 0.0)),
-        record_json=orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY),
+        frame=record.frame,
+        pts=record.pts,
+        record_json=orjson.dumps(record.to_json(), option=orjson.OPT_SERIALIZE_NUMPY),
         missed=missed,
     )
 
@@ -60,7 +61,7 @@ class VideoStreamsService:
     async def ListStreams(
         self, request: vpb.ListStreamsRequest, context: grpc.aio.ServicerContext
     ) -> vpb.ListStreamsResponse:
-        statuses = [s.status() for s in self._streams.list()]
+        statuses = [s.status().to_json() for s in self._streams.list()]
         return vpb.ListStreamsResponse(stream_json=[orjson.dumps(s) for s in statuses])
 
 

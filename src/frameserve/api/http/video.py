@@ -237,21 +237,22 @@ class VideoRoutes:
         self._check_ready()
         spec = _validate(StreamSpec, await self._json_object(request), "stream")
         stream = await asyncio.to_thread(self.streams.attach, spec)
-        status = stream.status()
-        return _json(status, 201, headers={"Location": f"/v1/streams/{status['id']}"})
+        return _json(
+            stream.status().to_json(), 201, headers={"Location": f"/v1/streams/{stream.id}"}
+        )
 
     async def list_streams(self, request: Request) -> Response:
-        return _json({"streams": [s.status() for s in self.streams.list()]})
+        return _json({"streams": [s.status().to_json() for s in self.streams.list()]})
 
     async def get_stream(self, request: Request) -> Response:
         stream_id = _check_id("stream", request.path_params["stream"])
-        return _json(self.streams.get(stream_id).status())
+        return _json(self.streams.get(stream_id).status().to_json())
 
     async def detach_stream(self, request: Request) -> Response:
         stream_id = _check_id("stream", request.path_params["stream"])
         stream = self.streams.get(stream_id)
         await asyncio.to_thread(self.streams.detach, stream_id)
-        return _json(stream.status())
+        return _json(stream.status().to_json())
 
     async def stream_events(self, request: Request) -> Response:
         stream_id = _check_id("stream", request.path_params["stream"])
@@ -308,7 +309,7 @@ async def _sse(stream_id: str, subscription: Any) -> AsyncIterator[bytes]:
             except StopAsyncIteration:
                 yield b"event: end\ndata: " + orjson.dumps({"stream": stream_id}) + b"\n\n"
                 return
-            data = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+            data = orjson.dumps(record.to_json(), option=orjson.OPT_SERIALIZE_NUMPY)
             yield b"event: result\ndata: " + data + b"\n\n"
     finally:
         if pending is not None:

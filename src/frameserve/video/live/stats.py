@@ -12,7 +12,8 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Any
+
+from frameserve.video.live.records import StatsSnapshot
 
 WINDOW_S = 5.0  # rates and lag percentiles are over the last seconds
 MAX_EVENTS = 8192  # per deque: a 5 s window up to ~1600 frames per second
@@ -59,23 +60,21 @@ class StreamStats:
         while self._out and self._out[0][0] < oldest:
             self._out.popleft()
 
-    def snapshot(self, now: float | None = None) -> dict[str, Any]:
-        """``fps_in``, ``fps_out``, ``frames_in``, ``frames_out``, ``dropped`` and ``lag_ms``
-        (p50, p99 over the window; None when no record was published in it)."""
+    def snapshot(self, now: float | None = None) -> StatsSnapshot:
+        """The counters, the rates and the lag's p50 and p99 over the window (None when no
+        record was published in it)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             self._trim(now)
             span = self._span(now)
             lags = sorted(lag for _, lag in self._out)
-            out = {
-                "fps_in": round(len(self._in) / span, 2) if span > 0 else 0.0,
-                "fps_out": round(len(self._out) / span, 2) if span > 0 else 0.0,
-                "frames_in": self.frames_in,
-                "frames_out": self.frames_out,
-                "dropped": dict(self.dropped),
-            }
-        out["lag_ms"] = {"p50": _percentile_ms(lags, 0.50), "p99": _percentile_ms(lags, 0.99)}
-        return out
+            fps_in = round(len(self._in) / span, 2) if span > 0 else 0.0
+            fps_out = round(len(self._out) / span, 2) if span > 0 else 0.0
+            frames_in, frames_out, dropped = self.frames_in, self.frames_out, dict(self.dropped)
+        return StatsSnapshot(
+            fps_in, fps_out, frames_in, frames_out, dropped,
+            _percentile_ms(lags, 0.50), _percentile_ms(lags, 0.99),
+        )  # fmt: skip
 
     def _span(self, now: float) -> float:
         """Seconds the window covers: shorter while the stream is young, and shorter when a

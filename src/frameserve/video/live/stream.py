@@ -33,6 +33,7 @@ import asyncio
 import logging
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -42,9 +43,10 @@ from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
 from frameserve.video.frames import Sampling
 from frameserve.video.live.reader import ReaderResume
+from frameserve.video.live.records import LiveRecord, StreamStatus
 from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec, redact
 from frameserve.video.live.stats import StreamStats
-from frameserve.video.live.subscribe import Record, Subscribers, Subscription
+from frameserve.video.live.subscribe import Subscribers, Subscription
 from frameserve.video.live.worker import (
     Busy,
     Connected,
@@ -57,7 +59,6 @@ from frameserve.video.live.worker import (
 from frameserve.video.prepare import Group
 from frameserve.video.process import FrameProcessor
 from frameserve.video.pump import Finished, FramePump
-from frameserve.video.sinks import frame_fields
 from frameserve.video.track import Tracker, TrackerSettings
 from frameserve.video.worker import WorkerDied
 
@@ -169,24 +170,13 @@ class LiveStream:
         self._set_state("stopped")
         return not alive
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StreamStatus:
         """The stream's state and counters (see ``StreamStats.snapshot`` for the rates)."""
-        snap = self.stats.snapshot()
-        return {
-            "id": self.id,
-            "source": redact(self.spec.source),
-            "pipeline": self.spec.pipeline,
-            "state": self._state,
-            "fps_in": snap["fps_in"],
-            "fps_out": snap["fps_out"],
-            "frames_in": snap["frames_in"],
-            "frames_out": snap["frames_out"],
-            "dropped": snap["dropped"],
-            "lag_ms": snap["lag_ms"],
-            "last_error": self._last_error,
-            "started": self.started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "reconnects": self._reconnects,
-        }
+        started = self.started.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return StreamStatus(
+            self.id, redact(self.spec.source), self.spec.pipeline, self._state,
+            self.stats.snapshot(), self._last_error, started, self._reconnects,
+        )  # fmt: skip
 
     def _set_state(self, state: State) -> None:
         with self._lock:
@@ -213,13 +203,12 @@ class LiveStream:
             )
         return self._subscribers.subscribe()
 
-    def _deliver(self, record: Record, arrived: float) -> None:
+    def _deliver(self, record: LiveRecord, arrived: float) -> None:
         """On the loop: stamp the lag, count the record and hand it to every subscriber."""
         now = time.monotonic()
         lag = now - arrived
-        record["lag_ms"] = round(lag * 1000.0, 2)
         self.stats.frame_out(now, lag)
-        self._subscribers.deliver(record)
+        self._subscribers.deliver(replace(record, lag_ms=round(lag * 1000.0, 2)))
 
     # -- reader thread ----------------------------------------------------------------------
     def _read(self) -> None:
@@ -357,18 +346,15 @@ class LiveStream:
             return None
         return Tracker(TrackerSettings(spec.lost_seconds, spec.min_iou), frame_rate=rate)
 
-    def _record(self, done: Finished, tracker: Tracker | None) -> Record:
+    def _record(self, done: Finished, tracker: Tracker | None) -> LiveRecord:
         """The frame's record: its timestamps, its result (tracked) and the stream."""
         frame = done.frame
         assert done.output is not None
         result = done.output.result
         if tracker is not None and isinstance(result, Detections):
             result = tracker.update(result, float(frame.seconds))
-        record: Record = frame_fields(frame.index, frame.pts, frame.time_base)
-        if result is not None:
-            record.update(result.to_json())
-        record["stream"] = self.id
-        return record
+        fields = result.to_json() if result is not None else {}
+        return LiveRecord(self.id, frame.index, frame.pts, frame.time_base, fields)
 
     def _failed(self, err: BaseException) -> None:
         """A frame gave no result: dropped as stale, or failed (the stream goes on)."""
@@ -380,7 +366,7 @@ class LiveStream:
             log.error("live stream %s: a frame failed", self.id, exc_info=err)
         self._last_error = f"a frame failed: {type(err).__name__}: {err}"
 
-    def _publish(self, record: Record, arrived: float) -> None:
+    def _publish(self, record: LiveRecord, arrived: float) -> None:
         self._call_loop(self._deliver, record, arrived)
 
     def _call_loop(self, callback: Any, *args: Any) -> None:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-Record = dict[str, Any]
+from frameserve.video.live.records import LiveRecord
 
 
 class Subscription:
     """One reader of a stream's records: ``async for record in sub`` until the stream stops.
 
-    Records are shared by every subscriber of the stream: treat them as read-only.
+    Records (frozen) are shared by every subscriber of the stream.
     ``dropped`` counts the records this subscriber missed because its buffer was full.
     """
 
@@ -33,7 +32,7 @@ class Subscription:
         self.stream_id = stream_id
         self.dropped = 0
         self.delivered = 0
-        self._buffer: deque[Record] = deque()
+        self._buffer: deque[LiveRecord] = deque()
         self._size = size
         self._ended = False
         self._ready = asyncio.Event()
@@ -45,7 +44,7 @@ class Subscription:
         records already buffered have been read."""
         return self._ended
 
-    def push(self, record: Record) -> None:
+    def push(self, record: LiveRecord) -> None:
         """Queue ``record``; when the buffer is full, drop the oldest one."""
         if self._ended:
             return
@@ -71,7 +70,7 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> Record:
+    async def __anext__(self) -> LiveRecord:
         while not self._buffer:
             if self._ended:
                 raise StopAsyncIteration
@@ -102,7 +101,7 @@ class Subscribers:
             self._subs.add(sub)
         return sub
 
-    def deliver(self, record: Record) -> None:
+    def deliver(self, record: LiveRecord) -> None:
         """Give ``record`` to every subscriber (each drops its oldest when full)."""
         for sub in self._subs:
             sub.push(record)
