@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 
 
 class TrackSpec(_Strict):
-    """ByteTrack settings (``trackers`` library); times in seconds so sampling doesn't matter."""
+    """ByteTrack settings (``video.track``); times in seconds so sampling doesn't matter."""
 
     lost_seconds: Annotated[float, Field(gt=0)] = 1.0
     min_iou: Annotated[float, Field(gt=0, lt=1)] = 0.1

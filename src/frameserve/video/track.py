@@ -2,13 +2,13 @@
 
 A detector sees every frame on its own; a pipeline that blurs a face through a clip, counts
 people or follows an object needs to know that box 3 of frame 120 is the face that was box 1 of
-frame 119. ``Tracker`` puts ByteTrack from Roboflow's ``trackers`` (a Kalman filter per track,
-IoU matching with the Hungarian algorithm) behind our ``Detections``:
+frame 119. ``Tracker`` puts ByteTrack (a Kalman filter per track, IoU matching with the
+Hungarian algorithm; our own in ``video.bytetrack``, with the behaviour of Roboflow's
+``trackers`` 2.6.1 that it replaced) behind our ``Detections``:
 
 - every detection gets an id >= 1 on the frame it first appears, rows stay in input order and
-  keypoints and labels are untouched. The library returns -1 for a track it has not confirmed
-  yet (until its second frame); we confirm each new track at birth instead, with an id from our
-  own counter that the library then reports on every later match, so -1 never leaves here;
+  keypoints and labels are untouched. A new track is confirmed at birth (the library waited
+  for its second frame), so no row is ever left without an id;
 - each label is tracked on its own, so a face track never continues on a person box; ids are
   unique across labels;
 - time is the frame's pts in seconds: the Kalman filter predicts motion over the real gap, and a
@@ -31,21 +31,17 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.processing.results import Detections
-
-if TYPE_CHECKING:
-    from trackers import ByteTrackTracker
+from frameserve.video.bytetrack import ByteTrack
 
 log = logging.getLogger(__name__)
 
-# The library counts its lost-track buffer in frames of a 30 fps video, whatever the real rate.
-_LIBRARY_FPS = 30.0
-# A repeated pts is sent this much later: the library warns on every duplicate otherwise.
+# A repeated pts is passed on this much later, as it was to the library (which warned on every
+# duplicate): the filter predicts over 1 us rather than not at all, so ids stay what they were.
 _DUPLICATE_STEP_S = 1e-6
 
 
@@ -81,17 +77,17 @@ class TrackerSettings:
 
 
 def preload() -> threading.Thread:
-    """Import the tracking library in a background thread (~0.4-1.5 s, once per process),
-    for a caller that has other start-up work to overlap it with (models loading); the
+    """Import what tracking needs (``scipy.optimize``, ~0.4 s once per process) in a background
+    thread, for a caller that has other start-up work to overlap it with (models loading); the
     thread is returned so the caller may wait for it."""
 
     def load() -> None:
         try:
-            import trackers  # noqa: F401
+            import scipy.optimize  # noqa: F401
         except ImportError as err:  # the Tracker reports it where it is used
-            log.debug("preloading trackers failed: %s", err)
+            log.debug("preloading scipy.optimize failed: %s", err)
 
-    thread = threading.Thread(target=load, name="preload-trackers", daemon=True)
+    thread = threading.Thread(target=load, name="preload-tracking", daemon=True)
     thread.start()
     return thread
 
@@ -112,17 +108,18 @@ class Tracker:
     ) -> None:
         """``frame_rate`` is the rate of the frames passed when ``seconds`` is ``None``; with
         timestamps it only sets the Kalman filter's time unit (the source's rate is right).
-        ``import_now=False``: the library is imported on the first update (or by ``preload``)."""
+        ``import_now=False``: ``scipy.optimize`` is imported when first needed (or by
+        ``preload``)."""
         if not (math.isfinite(frame_rate) and frame_rate > 0):
             raise ConfigError(f"Tracker.frame_rate: expected a number > 0, got {frame_rate!r}")
         self.settings = settings or TrackerSettings()
         self.frame_rate = frame_rate
-        self._by_label: dict[str, ByteTrackTracker] = {}
+        self._by_label: dict[str, ByteTrack] = {}
         self._next_id = itertools.count(1)  # shared by labels, never reused
         self._last_seconds: float | None = None  # the caller's last pts
-        self._last_sent: float | None = None  # what the library got for it
-        if import_now:  # ~0.5-1.5 s, once per process: now rather than on the first frame
-            import trackers  # noqa: F401
+        self._last_sent: float | None = None  # what the label trackers got for it
+        if import_now:  # ~0.4 s, once per process: now rather than on a frame
+            import scipy.optimize  # noqa: F401
 
     def update(self, detections: Detections, seconds: float | None) -> Detections:
         """Return ``detections`` with ``track_ids`` filled: one id >= 1 per row, rows unchanged.
@@ -131,7 +128,7 @@ class Tracker:
         (each call then counts as one frame at ``frame_rate``). A pts earlier than the previous
         one (a stream that restarted or looped) ends every track; new tracks get new ids.
         """
-        timestamp = self._library_time(seconds)
+        timestamp = self._tracker_time(seconds)
         rows_by_label: dict[str, list[int]] = {label: [] for label in self._by_label}
         for row, label in enumerate(detections.labels):
             rows_by_label.setdefault(label, []).append(row)
@@ -144,7 +141,7 @@ class Tracker:
             )
         return dataclasses.replace(detections, track_ids=ids)
 
-    def _library_time(self, seconds: float | None) -> float | None:
+    def _tracker_time(self, seconds: float | None) -> float | None:
         """Map the caller's pts to a strictly increasing timestamp, restarting on a jump back."""
         if seconds is None:
             self._last_seconds = self._last_sent = None
@@ -166,65 +163,15 @@ class Tracker:
     def _update_label(
         self, label: str, boxes: np.ndarray, scores: np.ndarray, timestamp: float | None
     ) -> np.ndarray:
-        """Run one label's library tracker on that label's rows; return one id per row."""
-        import supervision as sv
-
+        """Run one label's tracker on that label's rows; return one id per row."""
         tracker = self._by_label.get(label)
         if tracker is None:
-            tracker = self._by_label[label] = self._library_tracker()
-        rows = np.arange(len(scores))
-        # ``data`` rides along through the library's reordering: it maps outputs back to rows.
-        tracked = tracker.update(
-            sv.Detections(xyxy=boxes, confidence=scores, data={"row": rows}), timestamp=timestamp
-        )
-        ids = np.full(len(rows), -1, dtype=np.int64)
-        if len(tracked) and tracked.tracker_id is not None:
-            out_rows = np.asarray(tracked.data["row"], dtype=np.int64)
-            ids[out_rows] = tracked.tracker_id
-        else:
-            out_rows = np.zeros(0, dtype=np.int64)
-        self._confirm_new_tracks(tracker, ids, scores, out_rows)
-        return ids
-
-    def _confirm_new_tracks(
-        self, tracker: ByteTrackTracker, ids: np.ndarray, scores: np.ndarray, out_rows: np.ndarray
-    ) -> None:
-        """Give an id to every row the library left at -1, in place.
-
-        With ``minimum_consecutive_frames=1`` and every track confirmed at birth, the rows still
-        at -1 are (trackers 2.6.1) exactly the tracks started on this frame, returned in the
-        order they were appended to ``tracker.tracks``, plus low-score rows that continued
-        nothing and start no track. Setting a new track's ``tracker_id`` makes the library
-        report that id from the next match on, and keeps the track for ``lost_seconds``.
-        """
-        unconfirmed = [track for track in tracker.tracks if track.tracker_id == -1]
-        started = [
-            row
-            for row in out_rows
-            if ids[row] == -1 and scores[row] >= self.settings.activation_score
-        ]
-        if len(started) != len(unconfirmed):
-            raise RuntimeError(
-                f"trackers: expected one new track per new detection, got {len(unconfirmed)} "
-                f"tracks for {len(started)} detections; this module is written for trackers 2.6.1"
+            settings = self.settings
+            tracker = self._by_label[label] = ByteTrack(
+                self._next_id.__next__,
+                lost_seconds=settings.lost_seconds,
+                min_iou=settings.min_iou,
+                activation_score=settings.activation_score,
+                frame_rate=self.frame_rate,
             )
-        for row, track in zip(started, unconfirmed, strict=True):
-            track.tracker_id = ids[row] = next(self._next_id)
-        for row in np.flatnonzero(ids == -1):
-            ids[row] = next(self._next_id)
-
-    def _library_tracker(self) -> ByteTrackTracker:
-        # Imported here: importing trackers (and supervision) takes ~1.5 s.
-        from trackers import ByteTrackTracker
-
-        settings = self.settings
-        return ByteTrackTracker(
-            lost_track_buffer=round(settings.lost_seconds * _LIBRARY_FPS),
-            frame_rate=self.frame_rate,
-            # One threshold for both: every detection at or above it is "high" and may start a
-            # track; below it ByteTrack only uses it to continue one.
-            track_activation_threshold=settings.activation_score,
-            high_conf_det_threshold=settings.activation_score,
-            minimum_consecutive_frames=1,
-            minimum_iou_threshold=settings.min_iou,
-        )
+        return tracker.update(boxes, scores, timestamp)
