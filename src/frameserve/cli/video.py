@@ -53,7 +53,6 @@ def run_video(args: argparse.Namespace) -> int:
     from frameserve.video.decode import probe
     from frameserve.video.frames import Sampling
     from frameserve.video.run import RunOptions, VideoRun, describe_input
-    from frameserve.video.track import preload as preload_tracking
 
     logs.configure(args.log_level, "text")
     try:
@@ -71,10 +70,8 @@ def run_video(args: argparse.Namespace) -> int:
         )
         for info in infos:
             print(describe_input(info), file=sys.stderr)  # noqa: T201
-        # Imported while the models load and the first frames run (results wait for it).
-        loading = preload_tracking() if config.track is not None else None
         with LocalServer(settings) as local:
-            run = VideoRun(local, name, config, args.inputs, options, loading=loading)
+            run = VideoRun(local, name, config, args.inputs, options)
             with tqdm(
                 total=run.expected_frames() or None,
                 unit="frame",

@@ -163,7 +163,16 @@ def match(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
     left out (both sorted by row)."""
     if iou.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    # Imported here: scipy.optimize takes ~0.4 s to import (``track.preload`` does it early).
+    overlaps = iou > 0
+    if min_iou > 0 and overlaps.sum(axis=0).max() <= 1 and overlaps.sum(axis=1).max() <= 1:
+        # No box overlaps two tracks nor a track two boxes (the usual case): every optimal
+        # assignment holds all the overlapping pairs, and the rest are 0 < min_iou. The same
+        # answer as the Hungarian algorithm, without it.
+        rows, cols = np.nonzero(overlaps)
+        good = iou[rows, cols] >= min_iou
+        return rows[good], cols[good]
+    # Imported only now: scipy.optimize takes ~0.4 s to import (``Tracker(import_now=True)``
+    # does it up front where a stall on the first competing match would matter).
     from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(iou, maximize=True)

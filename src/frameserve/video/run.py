@@ -116,7 +116,7 @@ class VideoRun:
     checkpoint to start from, a segment encoder), ``on_frame`` (called in the sink thread
     before each frame is written: where a job checkpoints), ``stop`` (its cancel event) and
     ``thread_prefix`` (its threads' names say whose they are). ``loading``: a thread still
-    importing what the sinks need (``track.preload``); until it ends, each sink thread holds
+    importing what the sinks need; until it ends, each sink thread holds
     up to ``HOLD_FRAMES`` results in order instead of writing them, so decoding and
     inference start at once. ``isolate``: decode and pre-process each input in a worker
     process (``video.worker``), so a crash in FFmpeg ends the run with ``WorkerDied``
@@ -215,7 +215,8 @@ class VideoRun:
             return None
         rate = float(source.info.rate) if source.info.rate else 30.0
         settings = TrackerSettings(spec.lost_seconds, spec.min_iou)
-        return Tracker(settings, frame_rate=rate, import_now=self._loading is None)
+        # scipy.optimize comes only with the first boxes that compete for tracks, if ever
+        return Tracker(settings, frame_rate=rate, import_now=False)
 
     def _default_inflight(self, streams: int) -> int:
         """Enough frames in flight to fill every model's batches, shared by the inputs."""

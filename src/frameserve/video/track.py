@@ -29,7 +29,6 @@ import dataclasses
 import itertools
 import logging
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,22 +75,6 @@ class TrackerSettings:
                 raise ConfigError(f"TrackerSettings.{name}: expected 0..1, got {value!r}")
 
 
-def preload() -> threading.Thread:
-    """Import what tracking needs (``scipy.optimize``, ~0.4 s once per process) in a background
-    thread, for a caller that has other start-up work to overlap it with (models loading); the
-    thread is returned so the caller may wait for it."""
-
-    def load() -> None:
-        try:
-            import scipy.optimize  # noqa: F401
-        except ImportError as err:  # the Tracker reports it where it is used
-            log.debug("preloading scipy.optimize failed: %s", err)
-
-    thread = threading.Thread(target=load, name="preload-tracking", daemon=True)
-    thread.start()
-    return thread
-
-
 class Tracker:
     """Fills ``track_ids`` for the detections of one stream, one frame after the other.
 
@@ -108,8 +91,8 @@ class Tracker:
     ) -> None:
         """``frame_rate`` is the rate of the frames passed when ``seconds`` is ``None``; with
         timestamps it only sets the Kalman filter's time unit (the source's rate is right).
-        ``import_now=False``: ``scipy.optimize`` is imported when first needed (or by
-        ``preload``)."""
+        ``import_now=False``: ``scipy.optimize`` is imported when first needed (boxes that
+        compete for tracks), if ever."""
         if not (math.isfinite(frame_rate) and frame_rate > 0):
             raise ConfigError(f"Tracker.frame_rate: expected a number > 0, got {frame_rate!r}")
         self.settings = settings or TrackerSettings()
