@@ -56,7 +56,6 @@ from frameserve.video.live.worker import (
     LiveWorkerSpec,
     Problem,
 )
-from frameserve.video.prepare import Group
 from frameserve.video.process import FrameProcessor
 from frameserve.video.pump import Finished, FramePump
 from frameserve.video.track import Tracker, TrackerSettings
@@ -314,7 +313,8 @@ class LiveStream:
             return False
         prepared = event.prepared()
         prepared.version = mv
-        return self._pump.send(Group([prepared], event.tensor), event.arrived, event.connection)
+        group = self.processor.group([prepared])  # normalised here (see ``Delivered``)
+        return self._pump.send(group, event.arrived, event.connection)
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self) -> None:

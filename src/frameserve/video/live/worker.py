@@ -11,13 +11,13 @@ worker process (spawn)                                    server: the stream's r
 The child runs the connection loop: connection after connection with FFmpeg's timeouts,
 exponential backoff for network sources, replays of a looping file, and pre-processing at model
 size (the same ``FramePreparer`` as jobs). Live frames come at the source's rate, one at a time
-(a model-size tensor, or the whole RGB frame for multi-model pipelines), so they travel over the
-pipe itself; jobs, which run as fast as the cores go in groups of frames, use a shared-memory
-ring instead (``video.worker``). The child holds a credit for each frame it may send: at most
-``CREDITS`` frames the server has not taken, and the reader gives a credit back only while the
-stream's pump has room. A frame decoded without a credit is dropped before pre-processing
-(``Busy``), so a server that falls behind neither spends work on frames it would drop nor makes
-the source back up into FFmpeg's buffers.
+(the frame at model size in uint8, or the whole RGB frame for multi-model pipelines), so they
+travel over the pipe itself; jobs, which run as fast as the cores go in groups of frames, use a
+shared-memory ring instead (``video.worker``). The child holds a credit for each frame it may
+send: at most ``CREDITS`` frames the server has not taken, and the reader gives a credit back
+only while the stream's pump has room. A frame decoded without a credit is dropped before pre-
+processing (``Busy``), so a server that falls behind neither spends work on frames it would drop
+nor makes the source back up into FFmpeg's buffers.
 
 A child that dies (a signal, ``abort``, the out-of-memory killer) shows as the pipe closing:
 ``events`` raises ``WorkerDied`` and the stream starts a new worker after its backoff, from a
@@ -94,7 +94,9 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """A kept frame, pre-processed: its tensor (``[1, ...]``) or, without pre-processing, its
+    """A kept frame, pre-processed: the frame at the model's input size (uint8, ``placed``; the
+    server normalises it, a quarter of a float tensor's bytes over the pipe), or its ``[1, ...]``
+    tensor (pre-processing that pads the normalised tensor), or, without pre-processing, its
     whole RGB image."""
 
     index: int
@@ -105,13 +107,17 @@ class Delivered:
     connection: int
     geometry: Geometry | None
     seconds: dict[str, float]
+    placed: np.ndarray | None
     tensor: np.ndarray | None
     image: np.ndarray | None
 
     def prepared(self) -> Prepared:
-        """The frame as the pump takes it."""
+        """The frame as the pump takes it (still to be grouped: ``FrameProcessor.group``)."""
         frame = Frame(0, self.index, self.pts, self.time_base, self.image, self.keyframe)
-        return Prepared(frame, geometry=self.geometry, seconds=dict(self.seconds))
+        return Prepared(
+            frame, placed=self.placed, tensor=self.tensor, geometry=self.geometry,
+            seconds=dict(self.seconds),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,23 +257,13 @@ class _SourceLoop:
             self.conn.send(Busy(frame.index, frame.pts))
             return
         try:
-            prepared = self.preparer.prepare(frame)
-            group = self.preparer.group([prepared])
-            image = None if group.tensor is not None else frame.image
-            self.conn.send(
-                Delivered(
-                    frame.index,
-                    frame.pts,
-                    frame.time_base,
-                    frame.keyframe,
-                    arrived,
-                    self.connection,
-                    prepared.geometry,
-                    prepared.seconds,
-                    group.tensor,
-                    image,
-                )  # fmt: skip
-            )
+            p = self.preparer.prepare(frame)
+            image = None if p.model_input else frame.image
+            message = Delivered(
+                frame.index, frame.pts, frame.time_base, frame.keyframe, arrived,
+                self.connection, p.geometry, p.seconds, p.placed, p.tensor, image,
+            )  # fmt: skip
+            self.conn.send(message)
         except BaseException:
             self.credits.release()  # nothing reached the server: its credit is still ours
             raise
