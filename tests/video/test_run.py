@@ -12,7 +12,6 @@ import io
 import json
 import shutil
 import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -478,38 +477,6 @@ def test_a_run_follows_its_model_through_a_reload(
     lines = read_jsonl(out / f"{pan_clip.path.stem}.jsonl")
     assert_lines_match_clip(lines, pan_clip, list(range(pan_clip.frames)))
     assert all(len(line["detections"]) == 1 for line in lines)
-
-
-def test_results_wait_in_order_for_a_library_still_loading(
-    video_server: LocalServer, zoo_repository: Path, pan_clip: Clip, out: Path
-) -> None:
-    """While ``loading`` (the tracking library's import) runs, decoding and inference go on and
-    the sink holds the results; once it ends they are written, every frame once, in order."""
-    release = threading.Event()
-    loading = threading.Thread(target=release.wait, args=(60,), daemon=True)
-    loading.start()
-    name, config = load_video_pipeline("faces", zoo_repository)
-    run = VideoRun(
-        video_server, name, config, [pan_clip.path], RunOptions(out=out), loading=loading
-    )
-    done: list[RunSummary] = []
-    worker = threading.Thread(target=lambda: done.append(run.run()), daemon=True)
-    worker.start()
-    try:
-        stats = video_server.server.repository.get("faces").stats
-        before = stats.inference_count
-        deadline = time.monotonic() + 30
-        while stats.inference_count - before < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert stats.inference_count - before >= 8  # frames ran while the library loaded
-        assert run.frames_done == 0  # and none was written
-    finally:
-        release.set()
-    worker.join(60)
-    assert done and done[0].frames == pan_clip.frames
-    lines = read_jsonl(out / f"{pan_clip.path.stem}.jsonl")
-    assert_lines_match_clip(lines, pan_clip, list(range(pan_clip.frames)))
-    assert {line["detections"][0]["track_id"] for line in lines} == {1}
 
 
 def test_an_output_never_overwrites_another_input(

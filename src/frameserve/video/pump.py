@@ -95,10 +95,9 @@ class FramePump:
 
     # -- producer thread --------------------------------------------------------------------
     def submit(self, frame: Frame, arrived: float = 0.0, tag: int = 0) -> bool:
-        """Prepare ``frame`` and send it to the models with its group; False when it was not
-        sent (a lossy pump's queue is full, or the pump is stopping)."""
-        if self.lossy and self._queue.full():  # only this thread puts: it stays full
-            return False
+        """Prepare ``frame`` and send it to the models with its group; False when the pump
+        is stopping. (A lossy producer prepares frames elsewhere and hands them to ``send``,
+        which drops a frame before any model work when there is no room.)"""
         prepared = self.processor.prepare(frame, full=self.keep_images)
         if prepared.model_input and not self.keep_images:
             frame.image = None  # the tensor is all that is needed from here on

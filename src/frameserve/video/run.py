@@ -36,7 +36,7 @@ from frameserve.video.frames import Frame, Sampling
 from frameserve.video.prepare import Group
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
-from frameserve.video.pump import Finished, FramePump
+from frameserve.video.pump import FramePump
 from frameserve.video.scaler import full_rgb
 from frameserve.video.streams import InputSummary, StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.track import Tracker, TrackerSettings
@@ -45,7 +45,6 @@ from frameserve.video.worker import DecodeWorker, WorkerSpec, run_isolated, slot
 log = logging.getLogger(__name__)
 
 FrameHook = Callable[[StreamRun, Frame], None]  # runs in the sink thread, before the write
-HOLD_FRAMES = 512  # results a sink holds while the tracking library is still being imported
 
 
 @dataclass(frozen=True)
@@ -115,12 +114,9 @@ class VideoRun:
     frames enter the schedulers: the background level), ``plans`` (its own files, the
     checkpoint to start from, a segment encoder), ``on_frame`` (called in the sink thread
     before each frame is written: where a job checkpoints), ``stop`` (its cancel event) and
-    ``thread_prefix`` (its threads' names say whose they are). ``loading``: a thread still
-    importing what the sinks need; until it ends, each sink thread holds
-    up to ``HOLD_FRAMES`` results in order instead of writing them, so decoding and
-    inference start at once. ``isolate``: decode and pre-process each input in a worker
-    process (``video.worker``), so a crash in FFmpeg ends the run with ``WorkerDied``
-    instead of ending this process.
+    ``thread_prefix`` (its threads' names say whose they are). ``isolate``: decode and
+    pre-process each input in a worker process (``video.worker``), so a crash in FFmpeg ends
+    the run with ``WorkerDied`` instead of ending this process.
     A run stopped through ``stop`` returns normally: ``StreamRun.finished`` says whether
     every frame was written.
     """
@@ -138,7 +134,6 @@ class VideoRun:
         on_frame: FrameHook | None = None,
         stop: threading.Event | None = None,
         thread_prefix: str = "",
-        loading: threading.Thread | None = None,
         isolate: bool = False,
     ) -> None:
         if not inputs:
@@ -163,7 +158,6 @@ class VideoRun:
         self.stop = stop or threading.Event()
         self.profile = StageProfile()
         self._on_frame = on_frame
-        self._loading = loading
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
         self._done = 0
@@ -390,26 +384,11 @@ class VideoRun:
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self, st: StreamRun) -> None:
-        held: list[Finished] = []  # results waiting for ``loading`` to end, in order
         for done in st.pump.results():
             assert done.output is not None  # a lossless pump raises a frame's error
-            loading = self._loading
-            if loading is not None and loading.is_alive() and len(held) < HOLD_FRAMES:
-                held.append(done)
-                continue
-            self._write_held(st, held)
             self._write(st, done.frame, done.output)
         if st.pump.ended:
-            self._write_held(st, held)
             st.finish()
-
-    def _write_held(self, st: StreamRun, held: list[Finished]) -> None:
-        if held and self._loading is not None:
-            self._loading.join()
-        for done in held:
-            assert done.output is not None
-            self._write(st, done.frame, done.output)
-        held.clear()
 
     def _write(self, st: StreamRun, frame: Frame, output: FrameOutput) -> None:
         for step, seconds in output.timings.seconds.items():

@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 DELETE_WAIT_S = 10.0  # how long deleting a cancelled job waits for its thread to stop
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How a job's thread ended: ``done`` (every frame written), or the error it met;
+    ``crashed``: the error is its decode worker's death (retried from the checkpoint)."""
+
+    done: bool = False
+    error: str | None = None
+    crashed: bool = False
+
+
 @dataclass(eq=False)
 class _Active:
     """A job whose thread runs; ``reason`` says why it was asked to stop."""
@@ -286,7 +296,7 @@ class JobQueue:
     def _run(self, active: _Active) -> None:
         """The job's thread: run it, then record how it ended (always)."""
         runner: JobRunner | None = None
-        done, error, crashed = False, None, False
+        outcome = _Outcome()
         try:
             with self._lock:
                 job = self._stored(active.id)
@@ -299,16 +309,16 @@ class JobQueue:
                 self._db().set_total(active.id, run.expected_frames())
             at = runner.resumes_at
             log.info("job %s: running from %s", active.id, f"frame {at}" if at else "the start")
-            done = runner.execute(run)
+            outcome = _Outcome(done=runner.execute(run))
         except WorkerDied as err:
-            error, crashed = _public(err.message, runner), True
+            outcome = _Outcome(error=_public(err.message, runner), crashed=True)
         except FrameserveError as err:
-            error = _public(err.message, runner)
+            outcome = _Outcome(error=_public(err.message, runner))
         except Exception as err:
             log.exception("job %s: failed", active.id)
-            error = _public(f"{type(err).__name__}: {err}", runner)
+            outcome = _Outcome(error=_public(f"{type(err).__name__}: {err}", runner))
         finally:
-            self._end(active, runner, done, error, crashed)
+            self._end(active, runner, outcome)
 
     def _commit(self, active: _Active, checkpoint: Checkpoint) -> None:
         """A checkpoint from the job's sink thread, with the progress it stands for."""
@@ -317,29 +327,15 @@ class JobQueue:
                 return
             self._store.checkpoint(active.id, checkpoint)
 
-    def _end(
-        self,
-        active: _Active,
-        runner: JobRunner | None,
-        done: bool,
-        error: str | None,
-        crashed: bool = False,
-    ) -> None:
+    def _end(self, active: _Active, runner: JobRunner | None, outcome: _Outcome) -> None:
         """Record the end of a job's thread: succeeded, failed, back to the queue (shutdown,
         or a decode worker that died while retries are left) or nothing more (a cancel,
         recorded when it was asked for)."""
-        recorded = self._record_end(active, runner, done, error, crashed)
-        if recorded and runner is not None and (done or active.reason == "cancel"):
+        recorded = self._record_end(active, runner, outcome)
+        if recorded and runner is not None and (outcome.done or active.reason == "cancel"):
             runner.remove_segments()  # outside the lock: a long job has many segments
 
-    def _record_end(
-        self,
-        active: _Active,
-        runner: JobRunner | None,
-        done: bool,
-        error: str | None,
-        crashed: bool = False,
-    ) -> bool:
+    def _record_end(self, active: _Active, runner: JobRunner | None, outcome: _Outcome) -> bool:
         """False when the store was closed first: the row still says running, so the next
         start resumes the job from its checkpoint (its segments must stay)."""
         with self._lock:
@@ -350,6 +346,7 @@ class JobQueue:
                             "start", active.id)  # fmt: skip
                 return False
             written = runner.written() if runner is not None else None
+            done, error, crashed = outcome.done, outcome.error, outcome.crashed
             if active.reason == "cancel":
                 store.set_done(active.id, written)
             elif done:
