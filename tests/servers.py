@@ -87,11 +87,20 @@ class ServerLauncher:
         self.folder = folder
         self.started: list[RunningServer] = []
 
-    def start(self, repository: Path, *args: str, wait: bool = True) -> RunningServer:
+    def start(
+        self,
+        repository: Path,
+        *args: str,
+        wait: bool = True,
+        command: tuple[str, ...] = (sys.executable, "-m", "frameserve.cli.main", "serve"),
+        env: dict[str, str] | None = None,
+    ) -> RunningServer:
+        """``command`` (this interpreter's frameserve by default) with the repository, loopback
+        host and two free ports, then ``args``."""
         http_port, grpc_port = free_port(), free_port()
         log_path = self.folder / f"server-{len(self.started)}.log"
         cmd = [
-            sys.executable, "-m", "frameserve.cli.main", "serve",
+            *command,
             "--repository", str(repository), "--host", "127.0.0.1",
             "--http-port", str(http_port), "--grpc-port", str(grpc_port), *args,
         ]  # fmt: skip
@@ -99,7 +108,11 @@ class ServerLauncher:
             # The server's folder is its working directory, so its default ./media and
             # ./state land there, never in the checkout.
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=self.folder
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=os.environ.copy() if env is None else env,
+                cwd=self.folder,
             )
         server = RunningServer(proc, http_port, grpc_port, repository, log_path)
         self.started.append(server)

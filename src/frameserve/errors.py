@@ -65,3 +65,7 @@ class NotSupported(FrameserveError):
 
 class VideoError(InvalidInput):
     """A video cannot be read (not a video, no video stream, unreadable) or written."""
+
+
+class MissingExtra(NotSupported):
+    """A feature needs a package from an optional extra that is not installed."""

@@ -31,6 +31,12 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--force", action="store_true", help="re-install models that are up to date")
     p = zsub.add_parser("list", help="the zoo's models and whether --dest holds them")
     p.add_argument("--dest", type=Path, default=Path("models"), help="default: ./models")
+    p = zsub.add_parser(
+        "examples",
+        help="write the quick start's two tensor models (convnet on OpenVINO, matmul on ONNX "
+        "Runtime), made locally with onnx.helper: nothing is downloaded",
+    )
+    p.add_argument("--dest", type=Path, default=Path("models"), help="default: ./models")
 
 
 def _zoo(args: argparse.Namespace) -> int:
@@ -38,6 +44,12 @@ def _zoo(args: argparse.Namespace) -> int:
     from frameserve.errors import FrameserveError
     from frameserve.zoo import CATALOG, is_installed, pull
 
+    if args.zoo_command == "examples":
+        from frameserve.tools.example_models import make_example_repository
+
+        names = make_example_repository(args.dest)
+        print(f"example models in {args.dest}: {', '.join(names)}")  # noqa: T201
+        return 0
     if args.zoo_command == "list":
         print(f"{'NAME':<12} {'PACKAGE':<19} {'FILE':<40} {'IN --dest':<9}  DESCRIPTION")  # noqa: T201
         for m in CATALOG.values():

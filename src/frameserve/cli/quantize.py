@@ -56,9 +56,16 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    from frameserve.errors import FrameserveError
+    from frameserve.extras import require
+
+    try:
+        require("nncf", "toolkit", "frameserve quantize")
+    except FrameserveError as err:
+        print(f"frameserve quantize: {err}", file=sys.stderr)  # noqa: T201
+        return 1
     from frameserve.backends.openvino_quantize import QuantizeSettings
     from frameserve.cli import logs
-    from frameserve.errors import FrameserveError
     from frameserve.tools.quantize import QuantizeOptions, quantize
 
     logs.configure("info" if args.verbose else "warning", "text")

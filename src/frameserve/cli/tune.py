@@ -114,7 +114,8 @@ def run_tune(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     print("\n".join(summary(result, written)))  # noqa: T201
-    print(f"report: {out.report} (trials: {out.trials.name}, plot: {out.plot.name})")  # noqa: T201
+    plot = out.plot.name if out.plot else "none: pip install 'frameserve[toolkit]'"
+    print(f"report: {out.report} (trials: {out.trials.name}, plot: {plot})")  # noqa: T201
     if best is None or not best.feasible:
         print(f"frameserve tune: no configuration met p99 <= {args.p99_ms:g} ms; "  # noqa: T201
               "model.yaml unchanged (see the report for the lowest p99 measured)",

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from frameserve.extras import require
+
 
 def _pyplot() -> Any:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "toolkit", "plots")
     matplotlib.use("Agg")  # no display: always render to files
     import matplotlib.pyplot as plt
 

@@ -10,6 +10,7 @@ file, atomically.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,11 +21,13 @@ from typing import Any
 
 import yaml
 
-from frameserve.errors import ConfigError
+from frameserve.errors import ConfigError, MissingExtra
 from frameserve.serving.config import parse_model_config
 from frameserve.tools.plots import plot_pareto
 from frameserve.tools.tune import Trial, TuneResult
 from frameserve.tools.tune_space import apply
+
+log = logging.getLogger(__name__)
 
 TUNED_KEYS = (
     "instances",
@@ -45,7 +48,7 @@ class Written:
     backup: Path | None
     report: Path
     trials: Path
-    plot: Path
+    plot: Path | None  # None: matplotlib (the toolkit extra) is not installed
 
 
 def tuned_settings(base: dict[str, Any], best: Trial, versions: list[int]) -> dict[str, Any]:
@@ -141,12 +144,16 @@ def write_report(result: TuneResult, folder: Path, written: Path | None) -> Writ
         (p.p99_ms, p.throughput, i in front, f"{t.candidate.label()} c{p.concurrency}")
         for i, (t, p) in enumerate(ops)
     ]
-    plot = plot_pareto(
-        labelled,
-        folder / "pareto.png",
-        f"{result.model}: every trial's operating points",
-        result.settings.p99_ms,
-    )
+    try:
+        plot: Path | None = plot_pareto(
+            labelled,
+            folder / "pareto.png",
+            f"{result.model}: every trial's operating points",
+            result.settings.p99_ms,
+        )
+    except MissingExtra as err:
+        log.warning("no Pareto plot: %s", err)
+        plot = None
     report = folder / "report.md"
     report.write_text(markdown(result, written))
     return Written(written or Path(), None, report, trials_path, plot)
