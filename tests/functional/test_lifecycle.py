@@ -227,3 +227,33 @@ def test_version_policy_all_serves_each_version(start_server, repo_dir):
         outs.append(result.as_numpy("y"))
     assert not np.array_equal(outs[0], outs[1])  # different weights per version
     assert client.get_model_metadata("matmul")["versions"] == ["1", "2", "3"]
+
+
+def test_drain_delay_keeps_serving_while_unready(start_server, repo_dir):
+    """--drain-delay: after SIGTERM readiness is 503 at once, but requests (and gRPC health)
+    keep being answered for the delay; then the drain refuses new work and the server exits 0."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = start_server(_matmul_repo(repo_dir), "--drain-delay", "6", "--exit-timeout", "10")
+    channel = grpc.insecure_channel(server.grpc_url)
+    health = health_pb2_grpc.HealthStub(channel)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status == serving
+    with LoadGenerator(server.http_url, threads=2) as load:
+        load.wait_for(20)
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        _wait(lambda: server.get("/v2/health/ready")[0] == 503, 5)
+        assert time.monotonic() - sent < 2  # unready long before the delay is over
+        reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        before = load.outcomes["ok"]
+        load.wait_for(20, timeout=2)  # still served while unready
+        assert load.outcomes["ok"] - before >= 20
+        assert server.get("/v2/health/live")[0] == 200
+    assert time.monotonic() - sent < 6, "the load stopped within the delay"
+    assert load.outcomes["error"] == 0, load.errors
+    channel.close()
+    assert server.proc.wait(60) == 0
+    assert time.monotonic() - sent >= 6, "the drain waited for --drain-delay"

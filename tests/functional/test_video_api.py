@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from video.media import make_clip, write_not_a_video
 
 from frameserve.api.grpc.generated import video_streams_pb2 as vpb
@@ -389,6 +390,16 @@ def test_a_live_stream_pushes_records_over_sse_and_grpc(server: RunningServer) -
             metrics
         )
         assert 'frameserve_jobs{state="succeeded"}' in metrics
+        lag = {
+            s.name: s.value
+            for family in text_string_to_metric_families(metrics)
+            if family.name == "frameserve_stream_result_lag_seconds"
+            for s in family.samples
+            if s.labels.get("stream") == stream_id
+        }
+        # the histogram counts every record published so far; the status was read before
+        assert lag["frameserve_stream_result_lag_seconds_count"] >= status["frames_out"] > 0
+        assert lag["frameserve_stream_result_lag_seconds_sum"] > 0
     finally:
         gone = requests.delete(url(server, f"/v1/streams/{stream_id}"), timeout=60)
     assert gone.status_code == 200 and gone.json()["state"] == "stopped"

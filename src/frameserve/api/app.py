@@ -3,7 +3,9 @@
 The loop (uvloop) owns the server, its schedulers and both front ends, so a request crosses no
 thread until a backend runs it. Video jobs and live streams run in their own threads and reach
 the schedulers through the loop (``AttachedServer``). SIGTERM/SIGINT start a graceful drain:
-readiness turns false, new inference is refused with 503/UNAVAILABLE, live streams stop, running
+readiness turns false (with ``--drain-delay S``, S seconds before anything else, while requests
+are still served, so a load balancer stops sending first), new inference is refused with
+503/UNAVAILABLE, live streams stop, running
 jobs stop at their last checkpoint and stay queued for the next start, in-flight requests finish
 (up to the exit timeout), then both listeners close and the process exits 0.
 """
@@ -23,6 +25,7 @@ import uvloop
 
 from frameserve.api.grpc.server import create_grpc_server
 from frameserve.api.http.app import create_http_app
+from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.serving.local import AttachedServer
@@ -39,6 +42,7 @@ class ListenSettings:
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
+    metrics_port: int | None = None  # also serve /metrics here (None: on the HTTP port only)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class _Video:
         )
         uploads = UploadSettings(settings.state_dir / "uploads", settings.max_upload_bytes)
         self.routes = VideoRoutes(
-            self.jobs, self.streams, uploads, lambda: server.ready and not self.closing
+            self.jobs, self.streams, uploads, lambda: server.accepting and not self.closing
         )
         server.metrics.registry.register(VideoCollector(self.streams, self.jobs))
 
@@ -103,6 +107,41 @@ class _HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+def _uvicorn_server(app: Any, host: str, port: int) -> _HttpServer:
+    return _HttpServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            backlog=2048,
+            timeout_keep_alive=75,
+        )
+    )
+
+
+async def _start_http(http: _HttpServer, name: str) -> asyncio.Task[None] | None:
+    """Start ``http`` on the running loop; None (the failure logged) when it cannot listen."""
+    task = asyncio.get_running_loop().create_task(http.serve(), name=name)
+    while not http.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        config = http.config
+        log.error("%s listener on %s:%d failed to start", name, config.host, config.port)
+        return None
+    return task
+
+
+async def _stop_http(http: _HttpServer, task: asyncio.Task[None] | None) -> None:
+    http.should_exit = True
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def serve(
     settings: ServerSettings, listen: ListenSettings, video_settings: VideoServiceSettings
 ) -> int:
@@ -111,18 +150,8 @@ async def serve(
     shm = SharedMemoryRegistry()
     loop = asyncio.get_running_loop()
     video = _Video(server, video_settings, loop)
-    http = _HttpServer(
-        uvicorn.Config(
-            create_http_app(server, shm, video.routes),
-            host=listen.host,
-            port=listen.http_port,
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            backlog=2048,
-            timeout_keep_alive=75,
-        )
+    http = _uvicorn_server(
+        create_http_app(server, shm, video.routes), listen.host, listen.http_port
     )
     grpc_address = f"{listen.host}:{listen.grpc_port}"
     try:
@@ -134,30 +163,48 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await grpc_server.start()
-    http_task = loop.create_task(http.serve(), name="http")
-    while not http.started and not http_task.done():
-        await asyncio.sleep(0.01)
-    if http_task.done():
+    http_task = await _start_http(http, "HTTP")
+    metrics = metrics_task = None
+    if http_task is not None and listen.metrics_port is not None:
+        app = create_metrics_app(server.metrics.registry)
+        metrics = _uvicorn_server(app, listen.host, listen.metrics_port)
+        metrics_task = await _start_http(metrics, "metrics")
+    if http_task is None or (metrics is not None and metrics_task is None):
         await grpc_server.stop(None)
-        log.error("HTTP listener on %s:%d failed to start", listen.host, listen.http_port)
+        await _stop_http(http, http_task)
         return 1
     http_addr = f"{listen.host}:{listen.http_port}"
-    log.info("listening", extra={"http": http_addr, "grpc": f"{listen.host}:{listen.grpc_port}"})
+    where = {"http": http_addr, "grpc": f"{listen.host}:{listen.grpc_port}"}
+    if metrics is not None:
+        where["metrics"] = f"{listen.host}:{listen.metrics_port}"
+    log.info("listening", extra=where)
     await server.start()
     await asyncio.to_thread(video.jobs.start)  # resumes the jobs a previous process left
     stop_task = loop.create_task(stop.wait())
     await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    if stop_task.done() and settings.drain_delay_s > 0:
+        await _leave(server, stop, settings.drain_delay_s)
     log.info("shutting down")
     await video.close(settings.exit_timeout_s)
     await server.drain()
     await grpc_server.stop(grace=1.0)
-    http.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await http_task
+    await _stop_http(http, http_task)
+    if metrics is not None:  # last: a scraper sees the drain to its end
+        await _stop_http(metrics, metrics_task)
     stop_task.cancel()
     shm.close()
     log.info("stopped")
     return 0
+
+
+async def _leave(server: InferenceServer, stop: asyncio.Event, delay_s: float) -> None:
+    """Readiness false for ``delay_s`` while everything is still served; a second signal ends
+    the wait early."""
+    server.leave()
+    log.info("draining in %.1f s (--drain-delay); a second signal drains now", delay_s)
+    stop.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay_s)
 
 
 def run(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from frameserve.cli.args import (
+    ServeHelpFormatter,
     add_model_cache,
+    apply_environment,
     model_cache_dir,
     non_negative_float,
     non_negative_int,
@@ -18,48 +21,80 @@ from frameserve.cli.args import (
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("serve", help="serve a model repository over HTTP and gRPC (KServe v2)")
-    p.add_argument("--repository", type=Path, default=Path("models"), help="default: ./models")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--http-port", type=port, default=8000)
-    p.add_argument("--grpc-port", type=port, default=8001)
-    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
-    p.add_argument("--poll-interval", type=positive_float, default=15.0, metavar="SECONDS")
+    p = sub.add_parser(
+        "serve",
+        help="serve a model repository over HTTP and gRPC (KServe v2)",
+        description="Serve a model repository over HTTP and gRPC (KServe v2 with Triton's "
+        "extensions), with video jobs and live streams. Every flag can also be set with the "
+        "environment variable named in its help (lists comma-separated; switches 1/0, "
+        "true/false); the command line wins.",
+        formatter_class=ServeHelpFormatter,
+    )
+    p.add_argument("--repository", type=Path, default=Path("models"), metavar="DIR",
+                   help="the model repository folder (model.yaml or Triton config.pbtxt per "
+                        "model)")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address the HTTP, gRPC and metrics listeners bind (0.0.0.0: every "
+                        "interface; put TLS and keys in front before exposing it)")  # fmt: skip
     p.add_argument(
-        "--load-model", action="append", default=[], metavar="NAME",
-        help="explicit mode: load this model at start ('*' for all); repeatable",
-    )  # fmt: skip
+        "--http-port", type=port, default=8000, metavar="PORT", help="KServe v2 HTTP port"
+    )
+    p.add_argument(
+        "--grpc-port", type=port, default=8001, metavar="PORT", help="KServe v2 gRPC port"
+    )
+    p.add_argument("--metrics-port", type=port, default=None, metavar="PORT",
+                   help="also serve /metrics on this port, as Triton's 8002 (default: /metrics "
+                        "on the HTTP port only)")  # fmt: skip
+    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none",
+                   help="none: load every model at start; poll: also reload changed folders; "
+                        "explicit: load and unload only through the repository API")  # fmt: skip
+    p.add_argument("--poll-interval", type=positive_float, default=15.0, metavar="SECONDS",
+                   help="poll mode: how often the repository is checked for changes")  # fmt: skip
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="explicit mode: load this model at start ('*' for all); "
+                        "repeatable")  # fmt: skip
     p.add_argument("--strict-readiness", action="store_true",
                    help="stay unready while any model failed to load")  # fmt: skip
+    p.add_argument("--drain-delay", type=non_negative_float, default=0.0, metavar="SECONDS",
+                   help="on SIGTERM, turn readiness false and keep serving this long before "
+                        "draining, so a load balancer takes the replica out first")  # fmt: skip
     p.add_argument("--exit-timeout", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="how long SIGTERM waits for in-flight requests")  # fmt: skip
-    p.add_argument("--max-request-mb", type=positive_float, default=256.0,
+                   help="how long the drain waits for in-flight requests")  # fmt: skip
+    p.add_argument("--max-request-mb", type=positive_float, default=256.0, metavar="MB",
                    help="largest request body / gRPC message (413 above)")  # fmt: skip
-    p.add_argument("--max-elements", type=int, default=64 * 2**20,
+    p.add_argument("--max-elements", type=positive_int, default=64 * 2**20, metavar="N",
                    help="largest element count of one input tensor")  # fmt: skip
-    p.add_argument("--max-image-pixels", type=int, default=50_000_000,
+    p.add_argument("--max-image-pixels", type=positive_int, default=50_000_000, metavar="N",
                    help="largest decoded image an image request may carry (413 above)")  # fmt: skip
+    _add_video(p)
+    add_model_cache(p)
+    p.add_argument("--log-format", choices=["json", "text"], default="json",
+                   help="log lines as JSON objects or as plain text")  # fmt: skip
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="the least severe log level written")  # fmt: skip
+    apply_environment(p, dict(os.environ))
+
+
+def _add_video(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("video jobs and live streams")
-    v.add_argument("--media-root", type=Path, default=Path("media"),
-                   help="the only folder jobs and file streams read (./media)")  # fmt: skip
-    v.add_argument("--state-dir", type=Path, default=Path("state"),
+    v.add_argument("--media-root", type=Path, default=Path("media"), metavar="DIR",
+                   help="the only folder jobs and file streams read")  # fmt: skip
+    v.add_argument("--state-dir", type=Path, default=Path("state"), metavar="DIR",
                    help="job records (SQLite), checkpoints, results, uploads")  # fmt: skip
-    v.add_argument("--max-upload-mb", type=positive_float, default=2048.0,
+    v.add_argument("--max-upload-mb", type=positive_float, default=2048.0, metavar="MB",
                    help="largest uploaded video (413 above)")  # fmt: skip
-    v.add_argument("--max-running-jobs", type=positive_int, default=1)
-    v.add_argument("--max-queued-jobs", type=positive_int, default=32,
+    v.add_argument("--max-running-jobs", type=positive_int, default=1, metavar="N",
+                   help="jobs that run at once; the others wait in the queue")  # fmt: skip
+    v.add_argument("--max-queued-jobs", type=positive_int, default=32, metavar="N",
                    help="jobs waiting beyond this are refused with 429")  # fmt: skip
     v.add_argument("--checkpoint-interval", type=non_negative_float, default=5.0,
                    metavar="SECONDS",
                    help="checkpoint a job at a keyframe this often (0: each)")  # fmt: skip
     v.add_argument("--max-job-retries", type=non_negative_int, default=2, metavar="N",
                    help="a job whose decode worker process died (a crash in FFmpeg) runs again "
-                        "from its checkpoint at most N times, then fails (default 2)")  # fmt: skip
-    v.add_argument("--max-streams", type=positive_int, default=16,
+                        "from its checkpoint at most N times, then fails")  # fmt: skip
+    v.add_argument("--max-streams", type=positive_int, default=16, metavar="N",
                    help="live streams attached at once (429 above)")  # fmt: skip
-    add_model_cache(p)
-    p.add_argument("--log-format", choices=["json", "text"], default="json")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -78,6 +113,7 @@ def run_serve(args: argparse.Namespace) -> int:
         load_models=tuple(args.load_model),
         strict_readiness=args.strict_readiness,
         exit_timeout_s=args.exit_timeout,
+        drain_delay_s=args.drain_delay,
         model_cache_dir=model_cache_dir(args),
         limits=RequestLimits(
             int(args.max_request_mb * 2**20), args.max_elements, args.max_image_pixels
@@ -93,4 +129,5 @@ def run_serve(args: argparse.Namespace) -> int:
         max_job_retries=args.max_job_retries,
         max_streams=args.max_streams,
     )
-    return run(settings, ListenSettings(args.host, args.http_port, args.grpc_port), video)
+    listen = ListenSettings(args.host, args.http_port, args.grpc_port, args.metrics_port)
+    return run(settings, listen, video)

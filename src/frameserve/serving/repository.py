@@ -154,6 +154,12 @@ class ModelRepository:
             )
         return mv
 
+    def known(self, name: str) -> bool:
+        """Whether ``name`` was asked to load or has a folder here (loaded or not)."""
+        if name in self._models:
+            return True
+        return bool(MODEL_NAME_RE.match(name)) and (self.root / name).is_dir()
+
     def loaded(self) -> list[ModelVersion]:
         return [mv for e in self._models.values() for _, mv in sorted(e.versions.items())]
 

@@ -71,6 +71,9 @@ class ServerSettings:
     load_models: tuple[str, ...] = ()  # explicit mode: what to load at start ("*" = all)
     strict_readiness: bool = False
     exit_timeout_s: float = 30.0
+    # SIGTERM turns readiness false this long before the drain starts, while requests are still
+    # served, so a load balancer's health check takes the replica out before it refuses any.
+    drain_delay_s: float = 0.0
     limits: RequestLimits = field(default_factory=RequestLimits)
     budget: CpuBudget | None = None  # None: read from the container's limits
     model_cache_dir: Path | None = None  # compiled models, for configs without cache_dir
@@ -96,6 +99,7 @@ class InferenceServer:
         self._pipeline_failures: dict[str, str] = {}
         self._started = False
         self._draining = False
+        self._leaving = False
         self._poller: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -130,6 +134,12 @@ class InferenceServer:
                 self.load_pipelines()
             except Exception:  # noqa: BLE001 - polling must survive a bad folder
                 log.exception("repository poll failed")
+
+    def leave(self) -> None:
+        """Readiness turns false; requests are still served until ``drain``."""
+        if not self._leaving:
+            self._leaving = True
+            log.info("leaving: readiness is false, requests are still served")
 
     async def drain(self) -> None:
         """Stop taking new requests, finish in-flight ones (up to ``exit_timeout_s``), unload."""
@@ -169,10 +179,17 @@ class InferenceServer:
         return self._draining
 
     @property
-    def ready(self) -> bool:
+    def accepting(self) -> bool:
+        """Whether new work (requests, jobs, streams) is taken: started and not draining, and
+        with ``strict_readiness`` no model failed; still true while leaving."""
         if not self._started or self._draining:
             return False
         return not (self.settings.strict_readiness and self.repository.failures())
+
+    @property
+    def ready(self) -> bool:
+        """What readiness probes see: accepting, and not leaving."""
+        return self.accepting and not self._leaving
 
     # -- inference ----------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -227,6 +244,10 @@ class InferenceServer:
             inputs=mv.metadata_tensors(mv.inputs),
             outputs=mv.metadata_tensors(mv.outputs),
         )
+
+    def has_model(self, name: str) -> bool:
+        """A model pipeline, or a model this repository knows (ready or not)."""
+        return name in self.pipelines or self.repository.known(name)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         if name in self.pipelines and version in ("", "1"):

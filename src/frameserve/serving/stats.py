@@ -11,7 +11,15 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -40,12 +48,17 @@ class BatchStats:
 
 
 class Metrics:
-    """The Prometheus collectors of one server, in its own registry."""
+    """The Prometheus collectors of one server, in its own registry (with the process's)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ["model", "version"]
         r = self.registry
+        # process_* (CPU seconds, resident memory, open fds, start time), python_info and the
+        # garbage collector's counts: read from /proc and the interpreter at scrape time only.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.success = Counter(
             "frameserve_request_success", "Successful inference requests", labels, registry=r
         )

@@ -12,8 +12,15 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from frameserve.video.live.stats import LAG_BUCKETS_S
 
 if TYPE_CHECKING:
     from frameserve.video.jobs import JobQueue
@@ -69,8 +76,15 @@ def _stream_metrics(statuses: list[StreamStatus]) -> Iterator[Metric]:
     )
     lag = GaugeMetricFamily(
         "frameserve_stream_lag_seconds",
-        "End-to-end lag from a frame's arrival to its published result, over the last seconds",
+        "DEPRECATED, removed in the next release: use the histogram "
+        "frameserve_stream_result_lag_seconds. End-to-end lag from a frame's arrival to its "
+        "published result, p50 and p99 over the last seconds",
         labels=[*labels, "quantile"],
+    )
+    lag_histogram = HistogramMetricFamily(
+        "frameserve_stream_result_lag_seconds",
+        "End-to-end lag from a frame's arrival to its published result",
+        labels=labels,
     )
     state = GaugeMetricFamily(
         "frameserve_stream_state", "1 for the stream's current state", labels=[*labels, "state"]
@@ -87,11 +101,16 @@ def _stream_metrics(statuses: list[StreamStatus]) -> Iterator[Metric]:
         for quantile, value in (("0.5", st.lag_p50_ms), ("0.99", st.lag_p99_ms)):
             if value is not None:
                 lag.add_metric([*key, quantile], value / 1000.0)
+        if st.lag_buckets:
+            bounds = [*map(str, LAG_BUCKETS_S), "+Inf"]
+            lag_histogram.add_metric(
+                key, list(zip(bounds, st.lag_buckets, strict=True)), st.lag_sum_s
+            )
         for name in STREAM_STATES:
             state.add_metric([*key, name], 1.0 if s.state == name else 0.0)
     streams = GaugeMetricFamily("frameserve_streams", "Live streams attached")
     streams.add_metric([], len(statuses))
-    yield from (streams, frames_in, frames_out, dropped, reconnects, fps, lag, state)
+    yield from (streams, frames_in, frames_out, dropped, reconnects, fps, lag, lag_histogram, state)
 
 
 def _job_metrics(records: list[dict[str, Any]]) -> Iterator[Metric]:

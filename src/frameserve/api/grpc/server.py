@@ -19,7 +19,8 @@ import grpc
 
 from frameserve.api.grpc import codec
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
-from frameserve.api.grpc.video import add_video_service
+from frameserve.api.grpc.health import add_health_and_reflection
+from frameserve.api.grpc.video import VIDEO_SERVICE, add_video_service
 from frameserve.api.status import error_message, grpc_code
 from frameserve.api.triton_config import model_config_proto, model_statistics_proto
 from frameserve.errors import FrameserveError, InvalidInput, NotSupported, Unavailable
@@ -316,7 +317,10 @@ def create_grpc_server(
     name = SERVICE.full_name
     grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     grpc_server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]
+    services = [name]
     if streams is not None:
         add_video_service(grpc_server, streams)
+        services.append(VIDEO_SERVICE)
+    add_health_and_reflection(grpc_server, server, services)
     grpc_server.add_insecure_port(address)
     return grpc_server

@@ -20,6 +20,8 @@ from frameserve.api.grpc.generated import video_streams_pb2_grpc as vgrpc
 from frameserve.api.status import error_message, grpc_code
 from frameserve.errors import FrameserveError, InvalidInput
 
+VIDEO_SERVICE = vpb.DESCRIPTOR.services_by_name["VideoStreams"].full_name
+
 if TYPE_CHECKING:
     from frameserve.video.live import LiveStreams
     from frameserve.video.live.records import LiveRecord

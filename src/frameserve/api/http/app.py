@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -34,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from frameserve.api import triton_config
 from frameserve.api.http import codec, predict
 from frameserve.api.http.body import read_body
+from frameserve.api.http.metrics import metrics_response
 from frameserve.api.http.video import VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.api.status import error_message, http_status
@@ -227,8 +227,7 @@ class _Routes:
         return json_response(triton_config.triton_json(message))
 
     async def metrics(self, request: Request) -> Response:
-        body = generate_latest(self.server.metrics.registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(self.server.metrics.registry)
 
     # -- model repository -----------------------------------------------------------------
 

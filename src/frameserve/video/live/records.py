@@ -49,6 +49,10 @@ class StatsSnapshot:
     dropped: dict[str, int]  # reason (stale, busy, failed) -> frames
     lag_p50_ms: float | None  # None: no record was published in the window
     lag_p99_ms: float | None
+    # Since the stream started, for the Prometheus histogram: records at or under each bound
+    # of LAG_BUCKETS_S (cumulative, the last is +Inf), and the lags' sum in seconds.
+    lag_buckets: tuple[int, ...] = ()
+    lag_sum_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

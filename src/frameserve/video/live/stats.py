@@ -8,6 +8,8 @@ trimmed as it goes, so reading the rates costs a pass over at most a few seconds
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import threading
 import time
@@ -18,6 +20,9 @@ from frameserve.video.live.records import StatsSnapshot
 WINDOW_S = 5.0  # rates and lag percentiles are over the last seconds
 MAX_EVENTS = 8192  # per deque: a 5 s window up to ~1600 frames per second
 DROP_REASONS = ("stale", "busy", "failed")
+# The lag histogram's upper bounds in seconds (+Inf after them): a live stream's lag is tens of
+# milliseconds when it keeps up and seconds when it does not.
+LAG_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class StreamStats:
@@ -32,6 +37,8 @@ class StreamStats:
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self._in: deque[float] = deque(maxlen=MAX_EVENTS)
         self._out: deque[tuple[float, float]] = deque(maxlen=MAX_EVENTS)  # (time, lag s)
+        self._lag_counts = [0] * (len(LAG_BUCKETS_S) + 1)  # per bucket, not cumulative
+        self._lag_sum = 0.0
 
     def frame_in(self, now: float) -> None:
         """A frame was taken for the model (after sampling)."""
@@ -45,6 +52,8 @@ class StreamStats:
         with self._lock:
             self.frames_out += 1
             self._out.append((now, lag_s))
+            self._lag_counts[bisect.bisect_left(LAG_BUCKETS_S, lag_s)] += 1
+            self._lag_sum += lag_s
             self._trim(now)
 
     def drop(self, reason: str) -> None:
@@ -71,9 +80,10 @@ class StreamStats:
             fps_in = round(len(self._in) / span, 2) if span > 0 else 0.0
             fps_out = round(len(self._out) / span, 2) if span > 0 else 0.0
             frames_in, frames_out, dropped = self.frames_in, self.frames_out, dict(self.dropped)
+            buckets, lag_sum = tuple(itertools.accumulate(self._lag_counts)), self._lag_sum
         return StatsSnapshot(
             fps_in, fps_out, frames_in, frames_out, dropped,
-            _percentile_ms(lags, 0.50), _percentile_ms(lags, 0.99),
+            _percentile_ms(lags, 0.50), _percentile_ms(lags, 0.99), buckets, lag_sum,
         )  # fmt: skip
 
     def _span(self, now: float) -> float:
