@@ -34,6 +34,7 @@ from frameserve.api import triton_config
 from frameserve.api.http import codec, predict
 from frameserve.api.http.body import read_body
 from frameserve.api.http.metrics import metrics_response
+from frameserve.api.http.reference import ApiReference
 from frameserve.api.http.video import VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.api.status import error_message, http_status
@@ -343,9 +344,10 @@ class HttpApp:
         video: VideoRoutes | None = None,
     ) -> None:
         self._routes = _Routes(server, shm)
-        routes = _routes(self._routes)
-        if video is not None:
-            routes += [Route(p, _guarded(fn), methods=[m]) for p, fn, m in video.routes()]
+        extra = ApiReference(server.version).routes() + (video.routes() if video else [])
+        routes = _routes(self._routes) + [
+            Route(path, _guarded(fn), methods=[method]) for path, fn, method in extra
+        ]
         self.router = Starlette(
             routes=routes,
             middleware=[Middleware(_RejectEncodedSlashes)],
