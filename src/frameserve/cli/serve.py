@@ -58,14 +58,38 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     v.add_argument("--max-streams", type=positive_int, default=16,
                    help="live streams attached at once (429 above)")  # fmt: skip
     add_model_cache(p)
-    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
+                   help="auto: text on a terminal, JSON lines otherwise")  # fmt: skip
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    _add_telemetry(p)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text}")
+    return value
+
+
+def _add_telemetry(p: argparse.ArgumentParser) -> None:
+    """OpenTelemetry tracing (the ``tracing`` extra): off unless an endpoint is given."""
+    t = p.add_argument_group("telemetry")
+    t.add_argument("--trace-otlp-endpoint", default=None, metavar="URL",
+                   help="trace requests to this OTLP/HTTP collector (e.g. http://collector:4318; "
+                        "/v1/traces is added to a URL without a path); needs the tracing extra; "
+                        "OTEL_EXPORTER_OTLP_* and OTEL_SERVICE_NAME apply (default: tracing "
+                        "off)")  # fmt: skip
+    t.add_argument("--trace-sample-rate", type=_fraction, default=1.0, metavar="FRACTION",
+                   help="share of requests arriving without a traceparent that are traced; "
+                        "a caller's traceparent decides for its own (default: 1.0)")  # fmt: skip
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from frameserve.api.app import ListenSettings, VideoServiceSettings, run
     from frameserve.cli import logs
+    from frameserve.errors import ConfigError
     from frameserve.serving.server import RequestLimits, ServerSettings
+    from frameserve.serving.tracing import TracingSettings
 
     logs.configure(args.log_level, args.log_format)
     if not args.repository.is_dir():
@@ -82,6 +106,9 @@ def run_serve(args: argparse.Namespace) -> int:
         limits=RequestLimits(
             int(args.max_request_mb * 2**20), args.max_elements, args.max_image_pixels
         ),
+        tracing=TracingSettings(args.trace_otlp_endpoint, args.trace_sample_rate)
+        if args.trace_otlp_endpoint
+        else None,
     )
     video = VideoServiceSettings(
         media_root=args.media_root,
@@ -93,4 +120,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_job_retries=args.max_job_retries,
         max_streams=args.max_streams,
     )
-    return run(settings, ListenSettings(args.host, args.http_port, args.grpc_port), video)
+    try:
+        return run(settings, ListenSettings(args.host, args.http_port, args.grpc_port), video)
+    except ConfigError as err:  # tracing asked for without the extra, or a bad endpoint URL
+        print(f"frameserve serve: {err.message}", file=sys.stderr)  # noqa: T201
+        return 2
