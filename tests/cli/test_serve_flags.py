@@ -61,7 +61,7 @@ def test_flags_come_from_the_environment(monkeypatch):
         ("FRAMESERVE_HTTP_PORT", "abc", "expected a port 0..65535, got 'abc'"),
         ("FRAMESERVE_MAX_STREAMS", "0", "expected an integer >= 1, got 0"),
         ("FRAMESERVE_STRICT_READINESS", "maybe", "expected one of"),
-        ("FRAMESERVE_LOG_FORMAT", "xml", "expected one of json, text"),
+        ("FRAMESERVE_LOG_FORMAT", "xml", "expected one of auto, json, text"),
     ],
 )
 def test_a_bad_environment_value_names_the_variable(monkeypatch, capsys, name, value, expected):

@@ -42,6 +42,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    value = _parse(text, float, "a number in 0..1")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text}")
+    return value
+
+
 def port(text: str) -> int:
     value = int(_parse(text, int, "a port 0..65535"))
     if not 0 <= value <= 65535:

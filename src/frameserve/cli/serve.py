@@ -11,6 +11,7 @@ from frameserve.cli.args import (
     ServeHelpFormatter,
     add_model_cache,
     apply_environment,
+    fraction,
     model_cache_dir,
     non_negative_float,
     non_negative_int,
@@ -68,10 +69,11 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                    help="largest decoded image an image request may carry (413 above)")  # fmt: skip
     _add_video(p)
     add_model_cache(p)
-    p.add_argument("--log-format", choices=["json", "text"], default="json",
-                   help="log lines as JSON objects or as plain text")  # fmt: skip
+    p.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
+                   help="auto: text on a terminal, JSON lines otherwise")  # fmt: skip
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="the least severe log level written")  # fmt: skip
+    _add_telemetry(p)
     apply_environment(p, dict(os.environ))
 
 
@@ -97,10 +99,25 @@ def _add_video(p: argparse.ArgumentParser) -> None:
                    help="live streams attached at once (429 above)")  # fmt: skip
 
 
+def _add_telemetry(p: argparse.ArgumentParser) -> None:
+    """OpenTelemetry tracing (the ``tracing`` extra): off unless an endpoint is given."""
+    t = p.add_argument_group("telemetry")
+    t.add_argument("--trace-otlp-endpoint", default=None, metavar="URL",
+                   help="trace requests to this OTLP/HTTP collector (e.g. http://collector:4318; "
+                        "/v1/traces is added to a URL without a path); needs the tracing extra; "
+                        "OTEL_EXPORTER_OTLP_* and OTEL_SERVICE_NAME apply (default: tracing "
+                        "off)")  # fmt: skip
+    t.add_argument("--trace-sample-rate", type=fraction, default=1.0, metavar="FRACTION",
+                   help="share of requests arriving without a traceparent that are traced; "
+                        "a caller's traceparent decides for its own (default: 1.0)")  # fmt: skip
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from frameserve.api.app import ListenSettings, VideoServiceSettings, run
     from frameserve.cli import logs
+    from frameserve.errors import ConfigError
     from frameserve.serving.server import RequestLimits, ServerSettings
+    from frameserve.serving.tracing import TracingSettings
 
     logs.configure(args.log_level, args.log_format)
     if not args.repository.is_dir():
@@ -118,6 +135,9 @@ def run_serve(args: argparse.Namespace) -> int:
         limits=RequestLimits(
             int(args.max_request_mb * 2**20), args.max_elements, args.max_image_pixels
         ),
+        tracing=TracingSettings(args.trace_otlp_endpoint, args.trace_sample_rate)
+        if args.trace_otlp_endpoint
+        else None,
     )
     video = VideoServiceSettings(
         media_root=args.media_root,
@@ -130,4 +150,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_streams=args.max_streams,
     )
     listen = ListenSettings(args.host, args.http_port, args.grpc_port, args.metrics_port)
-    return run(settings, listen, video)
+    try:
+        return run(settings, listen, video)
+    except ConfigError as err:  # tracing asked for without the extra, or a bad endpoint URL
+        print(f"frameserve serve: {err.message}", file=sys.stderr)  # noqa: T201
+        return 2

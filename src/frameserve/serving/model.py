@@ -243,6 +243,10 @@ class ModelVersion:
             outputs = await item.future
         finally:
             self.stats.leave()
+        if request.trace is not None and item.batch is not None:
+            request.trace.record_batch(
+                item.enqueued_ns, item.batch, self.name, self.version, item.batch_size
+            )
         return self._response(request, outputs)
 
     def prepare(self, request: InferRequest) -> WorkItem:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import orjson
@@ -37,23 +37,32 @@ from frameserve.serving.types import (
     OutputTensor,
 )
 
+if TYPE_CHECKING:
+    from frameserve.serving.tracing import RequestTrace
+
 T = TypeVar("T")
 STEPS = ("decode", "preprocess", "infer", "postprocess")
 
 
 @dataclass(slots=True)
 class Timings:
-    """Seconds spent per step of one request (summed over the models of a pipeline)."""
+    """Seconds spent per step of one request (summed over the models of a pipeline), and
+    the request's trace, where each step but ``infer`` becomes a span (the scheduler's queue,
+    batch and inference spans cover that one)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    trace: RequestTrace | None = None
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            end = time.perf_counter_ns()
+            self.seconds[name] = self.seconds.get(name, 0.0) + (end - start) / 1e9
+            if self.trace is not None and name != "infer":
+                self.trace.record_step(name, start, end)
 
     def server_timing(self) -> str:
         """The ``Server-Timing`` header value (milliseconds)."""
@@ -72,7 +81,10 @@ def _regions(result: Result, where: str) -> Texts:
 
 
 async def infer_tensor(
-    mv: ModelVersion, tensor: np.ndarray, admission: Admission | None = None
+    mv: ModelVersion,
+    tensor: np.ndarray,
+    admission: Admission | None = None,
+    trace: RequestTrace | None = None,
 ) -> dict[str, np.ndarray]:
     """A pre-processed batch ``[N, ...]`` through the model's scheduler -> outputs ``[N, ...]``.
 
@@ -88,6 +100,7 @@ async def infer_tensor(
         model_version=str(mv.version),
         outputs=mv.processing.output_names(),
         admission=admission or ONLINE,
+        trace=trace,
     )
     response = await mv.infer(request)
     outputs = {o.name: o.data for o in response.outputs}
@@ -132,7 +145,7 @@ class Predictor:
         with timings.step("preprocess"):
             tensor, geometries = await self._off_loop(mv.processing.preprocess, images)
         with timings.step("infer"):
-            outputs = await infer_tensor(mv, tensor, admission)
+            outputs = await infer_tensor(mv, tensor, admission, timings.trace)
         return outputs, geometries
 
     async def run_model(
@@ -185,7 +198,7 @@ class Predictor:
         """
         assert mv.processing is not None
         name = mv.processing.preprocess.spec.input or mv.inputs[0].name
-        timings = Timings()
+        timings = Timings(trace=request.trace)
         for i, t in enumerate(request.inputs):
             if t.name != name or t.datatype != "BYTES":
                 continue
@@ -203,7 +216,8 @@ class Predictor:
                 await self.decode(bytes(b), max_pixels, None, f"inputs[{i}][{k}]", timings)
                 for k, b in enumerate(items)
             ]
-            tensor, _ = await self._off_loop(mv.processing.preprocess, images)
+            with timings.step("preprocess"):
+                tensor, _ = await self._off_loop(mv.processing.preprocess, images)
             if mv.max_batch_size == 0:
                 tensor = tensor[0]
             request.inputs[i] = InputTensor(name, from_numpy(tensor.dtype), tensor.shape, tensor)
@@ -221,7 +235,7 @@ class Predictor:
             )
         docs = []
         for k, data in enumerate(request.inputs[0].data.reshape(-1)):
-            timings = Timings()
+            timings = Timings(trace=request.trace)
             image = await self.decode(bytes(data), max_pixels, None, f"inputs[0][{k}]", timings)
             result = await self.run_pipeline(name, config, image, DecodeOptions(), timings)
             docs.append(orjson.dumps(result.to_json()))

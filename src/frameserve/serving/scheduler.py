@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from frameserve.errors import (
 )
 from frameserve.serving.config import DynamicBatching
 from frameserve.serving.stats import VersionStats
+from frameserve.serving.tracing import BatchTiming
 from frameserve.serving.types import ONLINE, Admission
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class WorkItem:
     admission: Admission = ONLINE  # its stream, whether a newer frame may replace it
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
     expiry: asyncio.TimerHandle | None = None
+    batch: BatchTiming | None = None  # set when its batch answered it (read by tracing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +91,14 @@ class Scheduler:
         self._idle.set()
         self._running: dict[asyncio.Task[None], list[WorkItem]] = {}  # executing batches
         self._loop_task: asyncio.Task[None] | None = None
+        self._batches = 0  # batches started, to number them
 
     # -- public, on the owning loop ---------------------------------------------------------
     def start(self) -> None:
-        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="scheduler")
+        # An empty context: batches belong to no one request, so they carry no request's log ids.
+        self._loop_task = asyncio.get_running_loop().create_task(
+            self._run(), name="scheduler", context=contextvars.Context()
+        )
         self._loop_task.add_done_callback(self._log_task_failure)
 
     @property
@@ -294,7 +301,10 @@ class Scheduler:
             t_out = time.perf_counter_ns()
             items = sum(i.batch_size for i in batch) if self._s.max_batch_size else len(batch)
             self._stats.record_batch(items, len(batch), t_in - start, t_inf - t_in, t_out - t_inf)
+            self._batches += 1
+            timing = BatchTiming(self._batches, items, len(batch), start, t_in, t_inf, t_out)
             for item in answered:  # callers answered earlier (shutdown, cancelled) don't count
+                item.batch = timing  # its caller resumes after this task yields
                 self._stats.record_success(t_out - item.enqueued_ns, start - item.enqueued_ns)
         except asyncio.CancelledError:
             for item in batch:

@@ -31,6 +31,7 @@ from frameserve.serving.pipeline import PIPELINE_FILE, PipelineConfig, load_pipe
 from frameserve.serving.predict import Predictor, Timings
 from frameserve.serving.repository import ModelRepository, check_model_name
 from frameserve.serving.stats import Metrics, VersionStats
+from frameserve.serving.tracing import RequestTrace, Tracing, TracingSettings
 from frameserve.serving.types import (
     InferRequest,
     InferResponse,
@@ -77,6 +78,7 @@ class ServerSettings:
     limits: RequestLimits = field(default_factory=RequestLimits)
     budget: CpuBudget | None = None  # None: read from the container's limits
     model_cache_dir: Path | None = None  # compiled models, for configs without cache_dir
+    tracing: TracingSettings | None = None  # None: no tracing (OpenTelemetry never imported)
 
 
 class InferenceServer:
@@ -86,8 +88,13 @@ class InferenceServer:
     version = __version__
     extensions = EXTENSIONS
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, tracing: Tracing | None = None) -> None:
+        """``tracing``: a ready ``Tracing`` (tests: an in-memory exporter); otherwise one is
+        made from ``settings.tracing`` when that is set."""
         self.settings = settings
+        if tracing is None and settings.tracing is not None:
+            tracing = Tracing.from_settings(settings.tracing)
+        self.tracing = tracing
         self.limits = settings.limits
         self.budget = settings.budget or detect_cpu_budget()
         self.metrics = Metrics()
@@ -154,6 +161,8 @@ class InferenceServer:
         # waiting at the exit timeout is answered with 503 by its scheduler.
         await self.repository.close(timeout=self.settings.exit_timeout_s)
         self.predictor.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports the last spans
 
     def load_pipelines(self) -> None:
         """(Re)read every ``pipeline.yaml``; a bad one is reported and the rest still load."""
@@ -205,12 +214,18 @@ class InferenceServer:
         return await mv.infer(request)
 
     async def predict(
-        self, name: str, data: bytes, content_type: str | None, options: DecodeOptions
+        self,
+        name: str,
+        data: bytes,
+        content_type: str | None,
+        options: DecodeOptions,
+        trace: RequestTrace | None = None,
     ) -> tuple[Result, Timings]:
-        """An image request: encoded image -> task result in source pixels, with step times."""
+        """An image request: encoded image -> task result in source pixels, with step times
+        (and spans under ``trace``)."""
         if self._draining:
             raise Unavailable("server is shutting down; not accepting new requests")
-        timings = Timings()
+        timings = Timings(trace=trace)
         pipeline = self.pipelines.get(name)
         if pipeline is None:
             self.predictor.processing_version(name)  # 404/400 before decoding anything

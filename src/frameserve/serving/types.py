@@ -8,9 +8,12 @@ happens in ``ModelVersion.prepare``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from frameserve.serving.tracing import RequestTrace
 
 
 @dataclass(slots=True)
@@ -58,6 +61,7 @@ class InferRequest:
     timeout_us: int = 0  # 0: the model's default (``dynamic_batching.timeout_ms``) or none
     admission: Admission = ONLINE  # video sources: their stream, dropping, background level
     parameters: dict[str, Any] = field(default_factory=dict)
+    trace: RequestTrace | None = None  # tracing on and this request sampled
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ was written, and ``run`` raises that first error.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -272,7 +273,9 @@ class VideoRun:
         )
 
     def _thread(self, name: str, target: Callable[[StreamRun], None], st: StreamRun) -> Any:
-        t = threading.Thread(target=self._guard, args=(target, st), name=name, daemon=True)
+        # The thread keeps the caller's log context (a job's id), which threads do not inherit.
+        run_in = contextvars.copy_context().run
+        t = threading.Thread(target=run_in, args=(self._guard, target, st), name=name, daemon=True)
         t.start()
         return t
 

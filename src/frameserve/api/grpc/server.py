@@ -17,17 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from frameserve import logcontext
 from frameserve.api.grpc import codec
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
 from frameserve.api.grpc.health import add_health_and_reflection
 from frameserve.api.grpc.video import VIDEO_SERVICE, add_video_service
-from frameserve.api.status import error_message, grpc_code
+from frameserve.api.status import error_message, grpc_code, http_status
 from frameserve.api.triton_config import model_config_proto, model_statistics_proto
 from frameserve.errors import FrameserveError, InvalidInput, NotSupported, Unavailable
 
 if TYPE_CHECKING:
     from frameserve.api.shm import SharedMemoryRegistry
     from frameserve.serving.server import InferenceServer
+    from frameserve.serving.tracing import RequestTrace, Tracing
     from frameserve.video.live import LiveStreams
 
 log = logging.getLogger(__name__)
@@ -35,21 +37,59 @@ log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 DEFAULT_STREAM_WINDOW = 1024  # requests of one stream in flight before reading pauses
 
-_Unary = Callable[[Any], Awaitable[Any]]
+_Unary = Callable[..., Awaitable[Any]]  # (request) or, traced, (request, trace)
+_Carrier = tuple[str | None, str | None]  # the traceparent and tracestate metadata
 
 
-def _rpc(name: str, method: _Unary) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Wrap a unary handler: FrameserveErrors and unexpected errors become gRPC statuses."""
+def _trace_carrier(context: grpc.aio.ServicerContext) -> _Carrier:
+    """W3C trace context from the call's metadata (keys arrive lower-case)."""
+    parent = state = None
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            parent = str(value)
+        elif key == "tracestate":
+            state = str(value)
+    return parent, state
+
+
+def _start_trace(tracing: Tracing, method: str, carrier: _Carrier) -> RequestTrace | None:
+    attributes = {"rpc.system": "grpc", "rpc.service": SERVICE.full_name, "rpc.method": method}
+    trace = tracing.start_request(f"{SERVICE.full_name}/{method}", *carrier, attributes)
+    if trace is not None:
+        logcontext.trace_id.set(trace.trace_id)  # the call's own task: no reset needed
+    return trace
+
+
+def _end_trace(trace: RequestTrace | None, err: BaseException | None) -> None:
+    if trace is None:
+        return
+    code = grpc.StatusCode.OK if err is None else grpc_code(err)
+    trace.set_attribute("rpc.grpc.status_code", code.value[0])
+    trace.end(200 if err is None else http_status(err), None if err is None else str(err))
+
+
+def _rpc(
+    name: str, method: _Unary, tracing: Tracing | None = None
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """Wrap a unary handler: FrameserveErrors and unexpected errors become gRPC statuses;
+    with ``tracing``, ``method`` takes the request's trace as a second argument."""
 
     @functools.wraps(method)
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        trace = None
+        if tracing is not None:
+            trace = _start_trace(tracing, name, _trace_carrier(context))
         try:
-            return await method(request)
+            result = await (method(request) if tracing is None else method(request, trace))
+            _end_trace(trace, None)
+            return result
         except FrameserveError as err:
             code, message = grpc_code(err), error_message(err)
+            _end_trace(trace, err)
         except Exception as err:
             log.exception("gRPC %s failed unexpectedly", name)
             code, message = grpc_code(err), error_message(err)
+            _end_trace(trace, err)
         await context.abort(code, message)
 
     return handler
@@ -72,6 +112,7 @@ class GRPCInferenceService:
         self._shm = shm
         self._max_elements = server.limits.max_elements
         self._stream_window = stream_window
+        self._tracing = server.tracing
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """A handler for every method of the service, by method name."""
@@ -81,7 +122,8 @@ class GRPCInferenceService:
             if method.name == "ModelStreamInfer":
                 handlers[method.name] = grpc.stream_stream_rpc_method_handler(impl)
             elif method.name == "ModelInfer":
-                handlers[method.name] = grpc.unary_unary_rpc_method_handler(_rpc(method.name, impl))
+                handler = _rpc(method.name, impl, self._tracing)
+                handlers[method.name] = grpc.unary_unary_rpc_method_handler(handler)
             else:
                 request_type = getattr(pb, method.input_type.name)
                 response_type = getattr(pb, method.output_type.name)
@@ -127,16 +169,20 @@ class GRPCInferenceService:
         return model_statistics_proto(self._server.model_statistics(request.name, request.version))
 
     # -- inference ------------------------------------------------------------------------------
-    async def ModelInfer(self, data: bytes) -> bytes:
+    async def ModelInfer(self, data: bytes, trace: RequestTrace | None = None) -> bytes:
         """One request: serialised ``ModelInferRequest`` in, ``ModelInferResponse`` out."""
         decoded = self._decode(data)
+        decoded.request.trace = trace
         response = await self._server.infer(decoded.request)
         return codec.encode_infer_response(response, decoded.shm_outputs, self._shm)
 
     def _decode(self, data: bytes) -> codec.DecodedInferRequest:
         if self._server.draining:
             raise Unavailable("the server is draining and accepts no new inference requests")
-        return codec.parse_infer_request(data, self._max_elements, self._shm)
+        decoded = codec.parse_infer_request(data, self._max_elements, self._shm)
+        if decoded.request.id:  # the call's own task: its log lines carry the id
+            logcontext.request_id.set(decoded.request.id)
+        return decoded
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -151,6 +197,8 @@ class GRPCInferenceService:
         window = asyncio.Semaphore(self._stream_window)
         write_lock = asyncio.Lock()  # gRPC allows one outstanding write per stream
         running: set[asyncio.Task[None]] = set()
+        # One trace context for the stream: each request's span is a child of it.
+        carrier = _trace_carrier(context) if self._tracing is not None else None
 
         async def write(payload: bytes) -> None:
             async with write_lock:
@@ -159,7 +207,7 @@ class GRPCInferenceService:
         try:
             async for data in requests:
                 await window.acquire()
-                task = asyncio.create_task(self._stream_one(data, write, window))
+                task = asyncio.create_task(self._stream_one(data, write, window, carrier))
                 running.add(task)
                 task.add_done_callback(running.discard)
             if running:
@@ -169,23 +217,35 @@ class GRPCInferenceService:
                 task.cancel()
 
     async def _stream_one(
-        self, data: bytes, write: Callable[[bytes], Awaitable[None]], window: asyncio.Semaphore
+        self,
+        data: bytes,
+        write: Callable[[bytes], Awaitable[None]],
+        window: asyncio.Semaphore,
+        carrier: _Carrier | None,
     ) -> None:
         """One request of a stream; never raises (its errors are answered in-stream)."""
         request_id = ""
+        trace = None
+        if self._tracing is not None and carrier is not None:
+            trace = _start_trace(self._tracing, "ModelStreamInfer", carrier)
+        failure: BaseException | None = None
         try:
             try:
                 decoded = self._decode(data)
                 request_id = decoded.request.id
+                decoded.request.trace = trace
                 response = await self._server.infer(decoded.request)
                 payload = codec.encode_infer_response(
                     response, decoded.shm_outputs, self._shm, stream=True
                 )
             except FrameserveError as err:
+                failure = err
                 payload = codec.encode_stream_error(error_message(err), request_id)
             except Exception as err:
+                failure = err
                 log.exception("gRPC ModelStreamInfer request %r failed unexpectedly", request_id)
                 payload = codec.encode_stream_error(error_message(err), request_id)
+            _end_trace(trace, failure)
             await write(payload)
         except Exception:
             log.exception("gRPC ModelStreamInfer: could not answer request %r", request_id)

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from frameserve import logcontext
 from frameserve.api import triton_config
 from frameserve.api.http import codec, predict
 from frameserve.api.http.body import read_body
@@ -46,6 +47,7 @@ from frameserve.errors import (
 )
 from frameserve.serving.repository import check_model_name
 from frameserve.serving.server import InferenceServer
+from frameserve.serving.tracing import RequestTrace, Tracing
 from frameserve.serving.types import TensorMetadata
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,47 @@ def _guarded(handler: Endpoint) -> Endpoint:
     return endpoint
 
 
+def start_trace(
+    tracing: Tracing, route: str, path: str, headers: Headers, model: str
+) -> RequestTrace | None:
+    """The span of one traced request (a child of its ``traceparent`` header, if any)."""
+    trace = tracing.start_request(
+        f"POST {route}",
+        headers.get("traceparent"),
+        headers.get("tracestate"),
+        {
+            "http.request.method": "POST",
+            "http.route": route,
+            "url.path": path,
+            "frameserve.model": model,
+        },
+    )
+    if trace is not None:
+        logcontext.trace_id.set(trace.trace_id)  # the request's own task: no reset needed
+    return trace
+
+
+def end_trace(trace: RequestTrace | None, response: Response) -> None:
+    if trace is not None:
+        trace.set_attribute("http.response.status_code", response.status_code)
+        trace.end(response.status_code)
+
+
+def _traced(tracing: Tracing, route: str, handler: Endpoint) -> Endpoint:
+    """A routed endpoint with a request span; the handler finds it in ``request.state``."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        model = request.path_params.get("model", "")
+        trace = start_trace(tracing, route, request.url.path, request.headers, model)
+        request.state.trace = trace
+        response = await handler(request)
+        end_trace(trace, response)
+        return response
+
+    return endpoint
+
+
 def _tensor_json(tensor: TensorMetadata) -> dict[str, Any]:
     return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
 
@@ -154,7 +197,14 @@ class _Routes:
 
     # -- inference ------------------------------------------------------------------------
 
-    async def infer(self, name: str, version: str, headers: Headers, receive: Receive) -> Response:
+    async def infer(
+        self,
+        name: str,
+        version: str,
+        headers: Headers,
+        receive: Receive,
+        trace: RequestTrace | None = None,
+    ) -> Response:
         """``POST .../infer``: decode, run, encode in the format the request asked for."""
         _check_names(name, version)
         if self.server.draining:
@@ -169,6 +219,9 @@ class _Routes:
             limits=limits,
             shm=self.shm,
         )
+        if decoded.request.id:  # the request's own task: its log lines carry the id
+            logcontext.request_id.set(decoded.request.id)
+        decoded.request.trace = trace
         response = await self.server.infer(decoded.request)
         encoded = codec.encode_infer_response(response, decoded, self.shm)
         extra = None
@@ -179,7 +232,8 @@ class _Routes:
     async def infer_route(self, request: Request) -> Response:
         """The infer path for requests the fast path leaves to the router (escaped names)."""
         name, version = request.path_params["model"], request.path_params.get("version", "")
-        return await self.infer(name, version, request.headers, request.receive)
+        trace = getattr(request.state, "trace", None)
+        return await self.infer(name, version, request.headers, request.receive, trace)
 
     # -- health and metadata --------------------------------------------------------------
 
@@ -292,7 +346,7 @@ def _parameters(body: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any
     return params
 
 
-def _routes(r: _Routes) -> list[Route]:
+def _routes(r: _Routes, tracing: Tracing | None) -> list[Route]:
     model = "/v2/models/{model}"
     version = "/v2/models/{model}/versions/{version}"
     shm = "/v2/systemsharedmemory"
@@ -328,9 +382,18 @@ def _routes(r: _Routes) -> list[Route]:
         ("/metrics", r.metrics, "GET"),
         ("/v1/models/{model}/predict", r.predict, "POST"),
     ]
-    return [Route(path, _guarded(fn), methods=[method]) for path, fn, method in table]
+    traced = (r.infer_route, r.predict) if tracing is not None else ()
+    routes = []
+    for path, fn, method in table:
+        endpoint = _guarded(fn)
+        if tracing is not None and fn in traced:
+            endpoint = _traced(tracing, path, endpoint)
+        routes.append(Route(path, endpoint, methods=[method]))
+    return routes
 
 
+_MODEL_ROUTE = "/v2/models/{model}/infer"
+_VERSION_ROUTE = "/v2/models/{model}/versions/{version}/infer"
 _INFER_PATH = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 
 
@@ -344,8 +407,9 @@ class HttpApp:
         video: VideoRoutes | None = None,
     ) -> None:
         self._routes = _Routes(server, shm)
+        self._tracing = server.tracing
         extra = ApiReference(server.version).routes() + (video.routes() if video else [])
-        routes = _routes(self._routes) + [
+        routes = _routes(self._routes, server.tracing) + [
             Route(path, _guarded(fn), methods=[method]) for path, fn, method in extra
         ]
         self.router = Starlette(
@@ -361,11 +425,16 @@ class HttpApp:
             if match is not None and b"%" not in scope.get("raw_path", b"%"):
                 name, version = match["model"], match["version"] or ""
                 headers = Headers(scope=scope)
+                trace = None
+                if self._tracing is not None:
+                    route = _VERSION_ROUTE if match["version"] else _MODEL_ROUTE
+                    trace = start_trace(self._tracing, route, scope["path"], headers, name)
                 response = await _answer(
                     "POST",
                     scope["path"],
-                    lambda: self._routes.infer(name, version, headers, receive),
+                    lambda: self._routes.infer(name, version, headers, receive, trace),
                 )
+                end_trace(trace, response)
                 await response(scope, receive, send)
                 return
         await self.router(scope, receive, send)

@@ -67,7 +67,8 @@ async def image_from_request(request: Request, limit: int) -> tuple[bytes, str |
 async def predict(server: InferenceServer, request: Request, name: str) -> Response:
     options = decode_options(request.query_params)
     data, content_type = await image_from_request(request, server.limits.max_body_bytes)
-    result, timings = await server.predict(name, data, content_type, options)
+    trace = getattr(request.state, "trace", None)  # set by the tracing wrapper when on
+    result, timings = await server.predict(name, data, content_type, options, trace)
     response = Response(orjson.dumps(result.to_json()), media_type="application/json")
     response.headers["Server-Timing"] = timings.server_timing()
     return response

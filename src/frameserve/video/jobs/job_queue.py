@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from frameserve import logcontext
 from frameserve.errors import FrameserveError, InvalidInput, NotFound, QueueFull, Unavailable
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import load_named_pipeline
@@ -289,7 +290,10 @@ class JobQueue:
             store.start(job_id, time.time())
             active = self._active[job_id] = _Active(job_id)
             active.thread = threading.Thread(
-                target=self._run, args=(active,), name=f"job-{job_id}", daemon=True
+                target=logcontext.bound(self._run, job_id=job_id),
+                args=(active,),
+                name=f"job-{job_id}",
+                daemon=True,
             )
             active.thread.start()
 

@@ -37,6 +37,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from frameserve import logcontext
 from frameserve.errors import FrameDropped, FrameserveError
 from frameserve.processing.results import Detections
 from frameserve.serving.local import ServerHandle
@@ -107,8 +108,16 @@ class LiveStream:
         self._restart = False  # the reader thread replaces the worker at once (a reload)
         self._rates: dict[int, float] = {}  # connection -> its frame rate (the tracker's unit)
         self._threads = [
-            threading.Thread(target=self._read, name=f"live-{stream_id}-reader", daemon=True),
-            threading.Thread(target=self._sink, name=f"live-{stream_id}-sink", daemon=True),
+            threading.Thread(
+                target=logcontext.bound(self._read, stream_id=stream_id),
+                name=f"live-{stream_id}-reader",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=logcontext.bound(self._sink, stream_id=stream_id),
+                name=f"live-{stream_id}-sink",
+                daemon=True,
+            ),
         ]
 
     # -- any thread -------------------------------------------------------------------------
