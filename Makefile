@@ -8,7 +8,8 @@ REPO   ?= ./models
 PERF_ANALYZER_DIR ?= .tools/perf_analyzer
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup serve test lint typecheck unit perf-analyzer proto bench clean wheel wheelhouse lock
+.PHONY: setup serve test lint typecheck unit perf-analyzer proto bench clean wheel wheelhouse lock \
+	system-deps
 UV_VENV := .tools/uv
 
 setup: $(STAMP) $(REPO)/.frameserve-example $(REPO)/.frameserve-zoo.json
@@ -50,7 +51,19 @@ perf-analyzer:
 	PY=$(BIN)/python scripts/install-perf-analyzer $(PERF_ANALYZER_DIR) || \
 	  echo "perf_analyzer could not be installed here; its tests will skip and say why"
 
-test: setup lint typecheck perf-analyzer wheelhouse
+# What the system tests need from Debian (haproxy for the load-balancer test): installed with
+# apt-get only when missing (one apt-get update first), so a second run changes nothing.
+SYSTEM_PACKAGES := haproxy
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: setup lint typecheck perf-analyzer wheelhouse system-deps
 	FRAMESERVE_PERF_ANALYZER=$(abspath $(PERF_ANALYZER_DIR))/perf_analyzer \
 	  FRAMESERVE_WHEELHOUSE=$(abspath .wheels) \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider
