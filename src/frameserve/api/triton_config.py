@@ -18,9 +18,9 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
-from frameserve.api.grpc.generated import model_config_pb2 as mc
 from frameserve.serving.config import DynamicBatching, TensorConfig, VersionPolicy
 from frameserve.serving.stats import Duration, VersionStats
+from frameserve.triton_pb import model_config_pb2 as mc
 
 if TYPE_CHECKING:
     from frameserve.serving.model import ModelVersion
