@@ -28,6 +28,8 @@ from frameserve.datatypes import DATATYPES
 from frameserve.errors import ConfigError
 from frameserve.processing.spec import PostprocessSpec, PreprocessSpec
 
+CONFIG_FILE = "model.yaml"
+TRITON_CONFIG_FILE = "config.pbtxt"  # a Triton model folder, read by serving/triton_config.py
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 Backend = Literal["openvino", "onnxruntime", "python"]
 
@@ -169,6 +171,11 @@ class ModelConfig(_Strict):
     max_batch_size: NonNegativeInt | None = Field(
         default=None, description="0 = the model takes no batch dimension; unset = from the model"
     )
+    model_file: str | None = Field(
+        default=None,
+        description="the model file in each version folder (Triton's default_model_filename); "
+        "unset: model.onnx for onnxruntime, the first of model.xml/.onnx/.tflite for openvino",
+    )
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
     dynamic_batching: DynamicBatching | None = None
@@ -187,6 +194,13 @@ class ModelConfig(_Strict):
     parameters: dict[str, str | int | float | bool] = {}
     preprocess: PreprocessSpec | None = None
     postprocess: PostprocessSpec | None = None
+
+    @field_validator("model_file")
+    @classmethod
+    def _plain_file_name(cls, v: str | None) -> str | None:
+        if v is not None and (v in ("", ".", "..") or "/" in v or "\\" in v):
+            raise ValueError(f"expected a file name inside the version folder, got {v!r}")
+        return v
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -268,3 +282,11 @@ def load_model_config(path: Path) -> ModelConfig:
             f"{path}: name must equal the folder name {folder!r}, got {config.name!r}"
         )
     return config
+
+
+def config_file(folder: Path) -> Path:
+    """The file a model folder's config comes from: ``model.yaml``, else Triton's
+    ``config.pbtxt`` when only that exists (``model.yaml`` when neither does)."""
+    ours = folder / CONFIG_FILE
+    triton = folder / TRITON_CONFIG_FILE
+    return triton if triton.is_file() and not ours.is_file() else ours

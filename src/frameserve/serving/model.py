@@ -19,7 +19,7 @@ from frameserve.cpu import CpuBudget
 from frameserve.datatypes import from_numpy, to_numpy
 from frameserve.errors import ConfigError, FrameserveError, InvalidInput
 from frameserve.processing.tasks import ModelProcessing
-from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig
+from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig, config_file
 from frameserve.serving.scheduler import Scheduler, SchedulerSettings, WorkItem
 from frameserve.serving.stats import Metrics, VersionStats
 from frameserve.serving.types import (
@@ -98,7 +98,7 @@ class ModelVersion:
         self.config = config
         self.path = path
         self.fingerprint = fingerprint
-        source = str(path.parent / "model.yaml")
+        source = str(config_file(path.parent))
         settings = BackendSettings(
             name, version, path, config, budget, _auto_batch_dim(config), cache_dir=cache_dir
         )
