@@ -131,8 +131,8 @@ def test_unsupported_fields_are_named_with_the_file(tmp_path: Path) -> None:
         """
         platform: "onnxruntime_onnx"
         max_batch_size: 4
-        input [ { name: "x" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 3 ]
-                  reshape: { shape: [ 1, 3 ] } } ]
+        input [ { name: "x" data_type: TYPE_FP32 allow_ragged_batch: true dims: [ 3 ]
+                  optional: true } ]
         model_transaction_policy { decoupled: true }
         response_cache { enable: true }
         dynamic_batching { preserve_ordering: true
@@ -144,8 +144,8 @@ def test_unsupported_fields_are_named_with_the_file(tmp_path: Path) -> None:
     for field in (
         "model_transaction_policy: not supported",
         "response_cache: not supported",
-        "input[0].format: not supported",
-        "input[0].reshape: not supported",
+        "input[0].allow_ragged_batch: not supported",
+        "input[0].optional: not supported",
         "dynamic_batching.preserve_ordering: not supported",
         "timeout_action: only REJECT",
         "parameters['enable_mem_arena']: not supported for backend onnxruntime",

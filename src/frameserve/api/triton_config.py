@@ -90,7 +90,16 @@ def _parameters(mv: ModelVersion) -> dict[str, str]:
 
 
 def _tensor(cls: type[Any], t: TensorConfig) -> Any:
-    return cls(name=t.name, data_type=data_type(t.datatype), dims=t.dims)
+    """One tensor: ``dims`` as clients see them, ``reshape`` as the model file takes them."""
+    tensor = cls(name=t.name, data_type=data_type(t.datatype), dims=t.dims)
+    if t.reshape is not None:
+        tensor.reshape.shape.extend(t.reshape)
+        tensor.reshape.SetInParent()  # an empty shape (a scalar) is still a reshape
+    if t.label_filename is not None:
+        tensor.label_filename = t.label_filename
+    if t.format is not None:
+        tensor.format = mc.ModelInput.Format.Value(f"FORMAT_{t.format}")
+    return tensor
 
 
 def model_config_proto(mv: ModelVersion) -> mc.ModelConfig:

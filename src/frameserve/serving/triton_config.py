@@ -43,7 +43,8 @@ _TOP_LEVEL = frozenset(
         "model_warmup",
     }
 )  # fmt: skip
-_TENSOR = frozenset({"name", "data_type", "dims"})
+_TENSOR = frozenset({"name", "data_type", "format", "dims", "reshape", "label_filename"})
+_FORMATS = {"FORMAT_NCHW": "NCHW", "FORMAT_NHWC": "NHWC"}  # FORMAT_NONE is unset
 _BATCHING = frozenset(
     {"preferred_batch_size", "max_queue_delay_microseconds", "priority_levels",
      "default_priority_level", "default_queue_policy"}
@@ -212,7 +213,14 @@ def _tensors(message: mc.ModelConfig, problems: _Problems) -> dict[str, Any]:
         for i, t in enumerate(tensors):
             where = f"{field[:-1]}[{i}]."
             problems.unsupported(t, _TENSOR, where)
-            rows.append({"name": t.name, "datatype": _datatype(t.data_type), "dims": list(t.dims)})
+            row = {"name": t.name, "datatype": _datatype(t.data_type), "dims": list(t.dims)}
+            if t.HasField("reshape"):  # present and empty: the model takes a scalar
+                row["reshape"] = list(t.reshape.shape)
+            if field == "outputs" and t.label_filename:
+                row["label_filename"] = t.label_filename
+            if field == "inputs" and t.format:
+                row["format"] = _FORMATS[mc.ModelInput.Format.Name(t.format)]
+            rows.append(row)
         if rows:
             out[field] = rows
     return out
