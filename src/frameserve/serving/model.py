@@ -19,6 +19,7 @@ from frameserve.cpu import CpuBudget
 from frameserve.datatypes import from_numpy, to_numpy
 from frameserve.errors import ConfigError, FrameserveError, InvalidInput
 from frameserve.processing.tasks import ModelProcessing
+from frameserve.serving.classification import CLASSIFIABLE, read_labels, top_classes
 from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig, config_file
 from frameserve.serving.reshape import BatchReshape, Reshape
 from frameserve.serving.scheduler import Scheduler, SchedulerSettings, WorkItem
@@ -136,6 +137,11 @@ class ModelVersion:
                 config.outputs, self.backend.outputs, batch_dim, "outputs", source
             )
             self.processing = self._processing(source)
+            self._labels = {
+                t.name: read_labels(path.parent / t.label_filename)
+                for t in self.outputs
+                if t.label_filename is not None
+            }
         except FrameserveError:
             self.backend.close()
             raise
@@ -158,6 +164,7 @@ class ModelVersion:
         )
         self.scheduler: Scheduler | None = None
         self._input_index = {t.name: t for t in self.inputs}
+        self._output_index = {t.name: t for t in self.outputs}
         self._output_names = [t.name for t in self.outputs]
         self._reshape = BatchReshape(
             tuple(_reshapes(self.inputs)),
@@ -302,6 +309,7 @@ class ModelVersion:
                 f"inputs: model {self.name} expects {list(self._input_index)}, missing {missing}"
             )
         self._check_outputs(request.outputs)
+        self._check_classification(request)
         loop = asyncio.get_running_loop()
         timeout = request.timeout_us / 1e6 if request.timeout_us > 0 else self.default_timeout_s
         shape_key = (
@@ -353,6 +361,23 @@ class ModelVersion:
                     f"got {name!r}"
                 )
 
+    def _check_classification(self, request: InferRequest) -> None:
+        for name, count in request.classification.items():
+            spec = self._output_index.get(name)
+            where = f"outputs.{name}.parameters.classification"
+            if spec is None or (request.outputs is not None and name not in request.outputs):
+                raise InvalidInput(
+                    f"{where}: expected one of the requested outputs "
+                    f"{request.outputs or self._output_names}, got {name!r}"
+                )
+            if count < 1:
+                raise InvalidInput(f"{where}: expected a positive class count, got {count}")
+            if spec.datatype not in CLASSIFIABLE:
+                raise InvalidInput(
+                    f"{where}: output {name!r} is {spec.datatype}; classification needs one of "
+                    f"{sorted(CLASSIFIABLE)}"
+                )
+
     def _priority(self, requested: int) -> int:
         if requested == 0:
             return self.default_priority
@@ -368,5 +393,11 @@ class ModelVersion:
         tensors = []
         for name in names:
             arr = outputs[name]
-            tensors.append(OutputTensor(name, from_numpy(arr.dtype), tuple(arr.shape), arr))
+            datatype = from_numpy(arr.dtype)
+            count = request.classification.get(name)
+            if count:
+                labels = self._labels.get(name, ())
+                arr = top_classes(arr, count, self.max_batch_size > 0, labels)
+                datatype = "BYTES"
+            tensors.append(OutputTensor(name, datatype, tuple(arr.shape), arr))
         return InferResponse(self.name, str(self.version), request.id, tensors)

@@ -58,6 +58,9 @@ class InferRequest:
     timeout_us: int = 0  # 0: the model's default (``dynamic_batching.timeout_ms``) or none
     admission: Admission = ONLINE  # video sources: their stream, dropping, background level
     parameters: dict[str, Any] = field(default_factory=dict)
+    # requested output -> class count: that output comes back as its top classes (Triton's
+    # classification extension; ``serving/classification.py``)
+    classification: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
