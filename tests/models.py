@@ -60,9 +60,7 @@ def simple_add_sub(path: Path, width: int = 16, batch: int | str = "N") -> Path:
     return save_model(graph, path)
 
 
-def densenet_like(
-    path: Path, classes: int = 1000, channels: int = 8, batch: int | str = 1
-) -> Path:
+def densenet_like(path: Path, classes: int = 1000, channels: int = 8, batch: int | str = 1) -> Path:
     """A small stand-in for Triton's quick-start ``densenet_onnx``, with its tensor names and
     shapes: ``data_0`` FP32 [1,3,224,224] -> conv 3x3 -> ReLU -> global average pool ->
     1x1 conv to ``classes`` -> ``fc6_1`` FP32 [1,classes,1,1]. Fixed seeded weights;

@@ -293,7 +293,10 @@ def test_bad_parameters_are_rejected(name: str, param: dict, match: str):
 
 
 def test_classification_is_carried_per_requested_output():
-    outputs = [grpcclient.InferRequestedOutput("y", class_count=3), grpcclient.InferRequestedOutput("z")]
+    outputs = [
+        grpcclient.InferRequestedOutput("y", class_count=3),
+        grpcclient.InferRequestedOutput("z"),
+    ]
     data = client_request([infer_input("x", np.zeros(1, np.float32), "FP32")], outputs)
     assert decode(data).request.classification == {"y": 3}
 

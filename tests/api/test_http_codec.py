@@ -482,7 +482,7 @@ def test_classification_is_carried_per_requested_output() -> None:
     ],
 )
 def test_bad_classification_requests_name_the_field(params: str, pattern: str) -> None:
-    body = '{"inputs": [], "outputs": [{"name": "y", "parameters": %s}]}' % params
+    body = '{"inputs": [], "outputs": [{"name": "y", "parameters": ' + params + "}]}"
     with pytest.raises(InvalidInput, match=pattern):
         decode(body)
 

@@ -16,7 +16,11 @@ from frameserve.cpu import CpuBudget
 from frameserve.errors import ConfigError
 from frameserve.serving.config import DynamicBatching, ModelConfig, VersionPolicy, WarmupConfig
 from frameserve.serving.server import InferenceServer, ServerSettings, _override_config
-from frameserve.serving.triton_config import read_folder_config, read_triton_config
+from frameserve.serving.triton_config import (
+    parse_triton_json,
+    read_folder_config,
+    read_triton_config,
+)
 from frameserve.serving.types import InferRequest, InputTensor
 from frameserve.tools.example_models import write_model_yaml
 
@@ -266,3 +270,50 @@ def test_a_triton_folder_serves_and_polling_notices_edits(tmp_path: Path) -> Non
             await asyncio.wait_for(server.drain(), 10)
 
     asyncio.run(main())
+
+
+DENSENET = """
+name: "densenet_onnx"
+platform: "onnxruntime_onnx"
+max_batch_size : 0
+input [ { name: "data_0" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 3, 224, 224 ]
+          reshape { shape: [ 1, 3, 224, 224 ] } } ]
+output [ { name: "fc6_1" data_type: TYPE_FP32 dims: [ 1000 ]
+           reshape { shape: [ 1, 1000, 1, 1 ] } label_filename: "densenet_labels.txt" } ]
+"""
+
+
+def test_reshape_format_and_labels_map_onto_tensors(tmp_path: Path) -> None:
+    config = read_triton_config(write(tmp_path / "densenet_onnx", DENSENET))
+    assert config.inputs is not None and config.outputs is not None
+    (data,), (fc,) = config.inputs, config.outputs
+    assert (data.dims, data.reshape, data.format) == ([3, 224, 224], [1, 3, 224, 224], "NCHW")
+    assert (fc.dims, fc.reshape, fc.label_filename) == (
+        [1000],
+        [1, 1000, 1, 1],
+        "densenet_labels.txt",
+    )
+    assert data.label_filename is None and fc.format is None
+
+
+def test_an_empty_reshape_is_a_scalar_in_text_and_json(tmp_path: Path) -> None:
+    text = """
+    platform: "onnxruntime_onnx"
+    max_batch_size: 4
+    input [ { name: "x" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] } } ]
+    """
+    assert read_triton_config(write(tmp_path / "m", text)).inputs[0].reshape == []  # type: ignore[index]
+    json_config = {
+        "platform": "onnxruntime_onnx",
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1], "reshape": {"shape": []}}],
+    }
+    assert parse_triton_json(json_config, "load").inputs[0].reshape == []  # type: ignore[index]
+
+
+def test_a_reshape_of_another_size_is_refused_with_the_file(tmp_path: Path) -> None:
+    message = refusal(
+        tmp_path, DENSENET.replace("[ 1, 1000, 1, 1 ]", "[ 1, 999, 1, 1 ]"), "densenet_onnx"
+    )
+    assert str(tmp_path / "densenet_onnx" / "config.pbtxt") in message
+    assert "outputs.0: Value error, tensor 'fc6_1': reshape.shape [1, 999, 1, 1]" in message
+    assert "dims hold 1000, reshape.shape holds 999" in message

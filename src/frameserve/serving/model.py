@@ -90,9 +90,7 @@ def resolve_tensors(
 
 def _reshapes(tensors: tuple[TensorConfig, ...]) -> list[Reshape]:
     return [
-        Reshape(t.name, tuple(t.dims), tuple(t.reshape))
-        for t in tensors
-        if t.reshape is not None
+        Reshape(t.name, tuple(t.dims), tuple(t.reshape)) for t in tensors if t.reshape is not None
     ]
 
 
