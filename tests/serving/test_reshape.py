@@ -98,13 +98,15 @@ def _tensors(dims: list[int], reshape: list[int]) -> dict:
 
 
 def _version(tmp_path: Path, config: ModelConfig) -> ModelVersion:
+    """The add/sub model under ``config``'s backend (ONNX Runtime or OpenVINO)."""
     path = simple_add_sub(tmp_path / "simple" / "1" / "model.onnx").parent
     return ModelVersion("simple", 1, config, path, CpuBudget(2, "test"), None)
 
 
-def test_a_batch_goes_in_as_reshape_and_comes_out_as_dims(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_batch_goes_in_as_reshape_and_comes_out_as_dims(tmp_path: Path, backend: str) -> None:
     # The model file takes [N, 16]; clients send [N, 4, 4].
-    config = ModelConfig(backend="onnxruntime", max_batch_size=4, **_tensors([4, 4], [16]))
+    config = ModelConfig(backend=backend, max_batch_size=4, **_tensors([4, 4], [16]))
     mv = _version(tmp_path, config)
     assert [t.shape for t in mv.metadata_tensors(mv.inputs)] == [(-1, 4, 4)] * 2
     a = np.arange(32, dtype=np.int32).reshape(2, 4, 4)
@@ -126,8 +128,9 @@ def test_a_batch_goes_in_as_reshape_and_comes_out_as_dims(tmp_path: Path) -> Non
     asyncio.run(main())
 
 
-def test_a_reshape_the_model_file_does_not_take_is_refused(tmp_path: Path) -> None:
-    config = ModelConfig(backend="onnxruntime", max_batch_size=4, **_tensors([16], [2, 8]))
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_reshape_the_model_file_does_not_take_is_refused(tmp_path: Path, backend: str) -> None:
+    config = ModelConfig(backend=backend, max_batch_size=4, **_tensors([16], [2, 8]))
     with pytest.raises(ConfigError) as info:
         _version(tmp_path, config)
     message = info.value.message
