@@ -5,15 +5,16 @@
     python scripts/generate_protos.py --check   # exit 1 if the checked-in stubs are stale
 
 Inputs: src/frameserve/api/grpc/proto/{grpc_service,model_config,video_streams}.proto.
-Outputs: grpc_service_pb2.py(.pyi), grpc_service_pb2_grpc.py, model_config_pb2.py(.pyi),
-video_streams_pb2.py(.pyi), video_streams_pb2_grpc.py and an __init__.py in
-src/frameserve/api/grpc/generated/.
+Outputs: grpc_service_pb2.py(.pyi), grpc_service_pb2_grpc.py, video_streams_pb2.py(.pyi),
+video_streams_pb2_grpc.py and an __init__.py in src/frameserve/api/grpc/generated/;
+model_config_pb2.py(.pyi) in src/frameserve/triton_pb/ (below every layer: serving/ reads
+config.pbtxt with it, and serving must not import api/).
 
 The protos are compiled with "-I proto/" so that the descriptors keep the file names
 "grpc_service.proto" / "model_config.proto" that tritonclient uses: both sets of modules can
 then be imported in one process (protobuf accepts a file added twice only when it is
-byte-identical). protoc's top-level imports ("import model_config_pb2") are rewritten to
-package-relative ones afterwards.
+byte-identical). protoc's top-level imports are rewritten afterwards: "import model_config_pb2"
+to frameserve.triton_pb, the others to package-relative ones.
 
 protoc comes from grpcio-tools. If the running interpreter has grpc_tools it is used; otherwise
 grpcio-tools==GRPC_TOOLS_VERSION is installed into a throwaway virtualenv (never into the
@@ -40,26 +41,34 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG_DIR = ROOT / "src" / "frameserve" / "api" / "grpc"
 PROTO_DIR = PKG_DIR / "proto"
 OUT_DIR = PKG_DIR / "generated"
+SHARED_DIR = ROOT / "src" / "frameserve" / "triton_pb"
 PROTOS = ("grpc_service.proto", "model_config.proto", "video_streams.proto")
 OUTPUTS = (
     "__init__.py",
     "grpc_service_pb2.py",
     "grpc_service_pb2.pyi",
     "grpc_service_pb2_grpc.py",
-    "model_config_pb2.py",
-    "model_config_pb2.pyi",
     "video_streams_pb2.py",
     "video_streams_pb2.pyi",
     "video_streams_pb2_grpc.py",
 )
+SHARED_OUTPUTS = ("model_config_pb2.py", "model_config_pb2.pyi")  # in SHARED_DIR, next to its
+# hand-written __init__.py
 INIT = '''"""Generated gRPC stubs: KServe v2 / Triton (``inference``) and ours (``frameserve.v1``).
 
 Do not edit: regenerate with ``python scripts/generate_protos.py`` from ../proto/*.proto.
 """
 '''
 
-# protoc writes top-level imports; make them relative to this package.
-IMPORT_FIXES = ((re.compile(r"^import (\w+_pb2) as (\w+)$", re.M), r"from . import \1 as \2"),)
+# protoc writes top-level imports; point model_config_pb2 at frameserve.triton_pb and make the
+# others relative to this package.
+IMPORT_FIXES = (
+    (
+        re.compile(r"^import (model_config_pb2) as (\w+)$", re.M),
+        r"from frameserve.triton_pb import \1 as \2",
+    ),
+    (re.compile(r"^import (\w+_pb2) as (\w+)$", re.M), r"from . import \1 as \2"),
+)
 
 
 def log(msg: str) -> None:
@@ -89,7 +98,7 @@ def protoc_python(workdir: Path) -> str:
     return py
 
 
-def generate(dest: Path, workdir: Path) -> None:
+def generate(dest: Path, shared: Path, workdir: Path) -> None:
     py = protoc_python(workdir)
     version = subprocess.run(
         [py, "-m", "grpc_tools.protoc", "--version"], check=True, capture_output=True, text=True
@@ -112,14 +121,15 @@ def generate(dest: Path, workdir: Path) -> None:
         cwd=PROTO_DIR,
     )
     dest.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:
+    shared.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS + SHARED_OUTPUTS:
         if name == "__init__.py":
             text = INIT
         else:
             text = (raw / name).read_text()
             for pattern, repl in IMPORT_FIXES:
                 text = pattern.sub(repl, text)
-        (dest / name).write_text(text)
+        ((shared if name in SHARED_OUTPUTS else dest) / name).write_text(text)
 
 
 def main() -> int:
@@ -129,15 +139,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="frameserve-protoc-") as tmp:
         work = Path(tmp)
         if not args.check:
-            generate(OUT_DIR, work)
+            generate(OUT_DIR, SHARED_DIR, work)
             log(f"wrote {', '.join(OUTPUTS)} to {os.path.relpath(OUT_DIR, ROOT)}")
+            log(f"wrote {', '.join(SHARED_OUTPUTS)} to {os.path.relpath(SHARED_DIR, ROOT)}")
             return 0
         fresh = work / "fresh"
-        generate(fresh, work)
+        generate(fresh, fresh, work)
+        pairs = [(n, OUT_DIR / n) for n in OUTPUTS] + [(n, SHARED_DIR / n) for n in SHARED_OUTPUTS]
         stale = [
             n
-            for n in OUTPUTS
-            if not (OUT_DIR / n).is_file() or not filecmp.cmp(fresh / n, OUT_DIR / n, shallow=False)
+            for n, kept in pairs
+            if not kept.is_file() or not filecmp.cmp(fresh / n, kept, shallow=False)
         ]
         if stale:
             log(f"out of date: {', '.join(stale)}; run scripts/generate_protos.py")

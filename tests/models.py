@@ -60,6 +60,32 @@ def simple_add_sub(path: Path, width: int = 16, batch: int | str = "N") -> Path:
     return save_model(graph, path)
 
 
+def densenet_like(path: Path, classes: int = 1000, channels: int = 8, batch: int | str = 1) -> Path:
+    """A small stand-in for Triton's quick-start ``densenet_onnx``, with its tensor names and
+    shapes: ``data_0`` FP32 [1,3,224,224] -> conv 3x3 -> ReLU -> global average pool ->
+    1x1 conv to ``classes`` -> ``fc6_1`` FP32 [1,classes,1,1]. Fixed seeded weights;
+    ``batch`` "N" gives both a dynamic batch dimension."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(18)
+    w1 = rng.standard_normal((channels, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((classes, channels, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["data_0", "w1"], ["conv"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv"], ["relu"]),
+            helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+            helper.make_node("Conv", ["pool", "w2"], ["fc6_1"]),
+        ],
+        "densenet_like",
+        [helper.make_tensor_value_info("data_0", TensorProto.FLOAT, [batch, 3, 224, 224])],
+        [helper.make_tensor_value_info("fc6_1", TensorProto.FLOAT, [batch, classes, 1, 1])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    return save_model(graph, path)
+
+
 def identity(path: Path, datatype: str, dims: Sequence[int | str]) -> Path:
     """``INPUT0`` -> ``OUTPUT0`` unchanged.
 

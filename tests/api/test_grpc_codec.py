@@ -292,11 +292,21 @@ def test_bad_parameters_are_rejected(name: str, param: dict, match: str):
         decode(message.SerializeToString())
 
 
-def test_classification_outputs_are_rejected():
-    output = grpcclient.InferRequestedOutput("y", class_count=3)
-    data = client_request([infer_input("x", np.zeros(1, np.float32), "FP32")], [output])
+def test_classification_is_carried_per_requested_output():
+    outputs = [
+        grpcclient.InferRequestedOutput("y", class_count=3),
+        grpcclient.InferRequestedOutput("z"),
+    ]
+    data = client_request([infer_input("x", np.zeros(1, np.float32), "FP32")], outputs)
+    assert decode(data).request.classification == {"y": 3}
+
+
+def test_a_bad_class_count_names_the_parameter():
+    message = raw_request(("FP32", [1], bytes(4)))
+    output = message.outputs.add(name="y")
+    output.parameters["classification"].string_param = "3"
     with pytest.raises(InvalidInput, match=r"outputs\[0\]\.parameters\['classification'\]"):
-        decode(data)
+        decode(message.SerializeToString())
 
 
 @pytest.mark.parametrize("cut", [1, 3, 10])

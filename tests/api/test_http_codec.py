@@ -461,9 +461,29 @@ def test_malformed_requests_name_the_field(
         decode(body, header_length)
 
 
-def test_classification_is_not_supported() -> None:
-    body = '{"inputs": [], "outputs": [{"name": "y", "parameters": {"class_count": 3}}]}'
-    with pytest.raises(NotSupported, match=r"outputs\[0\]\.parameters\.class_count"):
+def test_classification_is_carried_per_requested_output() -> None:
+    # tritonclient.http's InferRequestedOutput(class_count=3) writes "classification": 3
+    body = (
+        '{"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": 3}},'
+        ' {"name": "z"}]}'
+    )
+    assert decode(body).request.classification == {"y": 3}
+
+
+@pytest.mark.parametrize(
+    ("params", "pattern"),
+    [
+        ('{"classification": "3"}', r"outputs\[0\]\.parameters\.classification"),
+        ('{"classification": -1}', r"outputs\[0\]\.parameters\.classification"),
+        (
+            '{"classification": 2, "shared_memory_region": "r", "shared_memory_byte_size": 8}',
+            r"outputs\[0\]\.parameters: expected classification or shared memory, got both",
+        ),
+    ],
+)
+def test_bad_classification_requests_name_the_field(params: str, pattern: str) -> None:
+    body = '{"inputs": [], "outputs": [{"name": "y", "parameters": ' + params + "}]}"
+    with pytest.raises(InvalidInput, match=pattern):
         decode(body)
 
 

@@ -16,7 +16,6 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as client_mc
 from tritonclient.grpc import service_pb2 as client_pb
 
-from frameserve.api.grpc.generated import model_config_pb2 as mc
 from frameserve.api.triton_config import (
     data_type,
     model_config_proto,
@@ -25,6 +24,7 @@ from frameserve.api.triton_config import (
 )
 from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig, parse_model_config
 from frameserve.serving.stats import VersionStats
+from frameserve.triton_pb import model_config_pb2 as mc
 
 
 @dataclass

@@ -18,9 +18,9 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
-from frameserve.api.grpc.generated import model_config_pb2 as mc
 from frameserve.serving.config import DynamicBatching, TensorConfig, VersionPolicy
 from frameserve.serving.stats import Duration, VersionStats
+from frameserve.triton_pb import model_config_pb2 as mc
 
 if TYPE_CHECKING:
     from frameserve.serving.model import ModelVersion
@@ -90,7 +90,16 @@ def _parameters(mv: ModelVersion) -> dict[str, str]:
 
 
 def _tensor(cls: type[Any], t: TensorConfig) -> Any:
-    return cls(name=t.name, data_type=data_type(t.datatype), dims=t.dims)
+    """One tensor: ``dims`` as clients see them, ``reshape`` as the model file takes them."""
+    tensor = cls(name=t.name, data_type=data_type(t.datatype), dims=t.dims)
+    if t.reshape is not None:
+        tensor.reshape.shape.extend(t.reshape)
+        tensor.reshape.SetInParent()  # an empty shape (a scalar) is still a reshape
+    if t.label_filename is not None:
+        tensor.label_filename = t.label_filename
+    if t.format is not None:
+        tensor.format = mc.ModelInput.Format.Value(f"FORMAT_{t.format}")
+    return tensor
 
 
 def model_config_proto(mv: ModelVersion) -> mc.ModelConfig:

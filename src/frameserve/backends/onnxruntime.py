@@ -67,9 +67,10 @@ class OnnxRuntimeBackend:
 
     def __init__(self, settings: BackendSettings) -> None:
         cfg = settings.config
-        source = settings.path / "model.onnx"
+        file_name = cfg.model_file or "model.onnx"
+        source = settings.path / file_name
         if not source.is_file():
-            raise ModelLoadError(f"{settings.path}: expected model.onnx for backend onnxruntime")
+            raise ModelLoadError(f"{settings.path}: expected {file_name} for backend onnxruntime")
         self.max_concurrency = cfg.instances or 1
         threads = cfg.threads or max(1, settings.budget.cores // self.max_concurrency)
         available = set(ort.get_available_providers())

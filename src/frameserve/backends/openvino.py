@@ -42,7 +42,13 @@ def runtime_message(err: BaseException, limit: int = 400) -> str:
     return " ".join(useful or lines)[:limit]
 
 
-def find_model_file(folder: Path) -> Path:
+def find_model_file(folder: Path, name: str | None = None) -> Path:
+    """``name`` in ``folder`` when given (model.yaml's ``model_file``), else the first of
+    ``MODEL_FILES`` found."""
+    if name is not None:
+        if not (folder / name).exists():
+            raise ModelLoadError(f"{folder}: expected {name} (model_file), found none")
+        return folder / name
     for name in MODEL_FILES:
         if (folder / name).is_file():
             return folder / name
@@ -159,7 +165,7 @@ class OpenVinoBackend:
 
     def __init__(self, settings: BackendSettings) -> None:
         self._settings = settings
-        source = find_model_file(settings.path)
+        source = find_model_file(settings.path, settings.config.model_file)
         self._core = core_for(settings.config)
         model = read_model(self._core, source, settings.config, settings.batch_dim)
         self._rebatched = bool(

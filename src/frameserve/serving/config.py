@@ -2,7 +2,8 @@
 
 The minimum is ``backend: openvino|onnxruntime|python``. ``inputs``/``outputs`` may be omitted;
 they are then read from the model file. As in Triton, ``dims`` exclude the batch dimension when
-``max_batch_size`` > 0.
+``max_batch_size`` > 0, and are what clients send; a tensor's ``reshape`` is the model file's
+shape when that differs (``serving/reshape.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from pydantic import (
 from frameserve.datatypes import DATATYPES
 from frameserve.errors import ConfigError
 from frameserve.processing.spec import PostprocessSpec, PreprocessSpec
+from frameserve.serving.reshape import reshape_problem
 
+CONFIG_FILE = "model.yaml"
+TRITON_CONFIG_FILE = "config.pbtxt"  # a Triton model folder, read by serving/triton_config.py
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 Backend = Literal["openvino", "onnxruntime", "python"]
 
@@ -42,6 +46,21 @@ class TensorConfig(_Strict):
     name: Annotated[str, Field(min_length=1)]
     datatype: str
     dims: list[Annotated[int, Field(ge=-1)]]
+    reshape: list[Annotated[int, Field(ge=-1)]] | None = Field(
+        default=None,
+        description="the model file's shape when it differs from dims (Triton's reshape.shape, "
+        "batch dim excluded); clients see dims; [] is a scalar",
+    )
+    format: Literal["NCHW", "NHWC"] | None = Field(
+        default=None,
+        description="inputs: the image layout clients send (Triton's format; informative, "
+        "for clients such as Triton's image_client); needs three dims",
+    )
+    label_filename: str | None = Field(
+        default=None,
+        description="outputs: a text file in the model folder, one class label a line, for "
+        "classification requests (Triton's label_filename)",
+    )
 
     @field_validator("datatype")
     @classmethod
@@ -49,6 +68,26 @@ class TensorConfig(_Strict):
         if v not in DATATYPES:
             raise ValueError(f"expected one of {sorted(DATATYPES)}, got {v!r}")
         return v
+
+    @field_validator("label_filename")
+    @classmethod
+    def _plain_label_file(cls, v: str | None) -> str | None:
+        if v is not None and (v in ("", ".", "..") or "/" in v or "\\" in v):
+            raise ValueError(f"expected a file name inside the model folder, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _reshape_fits(self) -> TensorConfig:
+        if self.format is not None and len(self.dims) != 3:
+            raise ValueError(
+                f"tensor {self.name!r}: format {self.format} needs 3 dims (batch dim "
+                f"excluded), got {self.dims}"
+            )
+        if self.reshape is not None:
+            problem = reshape_problem(self.dims, self.reshape)
+            if problem is not None:
+                raise ValueError(f"tensor {self.name!r}: {problem}")
+        return self
 
 
 class DynamicBatching(_Strict):
@@ -169,6 +208,11 @@ class ModelConfig(_Strict):
     max_batch_size: NonNegativeInt | None = Field(
         default=None, description="0 = the model takes no batch dimension; unset = from the model"
     )
+    model_file: str | None = Field(
+        default=None,
+        description="the model file in each version folder (Triton's default_model_filename); "
+        "unset: model.onnx for onnxruntime, the first of model.xml/.onnx/.tflite for openvino",
+    )
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
     dynamic_batching: DynamicBatching | None = None
@@ -187,6 +231,13 @@ class ModelConfig(_Strict):
     parameters: dict[str, str | int | float | bool] = {}
     preprocess: PreprocessSpec | None = None
     postprocess: PostprocessSpec | None = None
+
+    @field_validator("model_file")
+    @classmethod
+    def _plain_file_name(cls, v: str | None) -> str | None:
+        if v is not None and (v in ("", ".", "..") or "/" in v or "\\" in v):
+            raise ValueError(f"expected a file name inside the version folder, got {v!r}")
+        return v
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -209,6 +260,12 @@ class ModelConfig(_Strict):
             names = [t.name for t in tensors]
             if len(set(names)) != len(names):
                 raise ValueError(f"{field} has duplicate names: {names}")
+        labelled = [t.name for t in self.inputs or [] if t.label_filename is not None]
+        if labelled:
+            raise ValueError(f"label_filename is for outputs only, got it on inputs {labelled}")
+        formatted = [t.name for t in self.outputs or [] if t.format is not None]
+        if formatted:
+            raise ValueError(f"format is for inputs only, got it on outputs {formatted}")
         if self.postprocess is not None and self.preprocess is None:
             raise ValueError("postprocess needs a preprocess block to know the input geometry")
         if self.preprocess is not None and self.preprocess.fuse and self.backend != "openvino":
@@ -268,3 +325,11 @@ def load_model_config(path: Path) -> ModelConfig:
             f"{path}: name must equal the folder name {folder!r}, got {config.name!r}"
         )
     return config
+
+
+def config_file(folder: Path) -> Path:
+    """The file a model folder's config comes from: ``model.yaml``, else Triton's
+    ``config.pbtxt`` when only that exists (``model.yaml`` when neither does)."""
+    ours = folder / CONFIG_FILE
+    triton = folder / TRITON_CONFIG_FILE
+    return triton if triton.is_file() and not ours.is_file() else ours

@@ -19,7 +19,9 @@ from frameserve.cpu import CpuBudget
 from frameserve.datatypes import from_numpy, to_numpy
 from frameserve.errors import ConfigError, FrameserveError, InvalidInput
 from frameserve.processing.tasks import ModelProcessing
-from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig
+from frameserve.serving.classification import CLASSIFIABLE, read_labels, top_classes
+from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig, config_file
+from frameserve.serving.reshape import BatchReshape, Reshape
 from frameserve.serving.scheduler import Scheduler, SchedulerSettings, WorkItem
 from frameserve.serving.stats import Metrics, VersionStats
 from frameserve.serving.types import (
@@ -52,7 +54,10 @@ def resolve_tensors(
     field: str,
     source: str,
 ) -> tuple[TensorConfig, ...]:
-    """Merge the tensors declared in model.yaml with those the model file reports."""
+    """Merge the tensors declared in model.yaml with those the model file reports.
+
+    A declared ``reshape`` is the model file's shape (checked here); ``dims`` stay what
+    clients see."""
     from_file = {
         s.name: TensorConfig(
             name=s.name, datatype=s.datatype, dims=list(s.shape[1:] if batch_dim else s.shape)
@@ -68,13 +73,25 @@ def resolve_tensors(
             raise ConfigError(
                 f"{where}.datatype: the model has {actual.datatype}, got {t.datatype}"
             )
-        compatible = len(t.dims) == len(actual.dims) and all(
-            m == -1 or d == m for d, m in zip(t.dims, actual.dims, strict=True)
+        model_shape = t.dims if t.reshape is None else t.reshape
+        compatible = len(model_shape) == len(actual.dims) and all(
+            m == -1 or d == m for d, m in zip(model_shape, actual.dims, strict=True)
         )
+        if not compatible and t.reshape is not None:
+            raise ConfigError(
+                f"{where}.reshape: the model file's {field[:-1]} {t.name!r} has shape "
+                f"{actual.dims} (batch dim excluded), got reshape.shape {t.reshape}"
+            )
         if not compatible:
             raise ConfigError(f"{where}.dims: the model has {actual.dims}, got {t.dims}")
         from_file[t.name] = t
     return tuple(from_file.values())
+
+
+def _reshapes(tensors: tuple[TensorConfig, ...]) -> list[Reshape]:
+    return [
+        Reshape(t.name, tuple(t.dims), tuple(t.reshape)) for t in tensors if t.reshape is not None
+    ]
 
 
 class ModelVersion:
@@ -98,7 +115,7 @@ class ModelVersion:
         self.config = config
         self.path = path
         self.fingerprint = fingerprint
-        source = str(path.parent / "model.yaml")
+        source = str(config_file(path.parent))
         settings = BackendSettings(
             name, version, path, config, budget, _auto_batch_dim(config), cache_dir=cache_dir
         )
@@ -118,6 +135,11 @@ class ModelVersion:
                 config.outputs, self.backend.outputs, batch_dim, "outputs", source
             )
             self.processing = self._processing(source)
+            self._labels = {
+                t.name: read_labels(path.parent / t.label_filename)
+                for t in self.outputs
+                if t.label_filename is not None
+            }
         except FrameserveError:
             self.backend.close()
             raise
@@ -140,7 +162,13 @@ class ModelVersion:
         )
         self.scheduler: Scheduler | None = None
         self._input_index = {t.name: t for t in self.inputs}
+        self._output_index = {t.name: t for t in self.outputs}
         self._output_names = [t.name for t in self.outputs]
+        self._reshape = BatchReshape(
+            tuple(_reshapes(self.inputs)),
+            tuple(_reshapes(self.outputs)),
+            lead=1 if self.max_batch_size > 0 else 0,
+        )
 
     def _processing(self, source: str) -> ModelProcessing | None:
         """The declared pre/post-processing, checked against the model's tensors."""
@@ -190,7 +218,7 @@ class ModelVersion:
             await asyncio.to_thread(hook)
         samples = self._warmup_inputs()
         for _ in range(self.config.warmup.count):
-            await self.backend.infer(samples)
+            await self.run_batch(samples)
 
     def _warmup_inputs(self) -> dict[str, np.ndarray]:
         wc = self.config.warmup
@@ -221,7 +249,7 @@ class ModelVersion:
         return out
 
     def start(self) -> None:
-        self.scheduler = Scheduler(self.backend.infer, self._scheduler_settings, self.stats)
+        self.scheduler = Scheduler(self.run_batch, self._scheduler_settings, self.stats)
         self.scheduler.start()
         self.stats.set_ready(True)
 
@@ -234,6 +262,14 @@ class ModelVersion:
         self.stats.forget()
 
     # -- requests -------------------------------------------------------------------------------
+    async def run_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One batch through the backend, in the model's shapes where ``reshape`` says so
+        (numpy views, once per batch), its outputs back in the clients' shapes."""
+        if not self._reshape:
+            return await self.backend.infer(batch)
+        outputs = await self.backend.infer(self._reshape.to_model(batch))
+        return self._reshape.to_client(outputs)
+
     async def infer(self, request: InferRequest) -> InferResponse:
         item = self.prepare(request)
         assert self.scheduler is not None, "infer on a version that was never started"
@@ -275,6 +311,7 @@ class ModelVersion:
                 f"inputs: model {self.name} expects {list(self._input_index)}, missing {missing}"
             )
         self._check_outputs(request.outputs)
+        self._check_classification(request)
         loop = asyncio.get_running_loop()
         timeout = request.timeout_us / 1e6 if request.timeout_us > 0 else self.default_timeout_s
         shape_key = (
@@ -326,6 +363,23 @@ class ModelVersion:
                     f"got {name!r}"
                 )
 
+    def _check_classification(self, request: InferRequest) -> None:
+        for name, count in request.classification.items():
+            spec = self._output_index.get(name)
+            where = f"outputs.{name}.parameters.classification"
+            if spec is None or (request.outputs is not None and name not in request.outputs):
+                raise InvalidInput(
+                    f"{where}: expected one of the requested outputs "
+                    f"{request.outputs or self._output_names}, got {name!r}"
+                )
+            if count < 1:
+                raise InvalidInput(f"{where}: expected a positive class count, got {count}")
+            if spec.datatype not in CLASSIFIABLE:
+                raise InvalidInput(
+                    f"{where}: output {name!r} is {spec.datatype}; classification needs one of "
+                    f"{sorted(CLASSIFIABLE)}"
+                )
+
     def _priority(self, requested: int) -> int:
         if requested == 0:
             return self.default_priority
@@ -341,5 +395,11 @@ class ModelVersion:
         tensors = []
         for name in names:
             arr = outputs[name]
-            tensors.append(OutputTensor(name, from_numpy(arr.dtype), tuple(arr.shape), arr))
+            datatype = from_numpy(arr.dtype)
+            count = request.classification.get(name)
+            if count:
+                labels = self._labels.get(name, ())
+                arr = top_classes(arr, count, self.max_batch_size > 0, labels)
+                datatype = "BYTES"
+            tensors.append(OutputTensor(name, datatype, tuple(arr.shape), arr))
         return InferResponse(self.name, str(self.version), request.id, tensors)

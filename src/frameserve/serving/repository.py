@@ -1,4 +1,5 @@
-"""The model repository: ``<root>/<model>/model.yaml`` plus numbered version folders.
+"""The model repository: ``<root>/<model>/model.yaml`` (or Triton's ``config.pbtxt``) plus
+numbered version folders.
 
 Owned by the server's event loop. Loading is blocking work (reading and compiling models), so
 it runs on the repository's own single loader thread; routing changes happen on the loop. A new
@@ -19,15 +20,21 @@ from pathlib import Path
 
 from frameserve.cpu import CpuBudget
 from frameserve.errors import ConfigError, FrameserveError, InvalidInput, NotFound
-from frameserve.serving.config import MODEL_NAME_RE, ModelConfig, load_model_config
+from frameserve.serving.config import (
+    CONFIG_FILE,
+    MODEL_NAME_RE,
+    TRITON_CONFIG_FILE,
+    ModelConfig,
+)
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.pipeline import PIPELINE_FILE
 from frameserve.serving.stats import Metrics
+from frameserve.serving.triton_config import read_folder_config
 from frameserve.serving.types import RepositoryEntry
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "model.yaml"
+__all__ = ["CONFIG_FILE", "ModelRepository", "check_model_name", "version_numbers"]
 
 
 @dataclass
@@ -70,6 +77,11 @@ def version_numbers(folder: Path) -> list[int]:
         return []
     names = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
     return sorted(int(n) for n in names if n == str(int(n)) and int(n) > 0)
+
+
+def _config_fingerprint(folder: Path) -> str:
+    """Both config files count: adding a model.yaml next to a config.pbtxt changes which wins."""
+    return _fingerprint([folder / CONFIG_FILE, folder / TRITON_CONFIG_FILE])
 
 
 def _version_folders(folder: Path) -> list[str]:
@@ -209,17 +221,16 @@ class ModelRepository:
             await self._sync(entry, folder, override)
 
     async def _sync(self, entry: ModelEntry, folder: Path, override: ModelConfig | None) -> None:
-        config_file = folder / CONFIG_FILE
         try:
-            config = override or load_model_config(config_file)
+            config = override or read_folder_config(folder)
         except ConfigError as err:
             # Remember what we saw so polling retries only after the files change again.
-            entry.config_fingerprint = _fingerprint([config_file])
+            entry.config_fingerprint = _config_fingerprint(folder)
             entry.folders = frozenset(_version_folders(folder))
             entry.problems = {"": ("UNAVAILABLE", err.message)}
             log.error("model %s: %s", entry.name, err.message)
             raise
-        config_fp = _fingerprint([config_file]) + (override.model_dump_json() if override else "")
+        config_fp = _config_fingerprint(folder) + (override.model_dump_json() if override else "")
         available = sorted(
             int(p.name)
             for p in folder.iterdir()
@@ -323,7 +334,7 @@ class ModelRepository:
             log.info("model %s removed from the repository", name)
 
     def _changed(self, entry: ModelEntry, folder: Path) -> bool:
-        config_fp = _fingerprint([folder / CONFIG_FILE])
+        config_fp = _config_fingerprint(folder)
         if config_fp != entry.config_fingerprint:
             return True
         if frozenset(_version_folders(folder)) != entry.folders:

@@ -25,13 +25,14 @@ from frameserve.errors import (
 )
 from frameserve.processing.results import Result
 from frameserve.processing.tasks import DecodeOptions
-from frameserve.serving.config import parse_model_config
+from frameserve.serving.config import ModelConfig, parse_model_config
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.pipeline import PIPELINE_FILE, PipelineConfig, load_pipeline_config
 from frameserve.serving.predict import Predictor, Timings
 from frameserve.serving.repository import ModelRepository, check_model_name
 from frameserve.serving.stats import Metrics, VersionStats
 from frameserve.serving.tracing import RequestTrace, Tracing, TracingSettings
+from frameserve.serving.triton_config import parse_triton_json
 from frameserve.serving.types import (
     InferRequest,
     InferResponse,
@@ -308,7 +309,8 @@ class InferenceServer:
             )
 
     async def load_model(self, name: str, config_json: str | None = None) -> None:
-        """Load or reload ``name``, optionally with a JSON config that replaces model.yaml."""
+        """Load or reload ``name``, optionally with a JSON config that replaces model.yaml
+        (ours, or Triton's JSON model configuration)."""
         self._require_explicit("load")
         check_model_name(name)
         override = None
@@ -319,7 +321,7 @@ class InferenceServer:
                 raise InvalidInput(
                     f"parameters.config: expected a JSON object, got invalid JSON ({err})"
                 ) from None
-            override = parse_model_config(data, "parameters.config")
+            override = _override_config(data)
         if name not in self.repository.model_folders():
             raise NotFound(
                 f"model {name!r}: no such folder in the repository {self.repository.root}"
@@ -332,3 +334,20 @@ class InferenceServer:
     async def unload_model(self, name: str) -> None:
         self._require_explicit("unload")
         await self.repository.unload(name)
+
+
+def _override_config(data: object) -> ModelConfig:
+    """``parameters.config`` of a load request: our schema first (``frameserve tune`` sends
+    it), then Triton's JSON ModelConfig (what ``GET .../config`` returns); both reasons when
+    neither fits."""
+    source = "parameters.config"
+    try:
+        return parse_model_config(data, source)
+    except ConfigError as ours:
+        try:
+            return parse_triton_json(data, source)
+        except ConfigError as triton:
+            raise ConfigError(
+                f"{source}: neither a frameserve model config ({ours.message}) nor Triton's "
+                f"JSON model configuration ({triton.message})"
+            ) from None

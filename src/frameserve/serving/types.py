@@ -62,6 +62,9 @@ class InferRequest:
     admission: Admission = ONLINE  # video sources: their stream, dropping, background level
     parameters: dict[str, Any] = field(default_factory=dict)
     trace: RequestTrace | None = None  # tracing on and this request sampled
+    # requested output -> class count: that output comes back as its top classes (Triton's
+    # classification extension; ``serving/classification.py``)
+    classification: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -368,13 +368,14 @@ def decode_infer_request(
             f"raw_input_contents: expected {next_raw} entries (one per input without contents "
             f"or shared memory), got {len(raw)}"
         )
-    names, shm_outputs = _requested_outputs(message.outputs, shm)
+    names, shm_outputs, classification = _requested_outputs(message.outputs, shm)
     request = InferRequest(
         model_name=message.model_name,
         inputs=inputs,
         model_version=message.model_version,
         id=message.id,
         outputs=names or None,
+        classification=classification,
     )
     if message.parameters:
         _request_parameters(message, request)
@@ -398,26 +399,31 @@ def _from_shm(
 def _requested_outputs(
     outputs: Sequence[pb.ModelInferRequest.InferRequestedOutputTensor],
     shm: SharedMemoryAccess | None,
-) -> tuple[list[str], dict[str, SharedMemoryPlacement]]:
-    """The requested output names and those of them that go to shared memory."""
+) -> tuple[list[str], dict[str, SharedMemoryPlacement], dict[str, int]]:
+    """The requested output names, those of them that go to shared memory and those asked
+    for as their top classes (``classification``: the class count)."""
     names: list[str] = []
     placements: dict[str, SharedMemoryPlacement] = {}
+    classification: dict[str, int] = {}
     for j, output in enumerate(outputs):
         names.append(output.name)
         if not output.parameters:
             continue
         where = f"outputs[{j}]"
         if "classification" in output.parameters:
-            raise InvalidInput(
-                f"{where}.parameters['classification']: frameserve has no classification "
-                "extension; expected no such parameter"
-            )
+            count = _non_negative_int(output.parameters, "classification", f"{where}.parameters")
+            if count:
+                classification[output.name] = count
         placement = _shared_memory(output.parameters, where)
         if placement is not None:
             if shm is None:
                 raise InvalidInput(f"{where}.parameters: expected no shared memory, got a region")
+            if output.name in classification:
+                raise InvalidInput(
+                    f"{where}.parameters: expected classification or shared memory, got both"
+                )
             placements[output.name] = placement
-    return names, placements
+    return names, placements, classification
 
 
 def parse_infer_request(

@@ -72,6 +72,7 @@ class OutputOptions:
 
     binary: bool | None = None  # None: follow the request's binary_data_output
     shm: ShmWindow | None = None
+    classification: int = 0  # > 0: the top classes instead of the tensor (Triton's extension)
 
 
 @dataclass(slots=True)
@@ -391,20 +392,20 @@ def _decode_outputs(raw: object) -> tuple[list[str] | None, dict[str, OutputOpti
         if name in options:
             raise InvalidInput(f"{where}.name: output {name!r} is requested twice")
         params = _dict_field(f"{where}.parameters", spec.get("parameters"))
-        if params.get("class_count", 0) != 0:
-            raise NotSupported(
-                f"{where}.parameters.class_count: classification is not supported, "
-                f"got {_show(params['class_count'])}"
-            )
+        classes = _int_param(f"{where}.parameters.classification", params.get("classification", 0))
         binary = params.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
             raise InvalidInput(
                 f"{where}.parameters.binary_data: expected a boolean, got {_show(binary)}"
             )
         if _SHM_REGION in params or _SHM_SIZE in params:
+            if classes:
+                raise InvalidInput(
+                    f"{where}.parameters: expected classification or shared memory, got both"
+                )
             options[name] = OutputOptions(shm=_shm_window(f"{where}.parameters", params))
         else:
-            options[name] = OutputOptions(binary=binary)
+            options[name] = OutputOptions(binary=binary, classification=classes)
     # An empty list asks for nothing in particular: every output, as when "outputs" is absent.
     return (list(options) or None), options
 
@@ -469,6 +470,7 @@ def decode_infer_request(
         priority=priority,
         timeout_us=timeout_us,
         parameters={k: v for k, v in params.items() if k not in _WIRE_PARAMETERS},
+        classification={n: o.classification for n, o in output_options.items() if o.classification},
     )
     return DecodedRequest(request, output_options, binary_output)
 
