@@ -35,7 +35,8 @@ from servers import Ports, ServerProcess, free_port
 
 HERE = Path(__file__).resolve().parent
 MODEL = next(m for m in MODELS if m.name == "matmul_relu")
-VARIANTS = ("off", "on")
+VARIANTS = ("off", "on", "1%")  # tracing off; every request traced; 1 in 100 sampled
+SAMPLE_RATES = {"on": "1.0", "1%": "0.01"}
 
 
 class OtlpSink:
@@ -87,9 +88,10 @@ class OtlpSink:
 def _server(repo: Path, variant: str, sink: OtlpSink, logs: Path) -> ServerProcess:
     ports = Ports.pick()
     cmd = frameserve_server_command(repo, ports)
-    if variant == "on":
-        cmd += ["--trace-otlp-endpoint", sink.url, "--trace-sample-rate", "1.0"]
-    return ServerProcess(f"frameserve-{variant}", cmd, ports, MODEL.name, logs / f"{variant}.log")
+    if variant in SAMPLE_RATES:
+        cmd += ["--trace-otlp-endpoint", sink.url, "--trace-sample-rate", SAMPLE_RATES[variant]]
+    name = variant.replace("%", "pct")
+    return ServerProcess(f"frameserve-{name}", cmd, ports, MODEL.name, logs / f"{name}.log")
 
 
 def _measure(args: argparse.Namespace, repo: Path, sink: OtlpSink, logs: Path) -> list[dict]:
@@ -136,7 +138,8 @@ def _report(records: list[dict], args: argparse.Namespace, sink: OtlpSink) -> st
         f"{args.concurrency}, medians over {args.repeats} repeats (each a fresh server, order "
         "alternating). *on*: `--trace-otlp-endpoint` to an OTLP/HTTP receiver in the benchmark "
         "process that discards what it gets, every request sampled (each request: a request "
-        "span and queue, batch and inference spans). The machine has 2 cores shared with other "
+        "span and queue, batch and inference spans); *1%*: the same with `--trace-sample-rate "
+        "0.01`. The machine has 2 cores shared with other "
         "work: `other cores` is what other processes used just before each point.",
         "",
         "| protocol | tracing | infer/s | p50 ms | p99 ms | server CPU s | other cores | n |",
@@ -157,12 +160,14 @@ def _report(records: list[dict], args: argparse.Namespace, sink: OtlpSink) -> st
             med[variant] = (tp, p99)
             cells = [_f(tp), _f(p50, 2), _f(p99, 2), _f(cpu, 2), _f(other, 2), str(len(rows))]
             lines.append(f"| {protocol} | {variant} | " + " | ".join(cells) + " |")
-        (tp_off, p99_off), (tp_on, p99_on) = med["off"], med["on"]
-        if tp_off and tp_on and p99_off and p99_on:
-            ratios.append(
-                f"- {protocol}: throughput with tracing on = {tp_on / tp_off:.2f} x off; "
-                f"p99 = {p99_on / p99_off:.2f} x off"
-            )
+        tp_off, p99_off = med["off"]
+        for variant in SAMPLE_RATES:
+            tp_on, p99_on = med[variant]
+            if tp_off and tp_on and p99_off and p99_on:
+                ratios.append(
+                    f"- {protocol}: throughput with tracing {variant} = {tp_on / tp_off:.2f} x "
+                    f"off; p99 = {p99_on / p99_off:.2f} x off"
+                )
     lines += ["", *ratios, "", f"OTLP exports received: {sink.exports} ({sink.bytes} bytes)."]
     return "\n".join(lines) + "\n"
 
