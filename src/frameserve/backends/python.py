@@ -87,8 +87,8 @@ class PythonBackend:
             "path": str(settings.path),
             "parameters": dict(cfg.parameters),
             "max_batch_size": cfg.max_batch_size or 0,
-            "inputs": [t.model_dump() for t in cfg.inputs or []],
-            "outputs": [t.model_dump() for t in cfg.outputs or []],
+            "inputs": [t.model_dump(exclude_none=True) for t in cfg.inputs or []],
+            "outputs": [t.model_dump(exclude_none=True) for t in cfg.outputs or []],
         }
 
     def describe(self) -> str:
