@@ -214,3 +214,22 @@ def test_endpoint_url_gets_the_traces_path() -> None:
     assert traces_url("https://c/custom/path") == "https://c/custom/path"
     with pytest.raises(ConfigError, match="expected an http"):
         traces_url("collector:4318")
+
+
+def test_requests_without_traceparent_are_sampled_at_the_rate() -> None:
+    """Roots are sampled before the SDK builds a span; a caller's traceparent decides for its
+    own request, whatever the rate."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    never = Tracing(provider, sample_rate=0.0)
+    assert all(never.start_request("r", None, None, {}) is None for _ in range(200))
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"  # sampled
+    trace = never.start_request("r", parent, None, {})
+    assert trace is not None and trace.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    trace.end(200)
+    some = Tracing(provider, sample_rate=0.25)
+    kept = sum(some.start_request("r", None, None, {}) is not None for _ in range(2000))
+    assert 300 < kept < 700  # binomial(2000, 0.25): mean 500, sd ~19
+    always = Tracing(provider, sample_rate=1.0)
+    assert all(always.start_request("r", None, None, {}) is not None for _ in range(50))

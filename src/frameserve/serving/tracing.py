@@ -25,6 +25,7 @@ batching task.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,7 @@ def _provider(settings: TracingSettings) -> TracerProvider:
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
     except ImportError as err:
         raise ConfigError(
             f"tracing is enabled (--trace-otlp-endpoint) but OpenTelemetry is not installed "
@@ -96,8 +97,10 @@ def _provider(settings: TracingSettings) -> TracerProvider:
     resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES apply
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "frameserve"}))
+    # Roots are sampled by Tracing.start_request before the SDK sees them (a dropped request
+    # then costs one random number, not a span); the SDK follows a caller's traceparent.
     provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_rate))
+        resource=resource, sampler=ParentBased(ALWAYS_ON)
     )
     # Headers, certificates, compression and timeout come from OTEL_EXPORTER_OTLP_* as usual.
     exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint))
@@ -108,9 +111,12 @@ def _provider(settings: TracingSettings) -> TracerProvider:
 class Tracing:
     """A tracer and the W3C trace-context propagator of one server; used on its loop."""
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Any, sample_rate: float = 1.0) -> None:
         """``provider``: an OpenTelemetry ``TracerProvider`` (tests pass one with an in-memory
-        exporter); ``from_settings`` builds the OTLP one."""
+        exporter); ``from_settings`` builds the OTLP one. ``sample_rate``: the share of requests
+        without a ``traceparent`` that are traced."""
+        self._sample_rate = sample_rate
+        self._random = random.Random()
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -126,7 +132,7 @@ class Tracing:
     def from_settings(cls, settings: TracingSettings) -> Tracing:
         """Tracing to an OTLP/HTTP collector; ``ConfigError`` naming the extra when the
         OpenTelemetry packages are missing."""
-        return cls(_provider(settings))
+        return cls(_provider(settings), settings.sample_rate)
 
     def start_request(
         self,
@@ -137,6 +143,8 @@ class Tracing:
     ) -> RequestTrace | None:
         """The span of one request, a child of ``traceparent`` when one came with it; None
         when the sampler drops it (nothing more is built for that request)."""
+        if not traceparent and self._random.random() >= self._sample_rate:
+            return None  # an unsampled root: decided before the SDK builds anything
         context = None
         if traceparent:
             carrier = {"traceparent": traceparent}
