@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -48,23 +49,32 @@ def _size(folder: Path) -> int:
 
 
 def _venv(folder: Path) -> Path:
-    _run([sys.executable, "-m", "venv", "--without-pip", str(folder)])
+    _run([sys.executable, "-m", "venv", str(folder)])
     return folder
+
+
+def _constraints(tmp: Path) -> Path:
+    """The lock's pins without its hashes (hashes in a constraints file make pip require them
+    for the wheel built here too)."""
+    pins = re.findall(
+        r"^([A-Za-z0-9_.\-\[\]]+==\S+)", (ROOT / "requirements.lock").read_text(), re.M
+    )
+    path = tmp / "constraints.txt"
+    path.write_text("\n".join(p for p in pins if "[" not in p) + "\n")
+    return path
 
 
 def _install(venv: Path, wheel: Path, extras: str) -> None:
     python = str(venv / "bin" / "python")
-    _run([python, "-m", "ensurepip", "-q"])
-    args = [python, "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements.lock")]
+    constraints = _constraints(venv.parent)
+    args = [python, "-m", "pip", "install", "-q", "-c", str(constraints)]
     if (ROOT / ".wheels").is_dir():
         args += ["--find-links", str(ROOT / ".wheels")]
     _run([*args, f"{wheel}{extras}"])
 
 
 def sizes(wheel: Path, variants: list[str], tmp: Path) -> list[dict[str, object]]:
-    empty = _venv(tmp / "empty")
-    _run([str(empty / "bin" / "python"), "-m", "ensurepip", "-q"])
-    base = _size(empty)
+    base = _size(_venv(tmp / "empty"))
     rows: list[dict[str, object]] = []
     for name in variants:
         venv = _venv(tmp / name.replace(" ", "-"))
@@ -79,7 +89,20 @@ def sizes(wheel: Path, variants: list[str], tmp: Path) -> list[dict[str, object]
              "packages": len(listed) - 1, "install_s": round(time.monotonic() - t0, 1)}
         )  # fmt: skip
         print(f"{name:11} {mb:7.1f} MB  {len(listed) - 1} packages")  # noqa: T201
+    dev = ROOT / ".venv"
+    if dev.is_dir():  # what `make setup` installs, for comparison
+        rows.append({"variant": "make setup's .venv (dev tools, test references)", "extras": "",
+                     "mb": round((_size(dev) - base) / 2**20, 1), "packages": "-",
+                     "install_s": "-"})  # fmt: skip
     return rows
+
+
+def largest(venv: Path, n: int = 8) -> list[dict[str, object]]:
+    """The plain install's largest top-level folders in site-packages."""
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    folders = [p for p in site.iterdir() if p.is_dir() and not p.name.endswith("-info")]
+    sized = sorted(((_size(p), p.name) for p in folders), reverse=True)[:n]
+    return [{"package": name, "mb": round(size / 2**20, 1)} for size, name in sized]
 
 
 def _ready_after(frameserve: Path, repository: Path, cwd: Path) -> float:
@@ -128,7 +151,11 @@ def startup(venv: Path, repeats: int, tmp: Path) -> list[dict[str, object]]:
     return rows
 
 
-def _table(size_rows: list[dict[str, object]], start_rows: list[dict[str, object]]) -> str:
+def _table(
+    size_rows: list[dict[str, object]],
+    start_rows: list[dict[str, object]],
+    big: list[dict[str, object]],
+) -> str:
     lines = [
         "# Installing the package",
         "",
@@ -144,6 +171,10 @@ def _table(size_rows: list[dict[str, object]], start_rows: list[dict[str, object
             f"| {r['variant']} | `{r['extras'] or '-'}` | {r['mb']} | {r['packages']} "
             f"| {r['install_s']} |"
         )
+    lines += [
+        "",
+        "Largest in the plain install: " + ", ".join(f"{b['package']} {b['mb']} MB" for b in big),
+    ]
     lines += ["", "| start-up (plain install) | median s | min s | max s |", "|---|---:|---:|---:|"]
     for r in start_rows:
         lines.append(
@@ -172,8 +203,9 @@ def main() -> int:
             plain = _venv(plain)
             _install(plain, wheel, "")
         start_rows = startup(plain, args.repeats, tmp)
-    table = _table(size_rows, start_rows)
-    write_latest(args.out, {"sizes": size_rows, "startup": start_rows}, table)
+        big = largest(plain)
+    table = _table(size_rows, start_rows, big)
+    write_latest(args.out, {"sizes": size_rows, "startup": start_rows, "largest": big}, table)
     return 0
 
 
