@@ -98,3 +98,20 @@ def test_metrics_on_a_port_of_their_own(start_server, tmp_path):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=10)
     assert other.value.code == 404  # only /metrics on the metrics port
     assert server.get("/metrics")[0] == 200  # and still on the HTTP port
+
+
+@pytest.mark.parametrize(
+    ("flag", "listener"), [("--metrics-port", "metrics"), ("--http-port", "HTTP")]
+)
+def test_a_port_in_use_stops_start_up_with_the_reason(start_server, tmp_path, flag, listener):
+    import socket
+
+    make_example_repository(tmp_path / "models")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # the launcher's own --http-port comes first: the last one given wins
+        server = start_server(tmp_path / "models", flag, str(port), wait=False)
+        assert server.proc.wait(60) == 1, server.log()
+    assert f"{listener} listener on 127.0.0.1:{port} failed to start" in server.log()

@@ -123,9 +123,60 @@ def _uvicorn_server(app: Any, host: str, port: int) -> _HttpServer:
     )
 
 
+class _Listeners:
+    """The HTTP, optional metrics and gRPC listeners of one process, on its loop."""
+
+    def __init__(
+        self,
+        server: InferenceServer,
+        shm: SharedMemoryRegistry,
+        video: _Video,
+        listen: ListenSettings,
+    ) -> None:
+        self.listen = listen
+        app = create_http_app(server, shm, video.routes)
+        self.http = _uvicorn_server(app, listen.host, listen.http_port)
+        self.metrics = None
+        if listen.metrics_port is not None:
+            metrics_app = create_metrics_app(server.metrics.registry)
+            self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port)
+        # raises RuntimeError when the port cannot be bound
+        self.grpc = create_grpc_server(server, shm, self.grpc_address, video.streams)
+        self.http_task: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.listen.host}:{self.listen.grpc_port}"
+
+    async def start(self) -> asyncio.Task[None] | None:
+        """Start listening; the HTTP server's task (it ends if uvicorn fails), or None (each
+        failure logged, whatever started stopped again) when a listener cannot bind."""
+        await self.grpc.start()
+        self.http_task = await _start_http(self.http, "HTTP")
+        if self.http_task is not None and self.metrics is not None:
+            self._metrics_task = await _start_http(self.metrics, "metrics")
+        if self.http_task is None or (self.metrics is not None and self._metrics_task is None):
+            await self.grpc.stop(None)
+            await _stop_http(self.http, self.http_task)
+            return None
+        where = {"http": f"{self.listen.host}:{self.listen.http_port}", "grpc": self.grpc_address}
+        if self.metrics is not None:
+            where["metrics"] = f"{self.listen.host}:{self.listen.metrics_port}"
+        log.info("listening", extra=where)
+        return self.http_task
+
+    async def stop(self) -> None:
+        """gRPC, then HTTP, then metrics last, so a scraper sees the drain to its end."""
+        await self.grpc.stop(grace=1.0)
+        await _stop_http(self.http, self.http_task)
+        if self.metrics is not None:
+            await _stop_http(self.metrics, self._metrics_task)
+
+
 async def _start_http(http: _HttpServer, name: str) -> asyncio.Task[None] | None:
     """Start ``http`` on the running loop; None (the failure logged) when it cannot listen."""
-    task = asyncio.get_running_loop().create_task(http.serve(), name=name)
+    task = asyncio.get_running_loop().create_task(_serve_http(http), name=name)
     while not http.started and not task.done():
         await asyncio.sleep(0.01)
     if task.done():
@@ -133,6 +184,13 @@ async def _start_http(http: _HttpServer, name: str) -> asyncio.Task[None] | None
         log.error("%s listener on %s:%d failed to start", name, config.host, config.port)
         return None
     return task
+
+
+async def _serve_http(http: _HttpServer) -> None:
+    try:
+        await http.serve()
+    except SystemExit:  # uvicorn's answer to a port it cannot bind: logged; we stop cleanly
+        log.debug("uvicorn exited while starting")
 
 
 async def _stop_http(http: _HttpServer, task: asyncio.Task[None] | None) -> None:
@@ -150,34 +208,18 @@ async def serve(
     shm = SharedMemoryRegistry()
     loop = asyncio.get_running_loop()
     video = _Video(server, video_settings, loop)
-    http = _uvicorn_server(
-        create_http_app(server, shm, video.routes), listen.host, listen.http_port
-    )
-    grpc_address = f"{listen.host}:{listen.grpc_port}"
     try:
-        grpc_server = create_grpc_server(server, shm, grpc_address, video.streams)
+        listeners = _Listeners(server, shm, video, listen)
     except RuntimeError as err:  # grpc raises RuntimeError when the port cannot be bound
-        log.error("cannot listen for gRPC on %s: %s (is the port in use?)", grpc_address, err)
+        address = f"{listen.host}:{listen.grpc_port}"
+        log.error("cannot listen for gRPC on %s: %s (is the port in use?)", address, err)
         return 1
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await grpc_server.start()
-    http_task = await _start_http(http, "HTTP")
-    metrics = metrics_task = None
-    if http_task is not None and listen.metrics_port is not None:
-        app = create_metrics_app(server.metrics.registry)
-        metrics = _uvicorn_server(app, listen.host, listen.metrics_port)
-        metrics_task = await _start_http(metrics, "metrics")
-    if http_task is None or (metrics is not None and metrics_task is None):
-        await grpc_server.stop(None)
-        await _stop_http(http, http_task)
+    http_task = await listeners.start()
+    if http_task is None:
         return 1
-    http_addr = f"{listen.host}:{listen.http_port}"
-    where = {"http": http_addr, "grpc": f"{listen.host}:{listen.grpc_port}"}
-    if metrics is not None:
-        where["metrics"] = f"{listen.host}:{listen.metrics_port}"
-    log.info("listening", extra=where)
     await server.start()
     await asyncio.to_thread(video.jobs.start)  # resumes the jobs a previous process left
     stop_task = loop.create_task(stop.wait())
@@ -187,10 +229,7 @@ async def serve(
     log.info("shutting down")
     await video.close(settings.exit_timeout_s)
     await server.drain()
-    await grpc_server.stop(grace=1.0)
-    await _stop_http(http, http_task)
-    if metrics is not None:  # last: a scraper sees the drain to its end
-        await _stop_http(metrics, metrics_task)
+    await listeners.stop()
     stop_task.cancel()
     shm.close()
     log.info("stopped")

@@ -99,9 +99,7 @@ def _provider(settings: TracingSettings) -> TracerProvider:
         resource = resource.merge(Resource({SERVICE_NAME: "frameserve"}))
     # Roots are sampled by Tracing.start_request before the SDK sees them (a dropped request
     # then costs one random number, not a span); the SDK follows a caller's traceparent.
-    provider = TracerProvider(
-        resource=resource, sampler=ParentBased(ALWAYS_ON)
-    )
+    provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
     # Headers, certificates, compression and timeout come from OTEL_EXPORTER_OTLP_* as usual.
     exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint))
     provider.add_span_processor(BatchSpanProcessor(exporter))
