@@ -70,7 +70,7 @@ def server(
         repo,
         "--model-control-mode", "explicit", "--load-model", "*",
         "--media-root", str(media), "--state-dir", str(folder / "state"),
-        "--api-key-file", str(key_file), "--log-format", "text",
+        "--api-key-file", str(key_file), "--log-format", "text", "--max-request-mb", "8",
         "--http-restricted-api", "model-config:x-config-key=open-sesame",
         "--grpc-restricted-protocol", "model-config:config-key=open-sesame",
     )  # fmt: skip
@@ -113,7 +113,7 @@ def test_health_is_open_and_everything_else_needs_a_key(server: RunningServer) -
 
 def test_a_refused_infer_is_not_read(server: RunningServer) -> None:
     """The infer fast path checks the key first: a body far over the limit gets 401, not 413."""
-    body = b"x" * (300 * 2**20)
+    body = b"x" * (16 * 2**20)  # twice --max-request-mb: a read would answer 413
     r = http(server, "POST", "/v2/models/matmul/infer", data=body)
     assert r.status_code == 401
 
