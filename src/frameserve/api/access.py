@@ -41,7 +41,7 @@ _M = r"/v2/models/[^/]+(?:/versions/[^/]+)?"
 _HTTP_RULES: tuple[tuple[str | None, re.Pattern[str], Rule], ...] = tuple(
     (method, re.compile(pattern), rule)
     for method, pattern, rule in (
-        ("GET", r"/v2/health/(?:live|ready)", Rule("health", open=True)),
+        (None, r"/v2/health/(?:live|ready)", Rule("health", open=True)),  # HEAD probes too
         (None, _M + "/ready", Rule("health")),
         (None, _M + "/infer", Rule("inference")),
         (None, r"/v1/models/[^/]+/predict", Rule("inference")),
