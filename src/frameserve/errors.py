@@ -23,6 +23,19 @@ class InvalidInput(FrameserveError):
     """The request is malformed or does not match the model (HTTP 400)."""
 
 
+class Unauthenticated(FrameserveError):
+    """No valid API key came with the request (HTTP 401 / UNAUTHENTICATED)."""
+
+
+class PermissionDenied(FrameserveError):
+    """The caller's key may not do this (HTTP 403 / PERMISSION_DENIED)."""
+
+
+class Restricted(PermissionDenied):
+    """A restricted API category's header is missing or wrong (HTTP 403; gRPC UNAVAILABLE,
+    as Triton answers ``--grpc-restricted-protocol``)."""
+
+
 class NotFound(FrameserveError):
     """Unknown model, version or shared-memory region (HTTP 404)."""
 

@@ -124,6 +124,7 @@ def test_a_job_runs_to_the_end_with_progress_and_every_frame(server: RunningServ
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["state"] == "queued" and r.headers["location"] == f"/v1/jobs/{created['id']}"
+    assert created["owner"] is None  # no --api-key-file: nobody's, everyone sees it
     done = finished(server, created["id"])
     assert done["state"] == "succeeded" and done["error"] is None
     assert done["progress"]["frames_done"] == done["progress"]["frames_total"] == CLIP_FRAMES

@@ -177,8 +177,10 @@ def test_a_job_writes_what_video_run_writes(
 
     body = record.to_json()
     assert set(body) == {"id", "state", "pipeline", "input", "sample", "video_out", "created",
-                         "started", "finished", "progress", "error", "attempts"}  # fmt: skip
+                         "started", "finished", "progress", "error", "attempts",
+                         "owner"}  # fmt: skip
     assert body["state"] == "succeeded" and body["input"] == "short.mp4"
+    assert body["owner"] is None  # submitted without an API key
     assert body["attempts"] == 1
     assert body["progress"]["frames_done"] == body["progress"]["frames_total"] == 48
     assert body["created"] <= body["started"] <= body["finished"]
@@ -521,9 +523,29 @@ def test_a_store_written_before_crash_retries_gains_its_columns(tmp_path: Path) 
     try:
         job = store.get("j1")
         assert job is not None and job.crashes == 0 and job.attempts == 0
+        assert job.owner == ""  # written before keys: nobody's, seen by every key
         store.start("j1", 2.0)
         assert store.crashed("j1") == 1
         job = store.get("j1")
         assert job is not None and (job.attempts, job.crashes) == (1, 1)
+    finally:
+        store.close()
+
+
+def test_a_store_lists_jobs_by_owner(tmp_path: Path) -> None:
+    """Rows keep the key name that submitted them; ``list`` filters by it (None: all)."""
+    from frameserve.video.jobs import JobSpec
+    from frameserve.video.jobs.store import JobStore
+
+    store = JobStore(tmp_path / "jobs.db")
+    try:
+        spec = JobSpec(pipeline="faces", input="a.mp4")
+        store.insert("a", spec, None, 1.0, "alice")
+        store.insert("b", spec, None, 2.0, "bob")
+        assert [j.id for j in store.list(owner="alice")] == ["a"]
+        assert [j.id for j in store.list()] == ["b", "a"]
+        assert [j.id for j in store.list(JobState.QUEUED, "bob")] == ["b"]
+        job = store.get("a")
+        assert job is not None and job.owner == "alice"
     finally:
         store.close()

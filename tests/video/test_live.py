@@ -35,7 +35,7 @@ pytestmark = pytest.mark.timeout(120)
 
 STATUS_KEYS = {
     "id", "source", "pipeline", "state", "fps_in", "fps_out", "frames_in", "frames_out",
-    "dropped", "lag_ms", "last_error", "started", "reconnects",
+    "dropped", "lag_ms", "last_error", "started", "reconnects", "owner",
 }  # fmt: skip
 HANG_S = 20.0  # generous limit for anything that should take a second or two
 

@@ -7,7 +7,8 @@ readiness turns false (with ``--drain-delay S``, S seconds before anything else,
 are still served, so a load balancer stops sending first), new inference is refused with
 503/UNAVAILABLE, live streams stop, running
 jobs stop at their last checkpoint and stay queued for the next start, in-flight requests finish
-(up to the exit timeout), then both listeners close and the process exits 0.
+(up to the exit timeout), then both listeners close and the process exits 0. With
+``--api-key-file``, SIGHUP reads the key file again (a bad file keeps the keys in force).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 import uvicorn
 import uvloop
 
+from frameserve.api.access import AccessPolicy
+from frameserve.api.auth import AuthSettings, Keys
 from frameserve.api.grpc.server import create_grpc_server
 from frameserve.api.http.app import create_http_app
 from frameserve.api.http.metrics import create_metrics_app
@@ -132,16 +135,21 @@ class _Listeners:
         shm: SharedMemoryRegistry,
         video: _Video,
         listen: ListenSettings,
+        auth: AuthSettings,
+        keys: Keys | None,
     ) -> None:
         self.listen = listen
-        app = create_http_app(server, shm, video.routes)
+        http_access = AccessPolicy.for_http(auth, keys)
+        app = create_http_app(server, shm, video.routes, http_access)
         self.http = _uvicorn_server(app, listen.host, listen.http_port)
         self.metrics = None
         if listen.metrics_port is not None:
-            metrics_app = create_metrics_app(server.metrics.registry)
+            metrics_app = create_metrics_app(server.metrics.registry, http_access)
             self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port)
         # raises RuntimeError when the port cannot be bound
-        self.grpc = create_grpc_server(server, shm, self.grpc_address, video.streams)
+        self.grpc = create_grpc_server(
+            server, shm, self.grpc_address, video.streams, AccessPolicy.for_grpc(auth, keys)
+        )
         self.http_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
 
@@ -201,15 +209,21 @@ async def _stop_http(http: _HttpServer, task: asyncio.Task[None] | None) -> None
 
 
 async def serve(
-    settings: ServerSettings, listen: ListenSettings, video_settings: VideoServiceSettings
+    settings: ServerSettings,
+    listen: ListenSettings,
+    video_settings: VideoServiceSettings,
+    auth: AuthSettings | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit code."""
+    auth = auth or AuthSettings()
+    # ConfigError (naming the file and line) before anything starts
+    keys = Keys(auth.api_key_file) if auth.api_key_file is not None else None
     server = InferenceServer(settings)
     shm = SharedMemoryRegistry()
     loop = asyncio.get_running_loop()
     video = _Video(server, video_settings, loop)
     try:
-        listeners = _Listeners(server, shm, video, listen)
+        listeners = _Listeners(server, shm, video, listen, auth, keys)
     except RuntimeError as err:  # grpc raises RuntimeError when the port cannot be bound
         address = f"{listen.host}:{listen.grpc_port}"
         log.error("cannot listen for gRPC on %s: %s (is the port in use?)", address, err)
@@ -217,6 +231,9 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if keys is not None:
+        log.info("API keys in force: %d from %s (SIGHUP reloads)", len(keys.ring.keys), keys.path)
+        loop.add_signal_handler(signal.SIGHUP, keys.reload)
     http_task = await listeners.start()
     if http_task is None:
         return 1
@@ -250,7 +267,8 @@ def run(
     settings: ServerSettings,
     listen: ListenSettings,
     video: VideoServiceSettings | None = None,
+    auth: AuthSettings | None = None,
 ) -> int:
     """Blocking entry point: run ``serve`` on a fresh uvloop event loop."""
-    result: Any = uvloop.run(serve(settings, listen, video or VideoServiceSettings()))
+    result: Any = uvloop.run(serve(settings, listen, video or VideoServiceSettings(), auth))
     return int(result)

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from frameserve.cli.args import (
     ServeHelpFormatter,
@@ -19,6 +20,9 @@ from frameserve.cli.args import (
     positive_float,
     positive_int,
 )
+
+if TYPE_CHECKING:
+    from frameserve.api.auth import AuthSettings
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -68,6 +72,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--max-image-pixels", type=positive_int, default=50_000_000, metavar="N",
                    help="largest decoded image an image request may carry (413 above)")  # fmt: skip
     _add_video(p)
+    _add_access(p)
     add_model_cache(p)
     p.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
                    help="auto: text on a terminal, JSON lines otherwise")  # fmt: skip
@@ -97,6 +102,45 @@ def _add_video(p: argparse.ArgumentParser) -> None:
                         "from its checkpoint at most N times, then fails")  # fmt: skip
     v.add_argument("--max-streams", type=positive_int, default=16, metavar="N",
                    help="live streams attached at once (429 above)")  # fmt: skip
+
+
+def _add_access(p: argparse.ArgumentParser) -> None:
+    """API keys with owners and Triton's restricted API groups (docs/security-keys.md)."""
+    a = p.add_argument_group("access")
+    a.add_argument("--api-key-file", type=Path, default=None, metavar="PATH",
+                   help="require 'Authorization: Bearer SECRET' (gRPC metadata authorization) "
+                        "on every route but the health probes; one key a line, NAME:SECRET or "
+                        "NAME:SECRET:admin; SIGHUP reloads it (default: no keys, anyone who "
+                        "reaches the port may call everything)")  # fmt: skip
+    a.add_argument("--metrics-open", action="store_true",
+                   help="serve /metrics without a key (on the HTTP and metrics "
+                        "ports)")  # fmt: skip
+    a.add_argument("--http-restricted-api", action="append", default=[],
+                   metavar="CATEGORIES:HEADER=VALUE",
+                   help="as Triton: these comma-separated categories (health, metadata, "
+                        "inference, shared-memory, model-config, model-repository, statistics, "
+                        "trace, logging, jobs, streams, metrics) also need HEADER: VALUE; "
+                        "repeatable")  # fmt: skip
+    a.add_argument("--grpc-restricted-protocol", action="append", default=[],
+                   metavar="CATEGORIES:KEY=VALUE",
+                   help="as Triton: these categories also need the gRPC metadata "
+                        "triton-grpc-protocol-KEY: VALUE; repeatable")  # fmt: skip
+
+
+def _auth_settings(args: argparse.Namespace) -> AuthSettings:
+    """The access flags as settings; ConfigError names the flag that is wrong."""
+    from frameserve.api.auth import AuthSettings, parse_restricted
+
+    return AuthSettings(
+        api_key_file=args.api_key_file,
+        metrics_open=args.metrics_open,
+        http_restricted=tuple(
+            parse_restricted(v, "--http-restricted-api") for v in args.http_restricted_api
+        ),
+        grpc_restricted=tuple(
+            parse_restricted(v, "--grpc-restricted-protocol") for v in args.grpc_restricted_protocol
+        ),
+    )
 
 
 def _add_telemetry(p: argparse.ArgumentParser) -> None:
@@ -151,7 +195,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     listen = ListenSettings(args.host, args.http_port, args.grpc_port, args.metrics_port)
     try:
-        return run(settings, listen, video)
-    except ConfigError as err:  # tracing asked for without the extra, or a bad endpoint URL
+        return run(settings, listen, video, _auth_settings(args))
+    except ConfigError as err:  # tracing without the extra, a bad endpoint URL or key file
         print(f"frameserve serve: {err.message}", file=sys.stderr)  # noqa: T201
         return 2

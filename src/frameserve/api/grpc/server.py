@@ -19,6 +19,7 @@ import grpc
 
 from frameserve import logcontext
 from frameserve.api.grpc import codec
+from frameserve.api.grpc.access import AccessInterceptor
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
 from frameserve.api.grpc.health import add_health_and_reflection
 from frameserve.api.grpc.video import VIDEO_SERVICE, add_video_service
@@ -27,6 +28,7 @@ from frameserve.api.triton_config import model_config_proto, model_statistics_pr
 from frameserve.errors import FrameserveError, InvalidInput, NotSupported, Unavailable
 
 if TYPE_CHECKING:
+    from frameserve.api.access import AccessPolicy
     from frameserve.api.shm import SharedMemoryRegistry
     from frameserve.serving.server import InferenceServer
     from frameserve.serving.tracing import RequestTrace, Tracing
@@ -358,20 +360,24 @@ def create_grpc_server(
     shm: SharedMemoryRegistry,
     address: str,
     streams: LiveStreams | None = None,
+    access: AccessPolicy | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server for ``server`` with its port added at ``address`` (not started yet);
-    with ``streams``, frameserve's ``VideoStreams`` service beside the KServe one.
+    with ``streams``, frameserve's ``VideoStreams`` service beside the KServe one; with
+    ``access``, every call's key and restricted-protocol metadata are checked first.
 
     Messages may be as large as ``server.limits.max_body_bytes``; gRPC answers larger ones with
     RESOURCE_EXHAUSTED. Call ``start()`` from the event loop that owns ``server``.
     """
     limit = server.limits.max_body_bytes
+    interceptors = [AccessInterceptor(access)] if access is not None and access.active else []
     grpc_server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share
-        ]
+        ],
     )
     handlers = GRPCInferenceService(server, shm).method_handlers()
     name = SERVICE.full_name

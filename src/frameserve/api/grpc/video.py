@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import grpc
 import orjson
 
+from frameserve.api.auth import owner_scope
 from frameserve.api.grpc.generated import video_streams_pb2 as vpb
 from frameserve.api.grpc.generated import video_streams_pb2_grpc as vgrpc
 from frameserve.api.status import error_message, grpc_code
@@ -51,7 +52,7 @@ class VideoStreamsService:
         try:
             if not request.stream_id:
                 raise InvalidInput("stream_id: expected the id of an attached stream, got ''")
-            subscription = self._streams.get(request.stream_id).subscribe()
+            subscription = self._streams.get(request.stream_id, owner_scope()).subscribe()
         except FrameserveError as err:
             await context.abort(grpc_code(err), error_message(err))
         try:
@@ -63,7 +64,7 @@ class VideoStreamsService:
     async def ListStreams(
         self, request: vpb.ListStreamsRequest, context: grpc.aio.ServicerContext
     ) -> vpb.ListStreamsResponse:
-        statuses = [s.status().to_json() for s in self._streams.list()]
+        statuses = [s.status().to_json() for s in self._streams.list(owner_scope())]
         return vpb.ListStreamsResponse(stream_json=[orjson.dumps(s) for s in statuses])
 
 

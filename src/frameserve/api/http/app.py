@@ -32,8 +32,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from frameserve import logcontext
 from frameserve.api import triton_config
+from frameserve.api.access import AccessPolicy
 from frameserve.api.http import codec, predict
 from frameserve.api.http.body import read_body
+from frameserve.api.http.guard import refuse
 from frameserve.api.http.metrics import metrics_response
 from frameserve.api.http.reference import ApiReference
 from frameserve.api.http.video import VideoRoutes
@@ -405,8 +407,10 @@ class HttpApp:
         server: InferenceServer,
         shm: SharedMemoryRegistry,
         video: VideoRoutes | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         self._routes = _Routes(server, shm)
+        self._access = access if access is not None and access.active else None
         self._tracing = server.tracing
         extra = ApiReference(server.version).routes() + (video.routes() if video else [])
         routes = _routes(self._routes, server.tracing) + [
@@ -419,6 +423,12 @@ class HttpApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One check for the fast path and the router, before anything reads the body.
+        if scope["type"] == "http" and self._access is not None:
+            refused = refuse(self._access, scope)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _INFER_PATH.fullmatch(scope["path"])
             # Escaped paths go to the router, which refuses encoded slashes by the raw path.
@@ -441,11 +451,15 @@ class HttpApp:
 
 
 def create_http_app(
-    server: InferenceServer, shm: SharedMemoryRegistry, video: VideoRoutes | None = None
+    server: InferenceServer,
+    shm: SharedMemoryRegistry,
+    video: VideoRoutes | None = None,
+    access: AccessPolicy | None = None,
 ) -> HttpApp:
     """The ASGI app serving ``server`` over KServe v2 HTTP; ``shm`` is shared with gRPC;
-    ``video`` adds the jobs and live-stream endpoints.
+    ``video`` adds the jobs and live-stream endpoints; ``access`` checks keys and restricted
+    categories before anything else.
 
     The app does not start or stop the server: whoever runs uvicorn owns that.
     """
-    return HttpApp(server, shm, video)
+    return HttpApp(server, shm, video, access)

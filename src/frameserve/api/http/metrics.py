@@ -9,6 +9,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from frameserve.api.access import AccessPolicy
+from frameserve.api.http.guard import refuse
 
 
 def metrics_response(registry: CollectorRegistry) -> Response:
@@ -16,10 +20,19 @@ def metrics_response(registry: CollectorRegistry) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_metrics_app(registry: CollectorRegistry) -> Starlette:
-    """An ASGI app answering ``GET /metrics`` only (404 elsewhere)."""
+def create_metrics_app(registry: CollectorRegistry, access: AccessPolicy | None = None) -> ASGIApp:
+    """An ASGI app answering ``GET /metrics`` only (404 elsewhere); with ``access``, a key is
+    needed as on the HTTP port (unless ``--metrics-open``)."""
 
     async def metrics(request: Request) -> Response:
         return metrics_response(registry)
 
-    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
+    app = Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
+    if access is None or not access.active:
+        return app
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        refused = refuse(access, scope) if scope["type"] == "http" else None
+        await (refused or app)(scope, receive, send)
+
+    return guarded

@@ -34,6 +34,7 @@ from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
+from frameserve.api.auth import new_owner, owner_scope
 from frameserve.api.http.body import check_content_length, read_body
 from frameserve.api.http.codec import parse_json_object
 from frameserve.errors import InvalidInput, PayloadTooLarge, Unavailable
@@ -123,13 +124,13 @@ class VideoRoutes:
             fields, upload = await self._receive_upload(request)
             try:
                 spec = _validate(JobSpec, {**fields, "input": upload.name}, "job")
-                record = await asyncio.to_thread(self.jobs.submit_file, spec, upload)
+                record = await asyncio.to_thread(self.jobs.submit_file, spec, upload, new_owner())
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, upload.parent, True)
                 raise
         elif content_type in ("application/json", ""):
             spec = _validate(JobSpec, await self._json_object(request), "job")
-            record = await asyncio.to_thread(self.jobs.submit, spec)
+            record = await asyncio.to_thread(self.jobs.submit, spec, new_owner())
         else:
             raise InvalidInput(
                 f"Content-Type: expected application/json or multipart/form-data with a file "
@@ -189,16 +190,17 @@ class VideoRoutes:
         if unknown:
             raise InvalidInput(f"query: expected only 'state', got {unknown}")
         state = request.query_params.get("state")
-        records = await asyncio.to_thread(self.jobs.list, state)
+        records = await asyncio.to_thread(self.jobs.list, state, owner_scope())
         return _json({"jobs": [r.to_json() for r in records]})
 
     async def get_job(self, request: Request) -> Response:
         job_id = _check_id("job", request.path_params["job"])
-        return _json((await asyncio.to_thread(self.jobs.get, job_id)).to_json())
+        record = await asyncio.to_thread(self.jobs.get, job_id, owner_scope())
+        return _json(record.to_json())
 
     async def delete_job(self, request: Request) -> Response:
         job_id = _check_id("job", request.path_params["job"])
-        record = await asyncio.to_thread(self.jobs.delete, job_id)
+        record = await asyncio.to_thread(self.jobs.delete, job_id, owner_scope())
         return _json(record.to_json())
 
     async def job_results(self, request: Request) -> Response:
@@ -206,7 +208,8 @@ class VideoRoutes:
         raw = request.query_params.get("follow", "true").lower()
         if raw not in ("true", "false", "1", "0"):
             raise InvalidInput(f"query.follow: expected true or false, got {raw!r}")
-        path = await asyncio.to_thread(self.jobs.results_path, job_id)  # NotFound first
+        # NotFound first (also for another key's job)
+        path = await asyncio.to_thread(self.jobs.results_path, job_id, owner_scope())
         lines = self._follow(job_id, path, raw in ("true", "1"))
         return StreamingResponse(lines, media_type=NDJSON, headers={"Cache-Control": "no-store"})
 
@@ -227,7 +230,7 @@ class VideoRoutes:
 
     async def job_output(self, request: Request) -> Response:
         job_id = _check_id("job", request.path_params["job"])
-        path = await asyncio.to_thread(self.jobs.output_path, job_id)
+        path = await asyncio.to_thread(self.jobs.output_path, job_id, owner_scope())
         return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")
 
     # -- streams ----------------------------------------------------------------------------
@@ -236,27 +239,29 @@ class VideoRoutes:
 
         self._check_ready()
         spec = _validate(StreamSpec, await self._json_object(request), "stream")
-        stream = await asyncio.to_thread(self.streams.attach, spec)
+        stream = await asyncio.to_thread(self.streams.attach, spec, new_owner())
         return _json(
             stream.status().to_json(), 201, headers={"Location": f"/v1/streams/{stream.id}"}
         )
 
     async def list_streams(self, request: Request) -> Response:
-        return _json({"streams": [s.status().to_json() for s in self.streams.list()]})
+        streams = self.streams.list(owner_scope())
+        return _json({"streams": [s.status().to_json() for s in streams]})
 
     async def get_stream(self, request: Request) -> Response:
         stream_id = _check_id("stream", request.path_params["stream"])
-        return _json(self.streams.get(stream_id).status().to_json())
+        return _json(self.streams.get(stream_id, owner_scope()).status().to_json())
 
     async def detach_stream(self, request: Request) -> Response:
         stream_id = _check_id("stream", request.path_params["stream"])
-        stream = self.streams.get(stream_id)
-        await asyncio.to_thread(self.streams.detach, stream_id)
+        owner = owner_scope()
+        stream = self.streams.get(stream_id, owner)
+        await asyncio.to_thread(self.streams.detach, stream_id, None, owner)
         return _json(stream.status().to_json())
 
     async def stream_events(self, request: Request) -> Response:
         stream_id = _check_id("stream", request.path_params["stream"])
-        subscription = self.streams.get(stream_id).subscribe()
+        subscription = self.streams.get(stream_id, owner_scope()).subscribe()
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(
             _sse(stream_id, subscription), media_type="text/event-stream", headers=headers

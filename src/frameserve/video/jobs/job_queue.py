@@ -117,15 +117,16 @@ class JobQueue:
         return self._store
 
     # -- submit -----------------------------------------------------------------------------
-    def submit(self, spec: JobSpec) -> JobRecord:
-        """Queue a job over ``spec.input`` in the media root; returns it "queued"."""
+    def submit(self, spec: JobSpec, owner: str = "") -> JobRecord:
+        """Queue a job over ``spec.input`` in the media root for ``owner`` (an API key name,
+        "" with keys off); returns it "queued"."""
         with self._lock:
             self._db()  # Unavailable before start and after close, before any other check
         spec = self._validate(spec)
         self.media.resolve(spec.input, "input")
-        return self._add(spec, None)
+        return self._add(spec, None, owner)
 
-    def submit_file(self, spec: JobSpec, path: Path) -> JobRecord:
+    def submit_file(self, spec: JobSpec, path: Path, owner: str = "") -> JobRecord:
         """Queue a job over an uploaded file (under ``state_dir/uploads``). The job owns the
         file from here: it moves into the job's folder and goes with the job; if the job is
         refused, the file is deleted."""
@@ -134,7 +135,7 @@ class JobQueue:
                 self._db()
             upload = self._check_upload(path)
             spec = self._validate(spec)
-            return self._add(spec, upload)
+            return self._add(spec, upload, owner)
         except BaseException:
             if Path(path).resolve().is_relative_to(self.uploads):
                 self._discard_upload(Path(path))
@@ -172,7 +173,7 @@ class JobQueue:
             except OSError:
                 pass  # not empty: not only ours
 
-    def _add(self, spec: JobSpec, upload: Path | None) -> JobRecord:
+    def _add(self, spec: JobSpec, upload: Path | None, owner: str) -> JobRecord:
         with self._lock:
             store = self._db()
             waiting = store.count(S.QUEUED)
@@ -191,33 +192,35 @@ class JobQueue:
                 shutil.move(upload, target)
                 self._discard_upload(upload)
                 owned = str(target.relative_to(paths.folder))
-            store.insert(job_id, spec, owned, time.time())
+            store.insert(job_id, spec, owned, time.time(), owner)
             record = self._record(self._stored(job_id))
             log.info("job %s: queued (%s over %s)", job_id, spec.pipeline, spec.input)
             self._dispatch()
             return record
 
     # -- reading ----------------------------------------------------------------------------
-    def get(self, job_id: str) -> JobRecord:
+    # ``owner``: None reads every job; a key name reads only that key's jobs, and another's
+    # job answers NotFound exactly as a job that does not exist (its existence is not told).
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
         with self._lock:
-            return self._record(self._stored(job_id))
+            return self._record(self._stored(job_id, owner))
 
-    def list(self, state: str | None = None) -> list[JobRecord]:
+    def list(self, state: str | None = None, owner: str | None = None) -> list[JobRecord]:
         """Jobs, newest first; ``state`` filters (InvalidInput for an unknown name)."""
         wanted = S.parse(state) if state is not None else None
         with self._lock:
-            return [self._record(job) for job in self._db().list(wanted)]
+            return [self._record(job) for job in self._db().list(wanted, owner)]
 
-    def results_path(self, job_id: str) -> Path:
+    def results_path(self, job_id: str, owner: str | None = None) -> Path:
         """The job's JSON lines (present once it started; growing while it runs)."""
         with self._lock:
-            self._stored(job_id)
+            self._stored(job_id, owner)
             return self._paths(job_id).results
 
-    def output_path(self, job_id: str) -> Path:
+    def output_path(self, job_id: str, owner: str | None = None) -> Path:
         """The joined MP4 of a job that asked for video and succeeded."""
         with self._lock:
-            job = self._stored(job_id)
+            job = self._stored(job_id, owner)
         path = self._paths(job_id).output
         if not job.spec.video_out:
             raise NotFound(f"job {job_id}: has no video output (video_out was false)")
@@ -227,9 +230,9 @@ class JobQueue:
             )
         return path
 
-    def _stored(self, job_id: str) -> StoredJob:
+    def _stored(self, job_id: str, owner: str | None = None) -> StoredJob:
         job = self._db().get(job_id)
-        if job is None:
+        if job is None or (owner is not None and job.owner != owner):
             raise NotFound(f"job {job_id!r}: no such job")
         return job
 
@@ -240,18 +243,18 @@ class JobQueue:
             progress = active.runner.progress()
         return JobRecord(
             job.id, job.state, job.spec, job.created, job.started, job.finished, progress,
-            job.error, job.attempts,
+            job.error, job.attempts, job.owner,
         )  # fmt: skip
 
     def _paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.settings.state_dir / "jobs" / job_id)
 
     # -- cancel and delete ------------------------------------------------------------------
-    def delete(self, job_id: str) -> JobRecord:
+    def delete(self, job_id: str, owner: str | None = None) -> JobRecord:
         """Cancel a queued or running job (its record stays, "cancelled"); remove a finished
         one with all its files."""
         with self._lock:
-            job = self._stored(job_id)
+            job = self._stored(job_id, owner)
             if not job.state.finished:
                 return self._cancel(job)
             stopping = self._active.get(job_id)

@@ -96,6 +96,7 @@ class JobRecord:
     progress: JobProgress = JobProgress()
     error: str | None = None
     attempts: int = 0  # executions started so far (a retry after a crash, a resume)
+    owner: str = ""  # the API key name that submitted it ("": keys off)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,6 +112,7 @@ class JobRecord:
             "progress": self.progress.to_json(),
             "error": self.error,
             "attempts": self.attempts,
+            "owner": self.owner or None,
         }
 
 

@@ -36,13 +36,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     checkpoint TEXT,        -- Checkpoint.to_json(), committed with frames_done
     crashes INTEGER NOT NULL DEFAULT 0,  -- executions whose decode worker died
-    attempts INTEGER NOT NULL DEFAULT 0  -- executions started (resumes included)
+    attempts INTEGER NOT NULL DEFAULT 0,  -- executions started (resumes included)
+    owner TEXT NOT NULL DEFAULT ''  -- the API key name that submitted it ('': keys off)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
 _COLUMNS = (
     "id, state, pipeline, input, sample, video_out, upload, created, started, finished, "
-    "frames_done, frames_total, error, checkpoint, crashes, attempts"
+    "frames_done, frames_total, error, checkpoint, crashes, attempts, owner"
+)
+
+# Columns later versions added, with their definitions, for stores that predate them.
+_ADDED_COLUMNS = (
+    ("crashes", "INTEGER NOT NULL DEFAULT 0"),
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("owner", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -63,16 +71,17 @@ class StoredJob:
     checkpoint: Checkpoint | None
     crashes: int = 0  # executions whose decode worker died
     attempts: int = 0  # executions started, resumes after a restart included
+    owner: str = ""  # the API key name that submitted it ("": keys were off)
 
 
 def _job(row: tuple[Any, ...]) -> StoredJob:
     (id_, state, pipeline, input_, sample, video_out, upload, created, started, finished,
-     done, total, error, checkpoint, crashes, attempts) = row  # fmt: skip
+     done, total, error, checkpoint, crashes, attempts, owner) = row  # fmt: skip
     spec = JobSpec(pipeline=pipeline, input=input_, sample=sample, video_out=bool(video_out))
     return StoredJob(
         id_, JobState(state), spec, upload, created, started, finished, done, total, error,
         Checkpoint.from_json(json.loads(checkpoint)) if checkpoint else None, crashes,
-        attempts,
+        attempts, owner,
     )  # fmt: skip
 
 
@@ -94,11 +103,9 @@ class JobStore:
             with self._db:
                 self._db.executescript(SCHEMA)
                 columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-                for added in ("crashes", "attempts"):  # a store written before crash retries
+                for added, kind in _ADDED_COLUMNS:  # a store written by an older frameserve
                     if added not in columns:
-                        self._db.execute(
-                            f"ALTER TABLE jobs ADD COLUMN {added} INTEGER NOT NULL DEFAULT 0"
-                        )
+                        self._db.execute(f"ALTER TABLE jobs ADD COLUMN {added} {kind}")
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             self._db.close()
@@ -107,26 +114,31 @@ class JobStore:
     def close(self) -> None:
         self._db.close()
 
-    def insert(self, id_: str, spec: JobSpec, upload: str | None, created: float) -> None:
+    def insert(
+        self, id_: str, spec: JobSpec, upload: str | None, created: float, owner: str = ""
+    ) -> None:
         self._db.execute(
-            "INSERT INTO jobs (id, state, pipeline, input, sample, video_out, upload, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, state, pipeline, input, sample, video_out, upload, created, "
+            "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (id_, JobState.QUEUED.value, spec.pipeline, spec.input, spec.sample,
-             int(spec.video_out), upload, created),
+             int(spec.video_out), upload, created, owner),
         )  # fmt: skip
 
     def get(self, id_: str) -> StoredJob | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (id_,)).fetchone()
         return _job(row) if row is not None else None
 
-    def list(self, state: JobState | None = None) -> list[StoredJob]:
-        """Newest first."""
-        if state is None:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq DESC")
-        else:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state = ? ORDER BY seq DESC", (state.value,)
-            )
+    def list(self, state: JobState | None = None, owner: str | None = None) -> list[StoredJob]:
+        """Newest first; ``state`` and ``owner`` (None: any) filter."""
+        where, args = [], []
+        if state is not None:
+            where.append("state = ?")
+            args.append(state.value)
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {clause}ORDER BY seq DESC", args)
         return [_job(row) for row in rows.fetchall()]
 
     def count(self, state: JobState) -> int:

@@ -67,6 +67,7 @@ class StreamStatus:
     last_error: str | None
     started: str  # ISO 8601, UTC, milliseconds
     reconnects: int
+    owner: str = ""  # the API key name that attached it ("": keys off)
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
@@ -84,4 +85,5 @@ class StreamStatus:
             "last_error": self.last_error,
             "started": self.started,
             "reconnects": self.reconnects,
+            "owner": self.owner or None,
         }

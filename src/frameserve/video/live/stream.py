@@ -80,10 +80,12 @@ class LiveStream:
         processor: FrameProcessor,
         sampling: Sampling,
         sink_queue: int,
+        owner: str = "",
     ) -> None:
         """Build the stream (no thread runs until ``start``); ``sink_queue`` bounds the frames
-        between the reader and the sink."""
+        between the reader and the sink; ``owner``: the API key name that attached it."""
         self.id = stream_id
+        self.owner = owner
         self.spec = spec
         self.source = source
         self.settings = settings
@@ -183,7 +185,7 @@ class LiveStream:
         started = self.started.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return StreamStatus(
             self.id, redact(self.spec.source), self.spec.pipeline, self._state,
-            self.stats.snapshot(), self._last_error, started, self._reconnects,
+            self.stats.snapshot(), self._last_error, started, self._reconnects, self.owner,
         )  # fmt: skip
 
     def _set_state(self, state: State) -> None:

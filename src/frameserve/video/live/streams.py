@@ -48,8 +48,9 @@ class LiveStreams:
         self._streams: dict[str, LiveStream] = {}  # in attach order
         self._closed = False
 
-    def attach(self, spec: StreamSpec) -> LiveStream:
-        """Validate ``spec``, start its threads and return the stream (``connecting``)."""
+    def attach(self, spec: StreamSpec, owner: str = "") -> LiveStream:
+        """Validate ``spec``, start its threads and return the stream (``connecting``), owned
+        by ``owner`` (an API key name; "" with keys off)."""
         with self._lock:
             self._check_room()  # before any work: a full server answers 429 at once
         source = resolve_source(spec.source, self.media_root, spec.loop)
@@ -80,6 +81,7 @@ class LiveStreams:
             processor,
             sampling,
             self._sink_queue(processor, spec.max_inflight),
+            owner,
         )
         with self._lock:
             self._check_room()
@@ -114,30 +116,39 @@ class LiveStreams:
             running += max(1, mv.max_batch_size) * max(1, mv.instances)
         return max_inflight * len(processor.models) + running + SINK_SLACK
 
-    def get(self, stream_id: str) -> LiveStream:
+    # ``owner``: None sees every stream; a key name sees only that key's streams, and another's
+    # stream answers NotFound exactly as one that does not exist.
+    def get(self, stream_id: str, owner: str | None = None) -> LiveStream:
         """The stream ``stream_id``; ``NotFound`` when no such stream is attached."""
         with self._lock:
             stream = self._streams.get(stream_id)
-            count = len(self._streams)
-        if stream is None:
+            visible = [s for s in self._streams.values() if owner is None or s.owner == owner]
+            count = len(visible)
+        if stream is None or (owner is not None and stream.owner != owner):
             raise NotFound(
                 f"stream: expected the id of an attached live stream ({count} attached), "
                 f"got {stream_id!r}"
             )
         return stream
 
-    def list(self) -> builtins.list[LiveStream]:
-        """Every listed stream, in attach order."""
+    def list(self, owner: str | None = None) -> builtins.list[LiveStream]:
+        """Every listed stream (of ``owner``, None: all), in attach order."""
         with self._lock:
-            return list(self._streams.values())
+            return [s for s in self._streams.values() if owner is None or s.owner == owner]
 
-    def detach(self, stream_id: str, timeout_s: float | None = None) -> None:
+    def detach(
+        self, stream_id: str, timeout_s: float | None = None, owner: str | None = None
+    ) -> None:
         """Stop the stream (waiting up to ``timeout_s`` for its threads, default the source
         timeouts + 1 s) and forget it; its subscribers see the end."""
         with self._lock:
-            stream = self._streams.pop(stream_id, None)
+            stream = self._streams.get(stream_id)
+            if stream is not None and (owner is None or stream.owner == owner):
+                del self._streams[stream_id]
+            else:
+                stream = None
         if stream is None:
-            self.get(stream_id)  # raises NotFound with the message
+            self.get(stream_id, owner)  # raises NotFound with the message
             return
         stream.stop(self.settings.stop_timeout_s if timeout_s is None else timeout_s)
         log.info("live stream %s: detached", stream_id)
