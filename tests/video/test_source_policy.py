@@ -199,3 +199,38 @@ def test_a_redirect_is_not_followed(http_server: Any, tmp_path: Path) -> None:
     with pytest.raises(av.error.FFmpegError):
         reader(f"http://127.0.0.1:{port}/", LOOPBACK, tmp_path).open()
     assert len(seen) == 1 and target_seen == []
+
+
+def test_an_hls_playlist_source_is_refused_before_its_segments(
+    http_server: Any, tmp_path: Path
+) -> None:
+    """A playlist's segment URLs could point anywhere: the HLS demuxer is not allowed for
+    network sources, so FFmpeg fetches the playlist and opens nothing it lists."""
+    segment_port, segment_seen = http_server()
+    playlist = (
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n"
+        f"http://127.0.0.1:{segment_port}/seg.ts\n#EXT-X-ENDLIST\n"
+    )
+
+    class Playlist(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = playlist.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.apple.mpegurl")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Playlist)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/live.m3u8"
+        with pytest.raises(av.error.FFmpegError):
+            reader(url, LOOPBACK, tmp_path).open()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert segment_seen == []
