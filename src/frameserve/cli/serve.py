@@ -106,8 +106,9 @@ def _add_sources(p: argparse.ArgumentParser) -> None:
     s.add_argument("--allow-network", action="append", default=[], metavar="CIDR", type=_cidr,
                    help="let network stream sources connect to addresses in this range, even "
                         "loopback, link-local or the server's own (e.g. 127.0.0.0/8 for local "
-                        "testing); repeatable; --deny-network wins over it (default: private "
-                        "and public ranges only)")  # fmt: skip
+                        "testing); repeatable; --deny-network wins over it (default: none: "
+                        "loopback, link-local and own addresses refused, the rest "
+                        "allowed)")  # fmt: skip
     s.add_argument("--deny-network", action="append", default=[], metavar="CIDR", type=_cidr,
                    help="never let network stream sources connect to addresses in this range "
                         "(wins over --allow-network); repeatable")  # fmt: skip
@@ -168,13 +169,6 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.trace_otlp_endpoint
         else None,
     )
-    try:
-        policy = SourcePolicy.from_flags(
-            args.allow_network, args.deny_network, args.allow_udp_sources
-        )
-    except ConfigError as err:
-        print(f"frameserve serve: {err.message}", file=sys.stderr)  # noqa: T201
-        return 2
     video = VideoServiceSettings(
         media_root=args.media_root,
         state_dir=args.state_dir,
@@ -184,7 +178,10 @@ def run_serve(args: argparse.Namespace) -> int:
         checkpoint_interval_s=args.checkpoint_interval,
         max_job_retries=args.max_job_retries,
         max_streams=args.max_streams,
-        source_policy=policy,
+        # the CIDRs were checked while parsing (``_cidr``)
+        source_policy=SourcePolicy.from_flags(
+            args.allow_network, args.deny_network, args.allow_udp_sources
+        ),
     )
     listen = ListenSettings(args.host, args.http_port, args.grpc_port, args.metrics_port)
     try:
