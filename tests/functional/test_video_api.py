@@ -39,7 +39,9 @@ def _server_args(media: Path, state: Path, *extra: str) -> list[str]:
         "--model-control-mode", "explicit", "--load-model", "faces",
         "--media-root", str(media), "--state-dir", str(state),
         "--checkpoint-interval", "0", "--max-upload-mb", "1", "--max-streams", "3",
-        "--max-queued-jobs", "4", "--log-format", "text", *extra,
+        "--max-queued-jobs", "4", "--log-format", "text",
+        # the test sources listen on loopback, which the source policy refuses by default
+        "--allow-network", "127.0.0.0/8", *extra,
     ]  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from frameserve.errors import ConfigError, InvalidInput, NotFound, QueueFull, VideoError
 from frameserve.serving.local import LocalServer
 from frameserve.video.live import LiveSettings, LiveStream, LiveStreams, StreamSpec, Subscription
+from frameserve.video.live.policy import SourcePolicy
 from frameserve.video.live.records import LiveRecord
 from frameserve.video.live.subscribe import Subscribers
 from video.live_sources import TcpSource, TsStream, closed_port, mpegts_stream
@@ -77,6 +78,8 @@ def make_streams(
             "read_timeout_s": 3.0,
             "backoff_min_s": 0.1,
             "backoff_max_s": 0.4,
+            # the test sources listen on loopback, which the source policy refuses by default
+            "policy": SourcePolicy.from_flags(["127.0.0.0/8"]),
             **overrides,
         }
         streams = LiveStreams(video_server, LiveSettings(**settings))

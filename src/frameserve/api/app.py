@@ -35,6 +35,7 @@ from frameserve.serving.local import AttachedServer
 from frameserve.serving.server import InferenceServer, ServerSettings
 from frameserve.video.jobs import JobQueue, JobSettings
 from frameserve.video.live import LiveSettings, LiveStreams
+from frameserve.video.live.policy import SourcePolicy
 from frameserve.video.metrics import VideoCollector
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class VideoServiceSettings:
     checkpoint_interval_s: float = 5.0
     max_job_retries: int = 2  # runs of a job whose decode worker died, after the first
     max_streams: int = 16
+    source_policy: SourcePolicy = SourcePolicy()  # where network stream sources may connect
 
 
 class _Video:
@@ -87,7 +89,12 @@ class _Video:
             ),
         )
         self.streams = LiveStreams(
-            handle, LiveSettings(media_root=settings.media_root, max_streams=settings.max_streams)
+            handle,
+            LiveSettings(
+                media_root=settings.media_root,
+                max_streams=settings.max_streams,
+                policy=settings.source_policy,
+            ),
         )
         uploads = UploadSettings(settings.state_dir / "uploads", settings.max_upload_bytes)
         self.routes = VideoRoutes(

@@ -73,6 +73,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                    help="largest decoded image an image request may carry (413 above)")  # fmt: skip
     _add_video(p)
     _add_access(p)
+    _add_sources(p)
     add_model_cache(p)
     p.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
                    help="auto: text on a terminal, JSON lines otherwise")  # fmt: skip
@@ -143,6 +144,34 @@ def _auth_settings(args: argparse.Namespace) -> AuthSettings:
     )
 
 
+def _add_sources(p: argparse.ArgumentParser) -> None:
+    """Where live-stream sources may connect (``video.live.policy``, docs/security-sources.md)."""
+    s = p.add_argument_group("stream sources")
+    s.add_argument("--allow-network", action="append", default=[], metavar="CIDR", type=_cidr,
+                   help="let network stream sources connect to addresses in this range, even "
+                        "loopback, link-local or the server's own (e.g. 127.0.0.0/8 for local "
+                        "testing); repeatable; --deny-network wins over it (default: none: "
+                        "loopback, link-local and own addresses refused, the rest "
+                        "allowed)")  # fmt: skip
+    s.add_argument("--deny-network", action="append", default=[], metavar="CIDR", type=_cidr,
+                   help="never let network stream sources connect to addresses in this range "
+                        "(wins over --allow-network); repeatable")  # fmt: skip
+    s.add_argument("--allow-udp-sources", action="store_true",
+                   help="allow sources that bind a local UDP port to receive (udp://, RTSP "
+                        "over UDP); without it RTSP runs over TCP")  # fmt: skip
+
+
+def _cidr(text: str) -> str:
+    """An address range (``10.0.0.0/8``, ``fd00::/8``; a bare address is one host)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a CIDR such as 10.0.0.0/8 ({err})") from None
+    return text.strip()
+
+
 def _add_telemetry(p: argparse.ArgumentParser) -> None:
     """OpenTelemetry tracing (the ``tracing`` extra): off unless an endpoint is given."""
     t = p.add_argument_group("telemetry")
@@ -162,6 +191,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from frameserve.errors import ConfigError
     from frameserve.serving.server import RequestLimits, ServerSettings
     from frameserve.serving.tracing import TracingSettings
+    from frameserve.video.live.policy import SourcePolicy
 
     logs.configure(args.log_level, args.log_format)
     if not args.repository.is_dir():
@@ -192,6 +222,10 @@ def run_serve(args: argparse.Namespace) -> int:
         checkpoint_interval_s=args.checkpoint_interval,
         max_job_retries=args.max_job_retries,
         max_streams=args.max_streams,
+        # the CIDRs were checked while parsing (``_cidr``)
+        source_policy=SourcePolicy.from_flags(
+            args.allow_network, args.deny_network, args.allow_udp_sources
+        ),
     )
     listen = ListenSettings(args.host, args.http_port, args.grpc_port, args.metrics_port)
     try:

@@ -27,6 +27,7 @@ import av.error
 
 from frameserve.errors import VideoError
 from frameserve.video.frames import Frame, FrameSelector, Sampling, SeekPoint
+from frameserve.video.inputs import FILE_OPTIONS, check_file_format, format_refused
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,16 @@ class DecodeStats:
 
 
 def open_video(path: Path) -> Any:
-    """``av.open`` with a clear error for anything that is not a readable video."""
+    """``av.open`` with a clear error for anything that is not a readable video; only the
+    ``file`` protocol and demuxers that read nothing but their file (``video.inputs``)."""
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
+    check_file_format(path, str(path))
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), metadata_errors="ignore",
+                            container_options=dict(FILE_OPTIONS))  # fmt: skip
+    except av.error.ArgumentError as err:  # EINVAL: the probed demuxer is not on the whitelist
+        raise format_refused(path) from err
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
         raise VideoError(f"{path}: not a video FFmpeg can read ({err})") from None
     fmt = container.format.name

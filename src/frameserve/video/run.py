@@ -154,9 +154,9 @@ class VideoRun:
         pairs = enumerate(zip(inputs, plans, strict=True))
         self.isolate = isolate
         self._prefix = thread_prefix  # thread names: <prefix>decode-<n>, <prefix>sink-<n>
+        self.stop = stop or threading.Event()  # before the probes: a cancel ends them too
         # probes every input now: a file that is not a video fails before any work
         self.sources = [self._source(path, i, plan.start) for i, (path, plan) in pairs]
-        self.stop = stop or threading.Event()
         self.profile = StageProfile()
         self._on_frame = on_frame
         self._errors: list[tuple[str, BaseException]] = []
@@ -173,7 +173,7 @@ class VideoRun:
         info = None
         if self.isolate:  # FFmpeg reads the header in a child too
             name, doing = f"{self._prefix}probe-{stream_id}", f"reading the header of {path}"
-            info = run_isolated(probe, path, name=name, doing=doing)
+            info = run_isolated(probe, path, name=name, doing=doing, stop=self.stop)
         return VideoSource(path, stream_id, self.sampling, threads, seek, first, options, info)
 
     def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:

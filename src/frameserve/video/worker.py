@@ -206,17 +206,25 @@ def _call(conn: Connection, target: Callable[..., Any], args: tuple[Any, ...]) -
 
 
 def run_isolated(
-    target: Callable[..., T], *args: Any, name: str, doing: str, timeout_s: float = 120.0
+    target: Callable[..., T],
+    *args: Any,
+    name: str,
+    doing: str,
+    timeout_s: float = 120.0,
+    stop: threading.Event | None = None,
 ) -> T:
     """``target(*args)`` in a spawned child (a probe, a remux: FFmpeg reading an untrusted file)
     and its result; its ``FrameserveError`` is raised here as it was; a child that dies raises
     ``WorkerDied`` (saying it died while ``doing``), one that takes longer than ``timeout_s`` is
-    killed and raises ``VideoError``. ``target`` must be a module-level function and its
-    arguments picklable."""
+    killed and raises ``VideoError``, and so is one still running when ``stop`` is set (a
+    cancelled job: FFmpeg may block in a read, so it is killed, never waited for). ``target``
+    must be a module-level function and its arguments picklable."""
     worker = WorkerProcess(_call, (target, args), name, doing)
     try:
         deadline = time.monotonic() + timeout_s
         while (message := worker.receive(POLL_S)) is None:
+            if stop is not None and stop.is_set():
+                raise VideoError(f"{doing}: stopped")
             if time.monotonic() > deadline:
                 raise VideoError(f"{doing}: expected to take at most {timeout_s:g} s; stopped")
         kind, value = message

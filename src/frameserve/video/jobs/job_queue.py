@@ -25,6 +25,7 @@ from frameserve import logcontext
 from frameserve.errors import FrameserveError, InvalidInput, NotFound, QueueFull, Unavailable
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import load_named_pipeline
+from frameserve.video.inputs import check_file_format
 from frameserve.video.jobs.runner import JobPaths, JobRunner
 from frameserve.video.jobs.spec import Checkpoint, JobProgress, JobRecord, JobSettings, JobSpec
 from frameserve.video.jobs.spec import JobState as S
@@ -123,7 +124,7 @@ class JobQueue:
         with self._lock:
             self._db()  # Unavailable before start and after close, before any other check
         spec = self._validate(spec)
-        self.media.resolve(spec.input, "input")
+        check_file_format(self.media.resolve(spec.input, "input"), f"input {spec.input!r}")
         return self._add(spec, None, owner)
 
     def submit_file(self, spec: JobSpec, path: Path, owner: str = "") -> JobRecord:
@@ -134,6 +135,7 @@ class JobQueue:
             with self._lock:
                 self._db()
             upload = self._check_upload(path)
+            check_file_format(upload, f"upload {spec.input!r}")
             spec = self._validate(spec)
             return self._add(spec, upload, owner)
         except BaseException:

@@ -223,8 +223,9 @@ class JobRunner:
                 out = self.paths.output
                 doing = f"copying the audio of {source}"
                 run_isolated(
-                    join_segments, segments, source, out, name=name, doing=doing, timeout_s=3600.0
-                )
+                    join_segments, segments, source, out, name=name, doing=doing,
+                    timeout_s=3600.0, stop=self.stop,
+                )  # fmt: skip
             else:
                 join_segments(segments, source, self.paths.output)
 

@@ -28,7 +28,8 @@ import av.error
 
 from frameserve.errors import VideoError
 from frameserve.video.frames import Frame, FrameSelector, Sampling
-from frameserve.video.live.spec import LiveSettings, LiveSource
+from frameserve.video.inputs import FILE_OPTIONS
+from frameserve.video.live.spec import NETWORK_FORMATS, LiveSettings, LiveSource
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,20 @@ class SourceReader:
         self._after_step = resume.step
 
     def open(self) -> Any:
-        """Open the source: a container with a video stream, or an FFmpeg error / VideoError."""
+        """Open the source: a container with a video stream, or an FFmpeg error / VideoError.
+        A network source passes the destination policy again first (its name may point
+        elsewhere now: ``InvalidInput``), and FFmpeg connects to the address it checked."""
         timeout = (self.settings.open_timeout_s, self.settings.read_timeout_s)
-        container = av.open(
-            self.source.url,
-            timeout=timeout,
-            container_options={"protocol_whitelist": self.source.protocols},
-            metadata_errors="ignore",
-        )
+        url, options = self.source.url, {"protocol_whitelist": self.source.protocols}
+        if self.source.network:
+            destination = self.settings.policy.check(url)
+            url = destination.url
+            options.update(destination.options)
+            options["format_whitelist"] = NETWORK_FORMATS
+        else:
+            options.update(FILE_OPTIONS)
+        container = av.open(url, timeout=timeout, container_options=options,
+                            metadata_errors="ignore")  # fmt: skip
         if not container.streams.video:
             kinds = sorted({str(s.type) for s in container.streams}) or ["none"]
             container.close()

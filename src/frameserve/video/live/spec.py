@@ -5,7 +5,9 @@ A source is either a URL that FFmpeg opens itself (the schemes in ``NETWORK_SCHE
 file named relative to the media root, played at its real rate. Every other scheme (``file:``,
 ``concat:``, ``pipe:``, ...) would let a client read the server's files or processes, so it is
 refused, and network sources are opened with FFmpeg's protocol whitelist set to network
-protocols (an HLS playlist or an HTTP redirect cannot lead to ``file:``).
+protocols (an HLS playlist or an HTTP redirect cannot lead to ``file:``). Where a network source
+may connect is the destination policy's (``video.live.policy``): checked here at attach and again
+before every connection.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.video.frames import check_sample
+from frameserve.video.live.policy import SourcePolicy, redact
 from frameserve.video.media import MediaRoot
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp", "http", "https", "srt")
@@ -30,11 +33,13 @@ NETWORK_PROTOCOLS = (
     "tcp,udp,rtp,srtp,tls,http,https,httpproxy,crypto,rtmp,rtmps,rtmpt,rtmpts,ffrtmphttp,srt"
 )
 FILE_PROTOCOLS = "file"
+# Demuxers a network source may use: none that opens further URLs (an HLS or DASH playlist, an
+# SDP file, a concat list would each connect where the policy never looked).
+NETWORK_FORMATS = (
+    "rtsp,flv,live_flv,mpegts,matroska,webm,mov,mp4,mpjpeg,mjpeg,h264,hevc,ivf,nut,avi,mpeg,"
+    "ogg,asf,m4v,mxf"
+)
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
-# URL options that would make FFmpeg wait for a connection on this machine instead of
-# connecting to the source (tcp ``listen``, srt ``mode=listener``/``rendezvous``).
-_LISTEN_OPTIONS = {"listen", "listen_timeout"}
-_LISTEN_MODES = {"listener", "server", "rendezvous"}
 
 
 class StreamSpec(BaseModel):
@@ -80,6 +85,7 @@ class LiveSettings:
     backoff_max_s: float = 10.0
     subscriber_queue: int = 256
     decode_threads: int = 1
+    policy: SourcePolicy = SourcePolicy()  # where network sources may connect
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "subscriber_queue", "decode_threads"):
@@ -125,9 +131,13 @@ class LiveSource:
         return redact(self.url) if self.network else str(self.path)
 
 
-def resolve_source(source: str, media_root: MediaRoot, loop: bool) -> LiveSource:
+def resolve_source(
+    source: str, media_root: MediaRoot, loop: bool, policy: SourcePolicy | None = None
+) -> LiveSource:
     """Check ``source`` (``StreamSpec.source``) and say how to open it; ``InvalidInput`` names
-    the field, what is allowed and what was given."""
+    the field, what is allowed and what was given. A network source must pass ``policy`` (the
+    destination policy; it runs again before every connection, in the worker)."""
+    policy = policy if policy is not None else SourcePolicy()
     if any(c.isspace() or ord(c) < 32 for c in source):
         raise InvalidInput(f"source: expected a URL or file name without spaces, got {source!r}")
     m = _SCHEME_RE.match(source)
@@ -140,32 +150,17 @@ def resolve_source(source: str, media_root: MediaRoot, loop: bool) -> LiveSource
             f"source: expected a URL with scheme {', '.join(NETWORK_SCHEMES)} or a file in the "
             f"media root, got scheme {scheme!r} ({redact(source)!r})"
         )
-    parts = urlsplit(source)
+    try:
+        parts = urlsplit(source)
+    except ValueError as err:
+        raise InvalidInput(f"source: expected a URL, got {redact(source)!r}: {err}") from None
     if not parts.netloc:
         raise InvalidInput(
             f"source: expected {scheme}://host[:port]..., got no host in {redact(source)!r}"
         )
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key.lower() in _LISTEN_OPTIONS or (key.lower() == "mode" and value in _LISTEN_MODES):
-            raise InvalidInput(
-                f"source: the server connects to sources, it does not listen for them; "
-                f"remove the URL option {key}={value!r} from {redact(source)!r}"
-            )
     if loop:
         raise InvalidInput(
             f"loop: only files of the media root can loop, got the {scheme} URL {redact(source)!r}"
         )
+    policy.check(source)  # refuses listening, UDP without the flag, forbidden addresses
     return LiveSource(source)
-
-
-def redact(url: str) -> str:
-    """``url`` with the password of its user info replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -43,9 +43,10 @@ from frameserve.processing.results import Detections
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
 from frameserve.video.frames import Sampling
+from frameserve.video.live.policy import redact
 from frameserve.video.live.reader import ReaderResume
 from frameserve.video.live.records import LiveRecord, StreamStatus
-from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec, redact
+from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec
 from frameserve.video.live.stats import StreamStats
 from frameserve.video.live.subscribe import Subscribers, Subscription
 from frameserve.video.live.worker import (

@@ -53,7 +53,7 @@ class LiveStreams:
         by ``owner`` (an API key name; "" with keys off)."""
         with self._lock:
             self._check_room()  # before any work: a full server answers 429 at once
-        source = resolve_source(spec.source, self.media_root, spec.loop)
+        source = resolve_source(spec.source, self.media_root, spec.loop, self.settings.policy)
         if source.path is not None:
             # VideoError now for a file that is not a video; FFmpeg reads it in a child
             doing = f"reading the header of {source.path}"

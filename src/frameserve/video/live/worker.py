@@ -30,6 +30,7 @@ and a child whose server is gone sees its pipe close and ends by itself.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -55,6 +56,7 @@ CREDITS = 3  # frames the child may have sent that the server has not taken yet
 CREDIT_POLL_S = 0.005  # how often a held-back credit is looked at again
 CLOSE_S = 0.5  # how long a stopped child may take to close its connection before it is killed
 # Errors of opening or reading a source: the stream retries (network) or stops (file).
+_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")  # user:password@ in a URL
 SOURCE_ERRORS = (av.error.FFmpegError, OSError, EOFError, FrameserveError)
 
 
@@ -248,7 +250,8 @@ class _SourceLoop:
         if isinstance(err, av.error.ExitError):  # PyAV's interrupt callback: our timeout
             return f"no data from the source within {setting} = {seconds:g} s"
         text = f"{type(err).__name__}: {err}"
-        return text.replace(self.spec.source.url, self.spec.source.describe())
+        text = text.replace(self.spec.source.url, self.spec.source.describe())
+        return _PASSWORD.sub(r"\1:***@", text)  # also in the URL rewritten to the address
 
     def _deliver(self, frame: Frame, arrived: float) -> None:
         """Pre-process and send a frame, or drop it when the server has not taken the last
