@@ -25,9 +25,11 @@ import uvloop
 
 from frameserve.api.grpc.server import create_grpc_server
 from frameserve.api.http.app import create_http_app
+from frameserve.api.http.browser import BrowserGuard, BrowserPolicy
 from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
+from frameserve.api.tls import ServerTls, TlsSettings, load_tls
 from frameserve.serving.local import AttachedServer
 from frameserve.serving.server import InferenceServer, ServerSettings
 from frameserve.video.jobs import JobQueue, JobSettings
@@ -43,6 +45,8 @@ class ListenSettings:
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int | None = None  # also serve /metrics here (None: on the HTTP port only)
+    tls: TlsSettings | None = None  # on every listener when set
+    browser: BrowserPolicy = BrowserPolicy()
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,13 @@ class _HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def _uvicorn_server(app: Any, host: str, port: int) -> _HttpServer:
+def _uvicorn_server(app: Any, host: str, port: int, tls: ServerTls | None) -> _HttpServer:
     return _HttpServer(
         uvicorn.Config(
             app,
             host=host,
             port=port,
+            ssl_context_factory=None if tls is None else (lambda _config, _default: tls.context),
             http="httptools",
             lifespan="off",
             access_log=False,
@@ -132,16 +137,19 @@ class _Listeners:
         shm: SharedMemoryRegistry,
         video: _Video,
         listen: ListenSettings,
+        tls: ServerTls | None,
     ) -> None:
         self.listen = listen
-        app = create_http_app(server, shm, video.routes)
-        self.http = _uvicorn_server(app, listen.host, listen.http_port)
+        self._tls_mode = "off" if tls is None else "mutual" if tls.mutual else "on"
+        app = BrowserGuard(create_http_app(server, shm, video.routes), listen.browser)
+        self.http = _uvicorn_server(app, listen.host, listen.http_port, tls)
         self.metrics = None
         if listen.metrics_port is not None:
-            metrics_app = create_metrics_app(server.metrics.registry)
-            self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port)
+            metrics_app = BrowserGuard(create_metrics_app(server.metrics.registry), listen.browser)
+            self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port, tls)
         # raises RuntimeError when the port cannot be bound
-        self.grpc = create_grpc_server(server, shm, self.grpc_address, video.streams)
+        credentials = None if tls is None else tls.grpc_credentials()
+        self.grpc = create_grpc_server(server, shm, self.grpc_address, video.streams, credentials)
         self.http_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
 
@@ -161,6 +169,7 @@ class _Listeners:
             await _stop_http(self.http, self.http_task)
             return None
         where = {"http": f"{self.listen.host}:{self.listen.http_port}", "grpc": self.grpc_address}
+        where["tls"] = self._tls_mode
         if self.metrics is not None:
             where["metrics"] = f"{self.listen.host}:{self.listen.metrics_port}"
         log.info("listening", extra=where)
@@ -203,13 +212,15 @@ async def _stop_http(http: _HttpServer, task: asyncio.Task[None] | None) -> None
 async def serve(
     settings: ServerSettings, listen: ListenSettings, video_settings: VideoServiceSettings
 ) -> int:
-    """Serve until SIGTERM/SIGINT; return the process exit code."""
+    """Serve until SIGTERM/SIGINT; return the process exit code (ConfigError for a bad
+    TLS file, before anything starts)."""
+    tls = None if listen.tls is None else load_tls(listen.tls)
     server = InferenceServer(settings)
     shm = SharedMemoryRegistry()
     loop = asyncio.get_running_loop()
     video = _Video(server, video_settings, loop)
     try:
-        listeners = _Listeners(server, shm, video, listen)
+        listeners = _Listeners(server, shm, video, listen, tls)
     except RuntimeError as err:  # grpc raises RuntimeError when the port cannot be bound
         address = f"{listen.host}:{listen.grpc_port}"
         log.error("cannot listen for gRPC on %s: %s (is the port in use?)", address, err)
