@@ -90,3 +90,5 @@ def test_origins_and_hosts_are_normalised():
     assert parse_host(" Models.Example ") == "models.example"
     with pytest.raises(ValueError, match="expected a host name"):
         parse_host("http://models.example")
+    with pytest.raises(ValueError, match="xn-- form"):
+        parse_host("bücher.example")
