@@ -135,8 +135,8 @@ def _add_tls_and_browsers(p: argparse.ArgumentParser) -> None:
     t.add_argument("--allowed-origin", type=_argtype(parse_origin), action="append", default=[],
                    metavar="ORIGIN",
                    help="a browser origin (https://app.example:8443) whose pages may send "
-                        "state-changing requests; others get 403 (the server's own origin is "
-                        "always allowed); repeatable")  # fmt: skip
+                        "state-changing requests; others get 403; repeatable (default: only "
+                        "the server's own origin)")  # fmt: skip
     t.add_argument("--allowed-host", type=_argtype(parse_host), action="append", default=[],
                    metavar="HOST",
                    help="answer only requests whose Host header names this host (with or "
