@@ -21,6 +21,7 @@ import resource
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,12 +80,20 @@ class LoadPoint:
 
 
 def perf_analyzer_command(
-    binary: Path, model: str, url: str, protocol: str, concurrency: int, s: LoadSettings, csv: Path
+    binary: Path,
+    model: str,
+    url: str,
+    protocol: str,
+    concurrency: int,
+    s: LoadSettings,
+    csv: Path,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """Synchronous requests: perf_analyzer runs one client thread per in-flight request.
 
     ``grpc-shm`` is gRPC with every input and output in system shared memory: perf_analyzer
-    registers its regions once and requests carry only their names and offsets.
+    registers its regions once and requests carry only their names and offsets. ``extra``
+    (TLS files, headers) is appended as given.
     """
     wire = ["-i", protocol]
     if protocol == "grpc-shm":
@@ -96,7 +105,7 @@ def perf_analyzer_command(
         "--measurement-mode", "time_windows", "-p", str(s.window_ms),
         "-s", str(s.stability_pct), "-r", str(s.max_windows),
         "--warmup-request-count", str(s.warmup_per_concurrency * concurrency),
-        "--percentile=99", "-f", str(csv), "--verbose-csv",
+        "--percentile=99", "-f", str(csv), "--verbose-csv", *extra,
     ]  # fmt: skip
 
 
@@ -142,12 +151,17 @@ def run_point(
     concurrency: int,
     settings: LoadSettings,
     workdir: Path,
+    extra: Sequence[str] = (),
 ) -> LoadPoint:
-    """Run perf_analyzer once against ``server`` and account for every CPU second it took."""
+    """Run perf_analyzer once against ``server`` and account for every CPU second it took;
+    ``extra`` goes to perf_analyzer as given (an HTTPS server gets an ``https://`` URL)."""
     csv_path = workdir / f"{server.name}-{server.model}-{protocol}-c{concurrency}.csv"
     csv_path.unlink(missing_ok=True)
+    url = server.ports.url(protocol)
+    if protocol == "http" and server.tls_context is not None:
+        url = f"https://{url}"
     cmd = perf_analyzer_command(
-        binary, server.model, server.ports.url(protocol), protocol, concurrency, settings, csv_path
+        binary, server.model, url, protocol, concurrency, settings, csv_path, extra
     )
     sampler = _RssSampler(server)
     before = (_children_cpu(), server.cpu_seconds(), _busy_cpu_seconds(), _self_cpu())

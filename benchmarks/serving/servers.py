@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -41,10 +42,12 @@ class Ports:
         return f"{LOOPBACK}:{self.http if protocol == 'http' else self.grpc}"
 
 
-def http_status(url: str, timeout: float = 1.0) -> int | None:
+def http_status(
+    url: str, timeout: float = 1.0, context: ssl.SSLContext | None = None
+) -> int | None:
     """The HTTP status of GET ``url``, or None when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as err:
         return err.code
@@ -62,6 +65,7 @@ class ServerProcess:
     model: str
     log_path: Path
     env: dict[str, str] | None = None
+    tls_context: ssl.SSLContext | None = None  # the server speaks HTTPS; readiness uses this
     startup_s: float | None = None
     _proc: subprocess.Popen | None = None
     _known: dict[int, float] = field(default_factory=dict)  # pid -> create_time
@@ -76,7 +80,8 @@ class ServerProcess:
             self.command, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
         )
         log.close()
-        base = f"http://{self.ports.url('http')}/v2"
+        scheme = "http" if self.tls_context is None else "https"
+        base = f"{scheme}://{self.ports.url('http')}/v2"
         urls = (f"{base}/health/ready", f"{base}/models/{self.model}/ready")
         polls = 0
         while time.perf_counter() - t0 < timeout_s:
@@ -85,7 +90,7 @@ class ServerProcess:
                 raise RuntimeError(
                     f"{self.name} exited with {self._proc.returncode}; see {self.log_path}"
                 )
-            if all(http_status(u) == 200 for u in urls):
+            if all(http_status(u, context=self.tls_context) == 200 for u in urls):
                 self.startup_s = time.perf_counter() - t0
                 self.tree()
                 return self.startup_s

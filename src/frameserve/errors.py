@@ -82,3 +82,11 @@ class VideoError(InvalidInput):
 
 class MissingExtra(NotSupported):
     """A feature needs a package from an optional extra that is not installed."""
+
+
+class CrossSiteRequest(FrameserveError):
+    """A browser request from another site to a state-changing route (HTTP 403)."""
+
+
+class MisdirectedRequest(FrameserveError):
+    """The request's ``Host`` is not one ``--allowed-host`` lists (HTTP 421)."""

@@ -28,9 +28,11 @@ from frameserve.api.access import AccessPolicy
 from frameserve.api.auth import AuthSettings, Keys
 from frameserve.api.grpc.server import create_grpc_server
 from frameserve.api.http.app import create_http_app
+from frameserve.api.http.browser import BrowserGuard, BrowserPolicy
 from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
+from frameserve.api.tls import ServerTls, TlsSettings, load_tls
 from frameserve.serving.local import AttachedServer
 from frameserve.serving.server import InferenceServer, ServerSettings
 from frameserve.video.jobs import JobQueue, JobSettings
@@ -47,6 +49,8 @@ class ListenSettings:
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int | None = None  # also serve /metrics here (None: on the HTTP port only)
+    tls: TlsSettings | None = None  # on every listener when set
+    browser: BrowserPolicy = BrowserPolicy()
 
 
 @dataclass(frozen=True)
@@ -117,12 +121,13 @@ class _HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def _uvicorn_server(app: Any, host: str, port: int) -> _HttpServer:
+def _uvicorn_server(app: Any, host: str, port: int, tls: ServerTls | None) -> _HttpServer:
     return _HttpServer(
         uvicorn.Config(
             app,
             host=host,
             port=port,
+            ssl_context_factory=None if tls is None else (lambda _config, _default: tls.context),
             http="httptools",
             lifespan="off",
             access_log=False,
@@ -144,19 +149,25 @@ class _Listeners:
         listen: ListenSettings,
         auth: AuthSettings,
         keys: Keys | None,
+        tls: ServerTls | None,
     ) -> None:
         self.listen = listen
+        self._tls_mode = "off" if tls is None else "mutual" if tls.mutual else "on"
         http_access = AccessPolicy.for_http(auth, keys)
-        app = create_http_app(server, shm, video.routes, http_access)
-        self.http = _uvicorn_server(app, listen.host, listen.http_port)
+        app = BrowserGuard(create_http_app(server, shm, video.routes, http_access), listen.browser)
+        self.http = _uvicorn_server(app, listen.host, listen.http_port, tls)
         self.metrics = None
         if listen.metrics_port is not None:
-            metrics_app = create_metrics_app(server.metrics.registry, http_access)
-            self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port)
+            metrics_app = BrowserGuard(
+                create_metrics_app(server.metrics.registry, http_access), listen.browser
+            )
+            self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port, tls)
         # raises RuntimeError when the port cannot be bound
+        credentials = None if tls is None else tls.grpc_credentials()
         self.grpc = create_grpc_server(
-            server, shm, self.grpc_address, video.streams, AccessPolicy.for_grpc(auth, keys)
-        )
+            server, shm, self.grpc_address, video.streams,
+            AccessPolicy.for_grpc(auth, keys), credentials,
+        )  # fmt: skip
         self.http_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
 
@@ -176,6 +187,7 @@ class _Listeners:
             await _stop_http(self.http, self.http_task)
             return None
         where = {"http": f"{self.listen.host}:{self.listen.http_port}", "grpc": self.grpc_address}
+        where["tls"] = self._tls_mode
         if self.metrics is not None:
             where["metrics"] = f"{self.listen.host}:{self.listen.metrics_port}"
         log.info("listening", extra=where)
@@ -221,16 +233,17 @@ async def serve(
     video_settings: VideoServiceSettings,
     auth: AuthSettings | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; return the process exit code."""
+    """Serve until SIGTERM/SIGINT; return the process exit code (ConfigError for a bad key
+    file or TLS file, naming it, before anything starts)."""
     auth = auth or AuthSettings()
-    # ConfigError (naming the file and line) before anything starts
     keys = Keys(auth.api_key_file) if auth.api_key_file is not None else None
+    tls = None if listen.tls is None else load_tls(listen.tls)
     server = InferenceServer(settings)
     shm = SharedMemoryRegistry()
     loop = asyncio.get_running_loop()
     video = _Video(server, video_settings, loop)
     try:
-        listeners = _Listeners(server, shm, video, listen, auth, keys)
+        listeners = _Listeners(server, shm, video, listen, auth, keys, tls)
     except RuntimeError as err:  # grpc raises RuntimeError when the port cannot be bound
         address = f"{listen.host}:{listen.grpc_port}"
         log.error("cannot listen for gRPC on %s: %s (is the port in use?)", address, err)

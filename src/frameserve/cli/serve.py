@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from frameserve.cli.args import (
 
 if TYPE_CHECKING:
     from frameserve.api.auth import AuthSettings
+    from frameserve.api.tls import TlsSettings
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -80,6 +82,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="the least severe log level written")  # fmt: skip
     _add_telemetry(p)
+    _add_tls_and_browsers(p)
     apply_environment(p, dict(os.environ))
 
 
@@ -185,8 +188,63 @@ def _add_telemetry(p: argparse.ArgumentParser) -> None:
                         "a caller's traceparent decides for its own (default: 1.0)")  # fmt: skip
 
 
+def _add_tls_and_browsers(p: argparse.ArgumentParser) -> None:
+    """TLS on every listener, and what a web page in a browser may make the server do."""
+    from frameserve.api.http.browser import parse_host, parse_origin
+
+    t = p.add_argument_group("TLS and browsers")
+    t.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                   help="PEM certificate (chain) served on the HTTP, gRPC and metrics ports; "
+                        "with --tls-key, every listener speaks TLS 1.2+ only (default: plain "
+                        "text)")  # fmt: skip
+    t.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                   help="the unencrypted PEM private key of --tls-cert")  # fmt: skip
+    t.add_argument("--tls-client-ca", type=Path, default=None, metavar="FILE",
+                   help="mutual TLS: clients must present a certificate this PEM CA signed, on "
+                        "every port")  # fmt: skip
+    t.add_argument("--allowed-origin", type=_argtype(parse_origin), action="append", default=[],
+                   metavar="ORIGIN",
+                   help="a browser origin (https://app.example:8443) whose pages may send "
+                        "state-changing requests; others get 403; repeatable (default: only "
+                        "the server's own origin)")  # fmt: skip
+    t.add_argument("--allowed-host", type=_argtype(parse_host), action="append", default=[],
+                   metavar="HOST",
+                   help="answer only requests whose Host header names this host (with or "
+                        "without :port), others get 421: stops DNS rebinding; recommended "
+                        "whenever a browser can reach the server; repeatable (default: any "
+                        "host)")  # fmt: skip
+
+
+def _argtype(parse: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type from a parser raising ValueError with its own message."""
+
+    def convert(text: str) -> str:
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _tls_settings(args: argparse.Namespace) -> TlsSettings | None:
+    """The TLS flags as settings; ConfigError when only part of them is given."""
+    from frameserve.api.tls import TlsSettings
+    from frameserve.errors import ConfigError
+
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    return TlsSettings(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from frameserve.api.app import ListenSettings, VideoServiceSettings, run
+    from frameserve.api.http.browser import BrowserPolicy
     from frameserve.cli import logs
     from frameserve.errors import ConfigError
     from frameserve.serving.server import RequestLimits, ServerSettings
@@ -227,9 +285,12 @@ def run_serve(args: argparse.Namespace) -> int:
             args.allow_network, args.deny_network, args.allow_udp_sources
         ),
     )
-    listen = ListenSettings(args.host, args.http_port, args.grpc_port, args.metrics_port)
     try:
+        listen = ListenSettings(
+            args.host, args.http_port, args.grpc_port, args.metrics_port, _tls_settings(args),
+            BrowserPolicy.from_flags(args.allowed_origin, args.allowed_host),
+        )  # fmt: skip
         return run(settings, listen, video, _auth_settings(args))
-    except ConfigError as err:  # tracing without the extra, a bad endpoint URL or key file
+    except ConfigError as err:  # no tracing extra; a bad endpoint URL, key file or TLS file
         print(f"frameserve serve: {err.message}", file=sys.stderr)  # noqa: T201
         return 2

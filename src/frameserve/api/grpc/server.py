@@ -361,10 +361,12 @@ def create_grpc_server(
     address: str,
     streams: LiveStreams | None = None,
     access: AccessPolicy | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server for ``server`` with its port added at ``address`` (not started yet);
     with ``streams``, frameserve's ``VideoStreams`` service beside the KServe one; with
-    ``access``, every call's key and restricted-protocol metadata are checked first.
+    ``access``, every call's key and restricted-protocol metadata are checked first; with
+    ``credentials`` (``frameserve.api.tls``), a TLS port instead of a plaintext one.
 
     Messages may be as large as ``server.limits.max_body_bytes``; gRPC answers larger ones with
     RESOURCE_EXHAUSTED. Call ``start()`` from the event loop that owns ``server``.
@@ -388,5 +390,8 @@ def create_grpc_server(
         add_video_service(grpc_server, streams)
         services.append(VIDEO_SERVICE)
     add_health_and_reflection(grpc_server, server, services)
-    grpc_server.add_insecure_port(address)
+    if credentials is None:
+        grpc_server.add_insecure_port(address)
+    else:
+        grpc_server.add_secure_port(address, credentials)
     return grpc_server
