@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,14 @@ import uvloop
 
 from frameserve.api.grpc.server import create_grpc_server
 from frameserve.api.http.app import create_http_app
+from frameserve.api.http.deadlines import protocol_class
 from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.serving.local import AttachedServer
-from frameserve.serving.server import InferenceServer, ServerSettings
+from frameserve.serving.server import InferenceServer, RequestLimits, ServerSettings
 from frameserve.video.jobs import JobQueue, JobSettings
+from frameserve.video.limits import VideoLimits
 from frameserve.video.live import LiveSettings, LiveStreams
 from frameserve.video.metrics import VideoCollector
 
@@ -57,6 +59,7 @@ class VideoServiceSettings:
     checkpoint_interval_s: float = 5.0
     max_job_retries: int = 2  # runs of a job whose decode worker died, after the first
     max_streams: int = 16
+    limits: VideoLimits = field(default_factory=VideoLimits)
 
 
 class _Video:
@@ -107,18 +110,24 @@ class _HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def _uvicorn_server(app: Any, host: str, port: int) -> _HttpServer:
+def _uvicorn_server(
+    app: Any, host: str, port: int, limits: RequestLimits | None = None
+) -> _HttpServer:
+    """uvicorn on ``host:port`` with the connection limits: a header deadline, and at most
+    ``max_connections`` connections and requests at once (503 above, uvicorn's own answer)."""
+    limits = limits or RequestLimits()
     return _HttpServer(
         uvicorn.Config(
             app,
             host=host,
             port=port,
-            http="httptools",
+            http=protocol_class(limits.request_timeout_s),
             lifespan="off",
             access_log=False,
             log_config=None,
             backlog=2048,
             timeout_keep_alive=75,
+            limit_concurrency=limits.max_connections,
         )
     )
 
@@ -135,11 +144,13 @@ class _Listeners:
     ) -> None:
         self.listen = listen
         app = create_http_app(server, shm, video.routes)
-        self.http = _uvicorn_server(app, listen.host, listen.http_port)
+        self.http = _uvicorn_server(app, listen.host, listen.http_port, server.limits)
         self.metrics = None
         if listen.metrics_port is not None:
             metrics_app = create_metrics_app(server.metrics.registry)
-            self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port)
+            self.metrics = _uvicorn_server(
+                metrics_app, listen.host, listen.metrics_port, server.limits
+            )
         # raises RuntimeError when the port cannot be bound
         self.grpc = create_grpc_server(server, shm, self.grpc_address, video.streams)
         self.http_task: asyncio.Task[None] | None = None

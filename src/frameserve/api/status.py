@@ -11,6 +11,7 @@ _HTTP: dict[type[errors.FrameserveError], int] = {
     errors.ConfigError: 400,
     errors.NotSupported: 400,
     errors.NotFound: 404,
+    errors.RequestTimeout: 408,
     errors.PayloadTooLarge: 413,
     errors.QueueFull: 429,
     errors.ModelLoadError: 500,
@@ -18,6 +19,7 @@ _HTTP: dict[type[errors.FrameserveError], int] = {
     errors.Unavailable: 503,
     errors.FrameDropped: 503,
     errors.DeadlineExceeded: 504,
+    errors.InsufficientStorage: 507,
 }
 _GRPC: dict[type[errors.FrameserveError], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
@@ -31,6 +33,7 @@ _GRPC: dict[type[errors.FrameserveError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.FrameDropped: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.InsufficientStorage: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -56,6 +56,9 @@ class Limits(Protocol):
     @property
     def max_elements(self) -> int: ...
 
+    @property
+    def max_json_bytes(self) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ShmWindow:
@@ -150,6 +153,23 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[memoryview, mem
             f"{HEADER_LENGTH}: header length {n} is larger than the body ({len(view)} bytes)"
         )
     return view[:n], view[n:]
+
+
+def check_json_size(size: int, limit: int, where: str = "request body") -> None:
+    """Refuse a JSON document over ``limit`` bytes before it is parsed: parsed JSON takes
+    several times its size in memory."""
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{where}: JSON of {size} bytes exceeds the limit of {limit} bytes "
+            "(max_json_bytes, --max-json-mb)"
+        )
+
+
+def check_header_length(header_length: str | None, limit: int) -> None:
+    """Refuse a declared ``Inference-Header-Content-Length`` over ``limit`` before the body
+    is read (a malformed value is left to the decoder's own message)."""
+    if header_length is not None and header_length.strip().isdigit():
+        check_json_size(int(header_length.strip()), limit, HEADER_LENGTH)
 
 
 def parse_json_object(raw: bytes | memoryview) -> dict[str, Any]:
@@ -444,6 +464,8 @@ def decode_infer_request(
         )
     body = decompress(body, content_encoding, limits.max_body_bytes)
     json_part, binary_part = _split_body(body, header_length)
+    where = "request body" if header_length is None else f"{HEADER_LENGTH} header part"
+    check_json_size(len(json_part), limits.max_json_bytes, where)
     header = parse_json_object(json_part)
 
     request_id = header.get("id", "")
