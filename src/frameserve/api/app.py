@@ -84,12 +84,23 @@ class _Video:
                 max_queued=settings.max_queued_jobs,
                 checkpoint_interval_s=settings.checkpoint_interval_s,
                 max_retries=settings.max_job_retries,
+                limits=settings.limits,
             ),
         )
         self.streams = LiveStreams(
-            handle, LiveSettings(media_root=settings.media_root, max_streams=settings.max_streams)
+            handle,
+            LiveSettings(
+                media_root=settings.media_root,
+                max_streams=settings.max_streams,
+                max_subscribers=settings.limits.max_subscribers,
+                max_frame_pixels=settings.limits.max_frame_pixels,
+            ),
         )
-        uploads = UploadSettings(settings.state_dir / "uploads", settings.max_upload_bytes)
+        uploads = UploadSettings(
+            settings.state_dir / "uploads",
+            settings.max_upload_bytes,
+            settings.limits.max_concurrent_uploads,
+        )
         self.routes = VideoRoutes(
             self.jobs, self.streams, uploads, lambda: server.accepting and not self.closing
         )
