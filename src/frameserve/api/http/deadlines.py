@@ -119,7 +119,8 @@ def bounded_receive(scope: Scope, receive: Receive, timeout_s: float) -> Receive
         if complete:
             return await receive()
         try:
-            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):  # a timer handle, no extra task
+                message = await receive()
         except TimeoutError:
             raise RequestTimeout(
                 f"request body: not received within {allowed:g} s (request_timeout_s "
