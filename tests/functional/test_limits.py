@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 
@@ -51,6 +52,7 @@ def server(
         "--request-timeout", str(REQUEST_TIMEOUT_S),
         "--model-timeout", "1",
         "--max-connections", str(MAX_CONNECTIONS),
+        "--state-quota-mb", "0.001",  # the job database alone is over it
     )  # fmt: skip
     yield running
     assert running.terminate() == 0, running.log()
@@ -104,6 +106,36 @@ def test_v2_encoded_images_go_through_both_limits(server: RunningServer) -> None
         with pytest.raises(httpclient.InferenceServerException) as err:
             client.infer("text-det", [item])
         assert err.value.status() == "413" and pattern in str(err.value), str(err.value)
+    still_serving(server)
+
+
+def test_grpc_encoded_images_over_the_limit_are_resource_exhausted(
+    server: RunningServer,
+) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    name = client.get_model_metadata("text-det").inputs[0].name
+    item = grpcclient.InferInput(name, [3], "BYTES")
+    item.set_data_from_numpy(np.array([png(8, 8)] * 3, dtype=object))
+    with pytest.raises(grpcclient.InferenceServerException) as err:
+        client.infer("text-det", [item])
+    assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    assert "over the limit of 2 (max_images, --max-images)" in str(err.value)
+
+
+def test_jobs_and_uploads_over_the_state_quota_get_507(server: RunningServer) -> None:
+    body = json.dumps({"pipeline": "faces", "input": "clip.mp4"}).encode()
+    code, answer = post(server, "/v1/jobs", body, {"Content-Type": "application/json"})
+    assert code == 507, answer
+    assert "quota of 1048 bytes (state_quota_bytes, --state-quota-mb)" in answer["error"]
+    upload = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="v.mp4"\r\n\r\n'
+        + b"\0" * 1000
+        + b"\r\n--b--\r\n"
+    )
+    code, answer = post(
+        server, "/v1/jobs", upload, {"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert code == 507 and "--state-quota-mb" in answer["error"], answer
     still_serving(server)
 
 

@@ -11,14 +11,19 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from frameserve.errors import InsufficientStorage, NotFound, PayloadTooLarge
 from frameserve.serving.local import LocalServer
+from frameserve.video.frames import Frame
 from frameserve.video.jobs import JobQueue, JobRecord, JobSettings, JobSpec
+from frameserve.video.jobs.runner import JobRunner
 from frameserve.video.limits import VideoLimits, folder_bytes
 from video.media import Clip, make_clip
 
@@ -163,3 +168,24 @@ def test_limits_check_frames_and_length() -> None:
     with pytest.raises(PayloadTooLarge, match=r"x: 2\.5 s of video exceeds the limit of 2 s"):
         limits.check_length(None, 2.5, "x")
     VideoLimits(None, None, None).check_length(10**9, 1e9, "off")
+
+
+def test_frames_over_the_limits_while_decoding_stop_the_run(tmp_path: Path) -> None:
+    """The runner's frame hook (called by the sink thread before each frame is written): a
+    frame past the limits sets the job's stop event, and the run ends with the limit's error.
+    A header that lies cannot be made with PyAV's writers, so a stand-in job record and run
+    take the place of the real ones here; the header path is tested above with real jobs."""
+    settings = JobSettings(
+        state_dir=tmp_path, media_root=tmp_path, limits=VideoLimits(max_frames=3)
+    )
+    job = SimpleNamespace(id="j1", checkpoint=None, frames_done=0, frames_total=0)
+    stop = threading.Event()
+    runner = JobRunner(None, settings, job, lambda cp: None, stop)  # type: ignore[arg-type]
+    image = np.zeros((4, 4, 3), np.uint8)
+    for index in range(3):
+        runner._check_limits(Frame(0, index, index, Fraction(1, 24), image))
+    assert not stop.is_set()
+    runner._check_limits(Frame(0, 3, 3, Fraction(1, 24), image))
+    assert stop.is_set()
+    with pytest.raises(PayloadTooLarge, match=r"frame 3: 4 frames exceed the limit of 3"):
+        runner.execute(SimpleNamespace(run=lambda: None))  # type: ignore[arg-type]
