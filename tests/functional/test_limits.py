@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from repos import SLOW, python_model
 from servers import RunningServer, ServerLauncher
@@ -53,6 +55,7 @@ def server(
         "--model-timeout", "1",
         "--max-connections", str(MAX_CONNECTIONS),
         "--state-quota-mb", "0.001",  # the job database alone is over it
+        "--max-grpc-streams", "1",
     )  # fmt: skip
     yield running
     assert running.terminate() == 0, running.log()
@@ -137,6 +140,24 @@ def test_jobs_and_uploads_over_the_state_quota_get_507(server: RunningServer) ->
     )
     assert code == 507 and "--state-quota-mb" in answer["error"], answer
     still_serving(server)
+
+
+def test_one_grpc_connection_runs_at_most_max_grpc_streams_calls(server: RunningServer) -> None:
+    """With one stream a connection, a second call on the channel waits for the first: it
+    ends after it, where it would otherwise end at once (the first runs the slow model)."""
+    x = np.ones((1, 4), np.float32)
+    slow = service_pb2.ModelInferRequest(model_name="slow")
+    slow.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    slow.raw_input_contents.append(x.tobytes())
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=30)  # connected
+        first = stub.ModelInfer.future(slow, timeout=60)
+        time.sleep(0.2)  # the first call's stream is open
+        second = stub.ServerLive.future(service_pb2.ServerLiveRequest(), timeout=60)
+        assert second.result().live
+        assert first.done()  # the second waited for the first call's stream to close
+        assert first.exception() is not None  # 504: the model outlived --model-timeout
 
 
 def test_json_over_the_limit_is_refused_before_parsing(server: RunningServer) -> None:
