@@ -22,6 +22,7 @@ import tritonclient.utils.shared_memory as triton_shm
 from tritonclient.http._utils import _get_inference_request
 
 from frameserve.api.http import codec
+from frameserve.api.http.body import check_header_length
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.errors import InvalidInput, NotSupported, PayloadTooLarge
 from frameserve.serving.types import InferResponse, OutputTensor
@@ -547,7 +548,7 @@ def test_json_over_the_limit_is_refused_before_parsing() -> None:
     with pytest.raises(
         PayloadTooLarge,
         match=rf"request body: JSON of {len(body)} bytes exceeds the limit of 20 bytes "
-        r"\(max_json_bytes, --max-json-kb\)",
+        r"\(max_json_bytes, --max-json-mb\)",
     ):
         decode(body, limits=Limits(max_json_bytes=20))
 
@@ -559,8 +560,8 @@ def test_binary_header_over_the_json_limit() -> None:
     ):
         decode(header + b"\0" * 8, header_length=str(len(header)), limits=Limits(max_json_bytes=50))
     with pytest.raises(PayloadTooLarge, match=r"Inference-Header-Content-Length: JSON of 114"):
-        codec.check_header_length("114", 50)
-    codec.check_header_length("not a number", 50)  # left to the decoder's own message
+        check_header_length("114", 50)
+    check_header_length("not a number", 50)  # left to the decoder's own message
 
 
 def test_decompressed_body_over_the_limit() -> None:

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from frameserve import logcontext
 from frameserve.api import triton_config
 from frameserve.api.http import codec, predict
-from frameserve.api.http.body import read_body
+from frameserve.api.http.body import check_header_length, check_json_size, read_body
 from frameserve.api.http.deadlines import bounded_receive
 from frameserve.api.http.metrics import metrics_response
 from frameserve.api.http.reference import ApiReference
@@ -199,7 +199,7 @@ class _Routes:
         """An optional JSON object body ({} when empty)."""
         limits = self.server.limits
         body = await read_body(request.receive, request.headers, limits.max_body_bytes)
-        codec.check_json_size(len(body), limits.max_json_bytes)
+        check_json_size(len(body), limits.max_json_bytes)
         return codec.parse_json_object(body) if body.strip() else {}
 
     # -- inference ------------------------------------------------------------------------
@@ -217,7 +217,7 @@ class _Routes:
         if self.server.draining:
             raise Unavailable("server is draining: it accepts no new inference requests")
         limits = self.server.limits
-        codec.check_header_length(headers.get(codec.HEADER_LENGTH), limits.max_json_bytes)
+        check_header_length(headers.get(codec.HEADER_LENGTH), limits.max_json_bytes)
         decoded = codec.decode_infer_request(
             await read_body(receive, headers, limits.max_body_bytes),
             name,

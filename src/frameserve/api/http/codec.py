@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import orjson
 
+from frameserve.api.http.body import HEADER_LENGTH, check_json_size
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.datatypes import (
     BYTES,
@@ -33,7 +34,6 @@ from frameserve.datatypes import (
 from frameserve.errors import InvalidInput, NotSupported, PayloadTooLarge
 from frameserve.serving.types import InferRequest, InferResponse, InputTensor, OutputTensor
 
-HEADER_LENGTH: Final = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE: Final = "application/json"
 BINARY_CONTENT_TYPE: Final = "application/octet-stream"
 
@@ -153,23 +153,6 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[memoryview, mem
             f"{HEADER_LENGTH}: header length {n} is larger than the body ({len(view)} bytes)"
         )
     return view[:n], view[n:]
-
-
-def check_json_size(size: int, limit: int, where: str = "request body") -> None:
-    """Refuse a JSON document over ``limit`` bytes before it is parsed: parsed JSON takes
-    several times its size in memory."""
-    if size > limit:
-        raise PayloadTooLarge(
-            f"{where}: JSON of {size} bytes exceeds the limit of {limit} bytes "
-            "(max_json_bytes, --max-json-mb)"
-        )
-
-
-def check_header_length(header_length: str | None, limit: int) -> None:
-    """Refuse a declared ``Inference-Header-Content-Length`` over ``limit`` before the body
-    is read (a malformed value is left to the decoder's own message)."""
-    if header_length is not None and header_length.strip().isdigit():
-        check_json_size(int(header_length.strip()), limit, HEADER_LENGTH)
 
 
 def parse_json_object(raw: bytes | memoryview) -> dict[str, Any]:
