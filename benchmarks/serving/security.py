@@ -64,8 +64,13 @@ _GRPC_CLIENT = ("--ssl-grpc-private-key-file", "{pki}/client.key",
 _HTTP_TLS = ("--ssl-https-ca-certificates-file", "{pki}/ca.pem")
 _HTTP_CLIENT = ("--ssl-https-client-certificate-file", "{pki}/client.pem",
                 "--ssl-https-private-key-file", "{pki}/client.key")  # fmt: skip
+BENCH_KEY = "bench-0123456789abcdef"  # written to {keys} by make_pki
 VARIANTS: dict[str, Variant] = {
     "plain": Variant((), {"grpc": (), "http": ()}),
+    # perf_analyzer sends -H headers over HTTP only (no gRPC metadata flag): HTTP is measured
+    "keys": Variant(
+        ("--api-key-file", "{keys}"), {"http": ("-H", f"Authorization:Bearer {BENCH_KEY}")}
+    ),
     "tls": Variant(_TLS, {"grpc": _GRPC_TLS, "http": _HTTP_TLS}, https=True),
     "mtls": Variant(
         (*_TLS, "--tls-client-ca", "{pki}/ca.pem"),
@@ -96,6 +101,7 @@ def make_pki(folder: Path) -> Path:
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
             "-extfile", f"{name}.ext")  # fmt: skip
+    (folder / "keys.txt").write_text(f"bench:{BENCH_KEY}\n")
     return folder
 
 
@@ -112,9 +118,12 @@ def _server(repo: Path, name: str, pki: Path, logs: Path) -> ServerProcess:
         context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
         if variant.client_cert:
             context.load_cert_chain(pki / "client.pem", pki / "client.key")
+    keyed = "--api-key-file" in variant.serve
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"} if keyed else None
     return ServerProcess(
-        f"frameserve-{name}", cmd, ports, MODEL.name, logs / f"{name}.log", tls_context=context
-    )
+        f"frameserve-{name}", cmd, ports, MODEL.name, logs / f"{name}.log",
+        tls_context=context, headers=headers,
+    )  # fmt: skip
 
 
 def _measure(args: argparse.Namespace, repo: Path, pki: Path, logs: Path) -> list[dict]:

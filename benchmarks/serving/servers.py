@@ -43,11 +43,15 @@ class Ports:
 
 
 def http_status(
-    url: str, timeout: float = 1.0, context: ssl.SSLContext | None = None
+    url: str,
+    timeout: float = 1.0,
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
 ) -> int | None:
     """The HTTP status of GET ``url``, or None when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as err:
         return err.code
@@ -66,6 +70,7 @@ class ServerProcess:
     log_path: Path
     env: dict[str, str] | None = None
     tls_context: ssl.SSLContext | None = None  # the server speaks HTTPS; readiness uses this
+    headers: dict[str, str] | None = None  # sent with the readiness checks (an API key)
     startup_s: float | None = None
     _proc: subprocess.Popen | None = None
     _known: dict[int, float] = field(default_factory=dict)  # pid -> create_time
@@ -90,7 +95,9 @@ class ServerProcess:
                 raise RuntimeError(
                     f"{self.name} exited with {self._proc.returncode}; see {self.log_path}"
                 )
-            if all(http_status(u, context=self.tls_context) == 200 for u in urls):
+            if all(
+                http_status(u, context=self.tls_context, headers=self.headers) == 200 for u in urls
+            ):
                 self.startup_s = time.perf_counter() - t0
                 self.tree()
                 return self.startup_s

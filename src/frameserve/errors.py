@@ -44,6 +44,14 @@ class PayloadTooLarge(FrameserveError):
     """A body or tensor is larger than the configured limit (HTTP 413)."""
 
 
+class InsufficientStorage(FrameserveError):
+    """The server's state folder is over its quota: new jobs and uploads wait (HTTP 507)."""
+
+
+class RequestTimeout(InvalidInput):
+    """The client did not send its request body in time (HTTP 408)."""
+
+
 class QueueFull(FrameserveError):
     """The model's queue is at ``max_queue_size`` (HTTP 429)."""
 

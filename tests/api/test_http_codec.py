@@ -22,6 +22,7 @@ import tritonclient.utils.shared_memory as triton_shm
 from tritonclient.http._utils import _get_inference_request
 
 from frameserve.api.http import codec
+from frameserve.api.http.body import check_header_length
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.errors import InvalidInput, NotSupported, PayloadTooLarge
 from frameserve.serving.types import InferResponse, OutputTensor
@@ -29,10 +30,11 @@ from frameserve.serving.types import InferResponse, OutputTensor
 
 @dataclass(frozen=True)
 class Limits:
-    """Stands in for ``serving.server.RequestLimits`` (same two fields)."""
+    """Stands in for ``serving.server.RequestLimits`` (the fields the codec reads)."""
 
     max_body_bytes: int = 1 << 24
     max_elements: int = 1 << 20
+    max_json_bytes: int = 1 << 20
 
 
 SAMPLES: dict[str, np.ndarray] = {
@@ -539,6 +541,27 @@ def test_elements_over_the_limit() -> None:
         PayloadTooLarge, match=r"inputs\[0\]\.shape: input 'x' has 1000000 elements.*limit of 1000"
     ):
         decode(body, limits=Limits(max_elements=1000))
+
+
+def test_json_over_the_limit_is_refused_before_parsing() -> None:
+    body = one_input()
+    with pytest.raises(
+        PayloadTooLarge,
+        match=rf"request body: JSON of {len(body)} bytes exceeds the limit of 20 bytes "
+        r"\(max_json_bytes, --max-json-mb\)",
+    ):
+        decode(body, limits=Limits(max_json_bytes=20))
+
+
+def test_binary_header_over_the_json_limit() -> None:
+    header = b'{"inputs": []}' + b" " * 100
+    with pytest.raises(
+        PayloadTooLarge, match=r"Inference-Header-Content-Length header part: JSON of 114 bytes"
+    ):
+        decode(header + b"\0" * 8, header_length=str(len(header)), limits=Limits(max_json_bytes=50))
+    with pytest.raises(PayloadTooLarge, match=r"Inference-Header-Content-Length: JSON of 114"):
+        check_header_length("114", 50)
+    check_header_length("not a number", 50)  # left to the decoder's own message
 
 
 def test_decompressed_body_over_the_limit() -> None:

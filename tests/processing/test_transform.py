@@ -15,7 +15,7 @@ import skimage.data
 from rapidocr.ch_ppocr_det.utils import DetPreProcess
 from reference.mediapipe_faces import reference_face_input
 
-from frameserve.errors import InvalidInput
+from frameserve.errors import InvalidInput, PayloadTooLarge
 from frameserve.processing.spec import PreprocessSpec
 from frameserve.processing.transform import Geometry, Preprocessor, check_image
 from frameserve.serving.config import load_model_config
@@ -285,3 +285,40 @@ def test_check_image_refuses(bad: np.ndarray, shown: str) -> None:
 
 def test_check_image_accepts_rgb_uint8() -> None:
     check_image(skimage.data.astronaut())
+
+
+# --------------------------------------------------------------------------- size limit
+
+
+@pytest.mark.parametrize(
+    ("resize", "images", "layout"),
+    [
+        ({"mode": "limit_side", "limit": 64, "limit_type": "min", "multiple": 32}, [(90, 20)],
+         "NCHW"),
+        ({"mode": "letterbox", "size": [40, 30]}, [(90, 20), (10, 10)], "NHWC"),
+        ({"mode": "fixed_height", "height": 16, "width": 32, "variable_width": True},
+         [(90, 20), (10, 10)], "NCHW"),
+        ({"mode": "stretch", "size": [24, 24], "sampler": "warp"}, [(5, 7)], "NHWC"),
+    ],
+)  # fmt: skip
+def test_planned_shape_is_the_shape_made(
+    resize: dict[str, Any], images: list[tuple[int, int]], layout: str
+) -> None:
+    pre = preprocessor(resize, layout=layout)
+    batch = [image(w, h) for w, h in images]
+    assert pre.planned_shape(batch) == pre(batch)[0].shape
+
+
+def test_a_thin_image_is_refused_before_its_tensor_is_made() -> None:
+    # PP-OCR detection: a 2000x1 image with its short side grown to 736 would be a
+    # [1, 3, 736, 1472000] float32 tensor (13 GB); the limit stops it from the planned shape.
+    pre = preprocessor(
+        {"mode": "limit_side", "limit": 736, "limit_type": "min", "multiple": 32}, layout="NCHW"
+    )
+    with pytest.raises(
+        PayloadTooLarge,
+        match=r"image\(s\) 2000x1 would become shape \[1, 3, 736, 1472000\] \(3250176000 "
+        r"elements\), over the limit of 1000000 elements \(max_elements, --max-elements\)",
+    ):
+        pre([image(2000, 1)], max_elements=1_000_000)
+    assert pre([image(20, 10)], max_elements=4_000_000)[0].shape == (1, 3, 736, 1472)

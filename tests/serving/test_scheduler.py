@@ -93,6 +93,7 @@ def make(
     max_batch_size: int = 8,
     concurrency: int = 1,
     max_queue_size: int = 1024,
+    model_timeout_s: float | None = None,
     **batching: Any,
 ) -> Scheduler:
     """A started scheduler over ``model`` (call inside a running loop)."""
@@ -103,6 +104,7 @@ def make(
         concurrency=concurrency,
         max_queue_size=max_queue_size,
         priority_levels=db.priority_levels,
+        model_timeout_s=model_timeout_s,
     )
     s = Scheduler(model.infer, settings, VersionStats("fake", "1", None))
     s.start()
@@ -404,6 +406,28 @@ def test_deadline_passes_while_queued() -> None:
         check_rows(running, await result(running))
         check_rows(patient, await result(patient))
         assert 1 not in np.concatenate(model.batches)[:, 0]  # the expired row never ran
+        await settle(s)
+
+    run(main())
+
+
+def test_model_timeout_answers_504_and_keeps_the_slot_busy() -> None:
+    async def main() -> None:
+        model = FakeModel(gated=True)
+        s = make(model, max_batch_size=8, model_timeout_s=0.05)
+        stuck = item([1])
+        s.submit(stuck)
+        await model.wait_started(1)
+        err = await error_of(stuck)  # answered while the runtime still runs
+        assert isinstance(err, DeadlineExceeded)
+        assert "ran longer than 0.05 s (model_timeout_s, --model-timeout)" in str(err)
+        assert s.busy == 1 and model.running == 1  # the instance is still taken
+        waiting = item([2])
+        s.submit(waiting)
+        await asyncio.sleep(0.01)
+        assert len(model.batches) == 1  # nothing starts on the busy slot
+        model.gate.set()  # the runtime returns: the slot frees and the next batch runs
+        check_rows(waiting, await result(waiting))
         await settle(s)
 
     run(main())

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,15 @@ from frameserve.api.auth import AuthSettings, Keys
 from frameserve.api.grpc.server import create_grpc_server
 from frameserve.api.http.app import create_http_app
 from frameserve.api.http.browser import BrowserGuard, BrowserPolicy
+from frameserve.api.http.deadlines import protocol_class
 from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.api.tls import ServerTls, TlsSettings, load_tls
 from frameserve.serving.local import AttachedServer
-from frameserve.serving.server import InferenceServer, ServerSettings
+from frameserve.serving.server import InferenceServer, RequestLimits, ServerSettings
 from frameserve.video.jobs import JobQueue, JobSettings
+from frameserve.video.limits import VideoLimits
 from frameserve.video.live import LiveSettings, LiveStreams
 from frameserve.video.live.policy import SourcePolicy
 from frameserve.video.metrics import VideoCollector
@@ -66,6 +68,7 @@ class VideoServiceSettings:
     max_job_retries: int = 2  # runs of a job whose decode worker died, after the first
     max_streams: int = 16
     source_policy: SourcePolicy = SourcePolicy()  # where network stream sources may connect
+    limits: VideoLimits = field(default_factory=VideoLimits)
 
 
 class _Video:
@@ -90,6 +93,7 @@ class _Video:
                 max_queued=settings.max_queued_jobs,
                 checkpoint_interval_s=settings.checkpoint_interval_s,
                 max_retries=settings.max_job_retries,
+                limits=settings.limits,
             ),
         )
         self.streams = LiveStreams(
@@ -98,9 +102,15 @@ class _Video:
                 media_root=settings.media_root,
                 max_streams=settings.max_streams,
                 policy=settings.source_policy,
+                max_subscribers=settings.limits.max_subscribers,
+                max_frame_pixels=settings.limits.max_frame_pixels,
             ),
         )
-        uploads = UploadSettings(settings.state_dir / "uploads", settings.max_upload_bytes)
+        uploads = UploadSettings(
+            settings.state_dir / "uploads",
+            settings.max_upload_bytes,
+            settings.limits.max_concurrent_uploads,
+        )
         self.routes = VideoRoutes(
             self.jobs, self.streams, uploads, lambda: server.accepting and not self.closing
         )
@@ -121,19 +131,26 @@ class _HttpServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def _uvicorn_server(app: Any, host: str, port: int, tls: ServerTls | None) -> _HttpServer:
+def _uvicorn_server(
+    app: Any, host: str, port: int, tls: ServerTls | None, limits: RequestLimits | None = None
+) -> _HttpServer:
+    """uvicorn on ``host:port`` (TLS when ``tls``) with the connection limits: a header
+    deadline, and at most ``max_connections`` connections and requests at once (503 above,
+    uvicorn's own answer)."""
+    limits = limits or RequestLimits()
     return _HttpServer(
         uvicorn.Config(
             app,
             host=host,
             port=port,
             ssl_context_factory=None if tls is None else (lambda _config, _default: tls.context),
-            http="httptools",
+            http=protocol_class(limits.request_timeout_s),
             lifespan="off",
             access_log=False,
             log_config=None,
             backlog=2048,
             timeout_keep_alive=75,
+            limit_concurrency=limits.max_connections,
         )
     )
 
@@ -155,13 +172,15 @@ class _Listeners:
         self._tls_mode = "off" if tls is None else "mutual" if tls.mutual else "on"
         http_access = AccessPolicy.for_http(auth, keys)
         app = BrowserGuard(create_http_app(server, shm, video.routes, http_access), listen.browser)
-        self.http = _uvicorn_server(app, listen.host, listen.http_port, tls)
+        self.http = _uvicorn_server(app, listen.host, listen.http_port, tls, server.limits)
         self.metrics = None
         if listen.metrics_port is not None:
             metrics_app = BrowserGuard(
                 create_metrics_app(server.metrics.registry, http_access), listen.browser
             )
-            self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port, tls)
+            self.metrics = _uvicorn_server(
+                metrics_app, listen.host, listen.metrics_port, tls, server.limits
+            )
         # raises RuntimeError when the port cannot be bound
         credentials = None if tls is None else tls.grpc_credentials()
         self.grpc = create_grpc_server(

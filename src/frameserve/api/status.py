@@ -14,6 +14,7 @@ _HTTP: dict[type[errors.FrameserveError], int] = {
     errors.PermissionDenied: 403,
     errors.CrossSiteRequest: 403,
     errors.NotFound: 404,
+    errors.RequestTimeout: 408,
     errors.PayloadTooLarge: 413,
     errors.MisdirectedRequest: 421,
     errors.QueueFull: 429,
@@ -22,6 +23,7 @@ _HTTP: dict[type[errors.FrameserveError], int] = {
     errors.Unavailable: 503,
     errors.FrameDropped: 503,
     errors.DeadlineExceeded: 504,
+    errors.InsufficientStorage: 507,
 }
 _GRPC: dict[type[errors.FrameserveError], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
@@ -40,6 +42,7 @@ _GRPC: dict[type[errors.FrameserveError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.FrameDropped: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.InsufficientStorage: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -21,6 +21,7 @@ from frameserve.cli.args import (
     positive_float,
     positive_int,
 )
+from frameserve.cli.serve_limits import add_limits, request_limits, video_limits
 
 if TYPE_CHECKING:
     from frameserve.api.auth import AuthSettings
@@ -67,15 +68,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                         "draining, so a load balancer takes the replica out first")  # fmt: skip
     p.add_argument("--exit-timeout", type=positive_float, default=30.0, metavar="SECONDS",
                    help="how long the drain waits for in-flight requests")  # fmt: skip
-    p.add_argument("--max-request-mb", type=positive_float, default=256.0, metavar="MB",
-                   help="largest request body / gRPC message (413 above)")  # fmt: skip
-    p.add_argument("--max-elements", type=positive_int, default=64 * 2**20, metavar="N",
-                   help="largest element count of one input tensor")  # fmt: skip
-    p.add_argument("--max-image-pixels", type=positive_int, default=50_000_000, metavar="N",
-                   help="largest decoded image an image request may carry (413 above)")  # fmt: skip
     _add_video(p)
     _add_access(p)
     _add_sources(p)
+    add_limits(p)
     add_model_cache(p)
     p.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
                    help="auto: text on a terminal, JSON lines otherwise")  # fmt: skip
@@ -247,7 +243,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from frameserve.api.http.browser import BrowserPolicy
     from frameserve.cli import logs
     from frameserve.errors import ConfigError
-    from frameserve.serving.server import RequestLimits, ServerSettings
+    from frameserve.serving.server import ServerSettings
     from frameserve.serving.tracing import TracingSettings
     from frameserve.video.live.policy import SourcePolicy
 
@@ -264,9 +260,7 @@ def run_serve(args: argparse.Namespace) -> int:
         exit_timeout_s=args.exit_timeout,
         drain_delay_s=args.drain_delay,
         model_cache_dir=model_cache_dir(args),
-        limits=RequestLimits(
-            int(args.max_request_mb * 2**20), args.max_elements, args.max_image_pixels
-        ),
+        limits=request_limits(args),
         tracing=TracingSettings(args.trace_otlp_endpoint, args.trace_sample_rate)
         if args.trace_otlp_endpoint
         else None,
@@ -284,6 +278,7 @@ def run_serve(args: argparse.Namespace) -> int:
         source_policy=SourcePolicy.from_flags(
             args.allow_network, args.deny_network, args.allow_udp_sources
         ),
+        limits=video_limits(args),
     )
     try:
         listen = ListenSettings(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from frameserve.errors import InvalidInput
+from frameserve.errors import InvalidInput, PayloadTooLarge
 from frameserve.processing.spec import Interpolation, PreprocessSpec, ResizeSpec
 
 INTERPOLATION = {
@@ -212,8 +212,43 @@ class Preprocessor:
             out = out.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(out)
 
-    def __call__(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
-        """A batch tensor for images that resize to one tensor size, with their geometries."""
+    def planned_shape(self, images: list[np.ndarray]) -> tuple[int, ...]:
+        """The shape ``__call__`` would give ``images`` (the largest image's tensor size), found
+        without resizing anything."""
+        r = self.spec.resize
+        if r.sampler == "warp":
+            assert r.size is not None
+            tw, th = r.size
+        else:
+            ratio = self.batch_ratio(images) if r.variable_width else 0.0
+            sizes = [_target(r, im.shape[1], im.shape[0], ratio)[2:] for im in images]
+            tw, th = max(sizes, key=lambda s: s[0] * s[1])
+        if self.spec.layout == "NCHW" and not self.fused:
+            return (len(images), 3, th, tw)
+        return (len(images), th, tw, 3)
+
+    def check_size(self, images: list[np.ndarray], max_elements: int) -> None:
+        """Refuse images whose tensor would hold more than ``max_elements`` elements, before
+        it is allocated: a 2000x1 image resized to a 736-pixel short side is 4 billion."""
+        for i, im in enumerate(images):
+            check_image(im, f"image {i}")
+        shape = self.planned_shape(images)
+        count = math.prod(shape)
+        if count > max_elements:
+            sizes = sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images})
+            raise PayloadTooLarge(
+                f"pre-processed tensor: image(s) {', '.join(sizes)} would become shape "
+                f"{list(shape)} ({count} elements), over the limit of {max_elements} elements "
+                "(max_elements, --max-elements)"
+            )
+
+    def __call__(
+        self, images: list[np.ndarray], max_elements: int | None = None
+    ) -> tuple[np.ndarray, list[Geometry]]:
+        """A batch tensor for images that resize to one tensor size, with their geometries;
+        with ``max_elements``, refused (413) before any work when the tensor would be larger."""
+        if max_elements is not None:
+            self.check_size(images, max_elements)
         ratio = self.batch_ratio(images) if self.spec.resize.variable_width else 0.0
         resized, geometries = [], []
         for im in images:

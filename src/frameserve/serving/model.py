@@ -107,9 +107,11 @@ class ModelVersion:
         metrics: Metrics | None,
         fingerprint: object = None,
         cache_dir: Path | None = None,
+        model_timeout_s: float | None = None,
     ) -> None:
         """Load the backend (blocking: call from a worker thread); ``cache_dir``: the
-        server's compiled-model cache, for configs that name none."""
+        server's compiled-model cache, for configs that name none; ``model_timeout_s``: the
+        server's limit on one model call (callers get 504 after it)."""
         self.name = name
         self.version = version
         self.config = config
@@ -159,6 +161,7 @@ class ModelVersion:
             concurrency=self.instances,
             max_queue_size=db.max_queue_size if db else 1024,
             priority_levels=self.priority_levels,
+            model_timeout_s=model_timeout_s,
         )
         self.scheduler: Scheduler | None = None
         self._input_index = {t.name: t for t in self.inputs}

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from frameserve.datatypes import from_numpy
-from frameserve.errors import InvalidInput, ModelExecutionError
+from frameserve.errors import InvalidInput, ModelExecutionError, PayloadTooLarge
 from frameserve.processing.image import decode_image
 from frameserve.processing.results import Classes, Detections, Result, Text, Texts
 from frameserve.processing.tasks import DecodeOptions
@@ -112,8 +112,18 @@ async def infer_tensor(
 class Predictor:
     """Runs models with declared processing and model pipelines on images."""
 
-    def __init__(self, get_version: Callable[[str, str], ModelVersion], workers: int) -> None:
+    def __init__(
+        self,
+        get_version: Callable[[str, str], ModelVersion],
+        workers: int,
+        max_elements: int | None = None,
+        max_images: int | None = None,
+    ) -> None:
+        """``max_elements``: the largest pre-processed tensor (413 above, checked before it is
+        made); ``max_images``: the most encoded images one request may carry (413 above)."""
         self._get = get_version
+        self._max_elements = max_elements
+        self._max_images = max_images
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="processing")
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
@@ -143,7 +153,9 @@ class Predictor:
         """Pre-process images that share a tensor size and infer them as one batch."""
         assert mv.processing is not None
         with timings.step("preprocess"):
-            tensor, geometries = await self._off_loop(mv.processing.preprocess, images)
+            tensor, geometries = await self._off_loop(
+                mv.processing.preprocess, images, self._max_elements
+            )
         with timings.step("infer"):
             outputs = await infer_tensor(mv, tensor, admission, timings.trace)
         return outputs, geometries
@@ -177,6 +189,14 @@ class Predictor:
                 results.extend(await self._off_loop(decode))
         return results
 
+    def check_image_count(self, count: int, where: str) -> None:
+        """Refuse more encoded images in one request than ``max_images`` (413)."""
+        if self._max_images is not None and count > self._max_images:
+            raise PayloadTooLarge(
+                f"{where}: {count} encoded images in one request, over the limit of "
+                f"{self._max_images} (max_images, --max-images)"
+            )
+
     async def decode(
         self, data: bytes, max_pixels: int, content_type: str | None, source: str, timings: Timings
     ) -> np.ndarray:
@@ -203,6 +223,7 @@ class Predictor:
             if t.name != name or t.datatype != "BYTES":
                 continue
             items = list(t.data.reshape(-1))
+            self.check_image_count(len(items), f"inputs[{i}]")
             if mv.max_batch_size == 0 and len(items) != 1:
                 raise InvalidInput(
                     f"inputs[{i}]: model {mv.name} takes one image a request, got {len(items)}"
@@ -217,7 +238,9 @@ class Predictor:
                 for k, b in enumerate(items)
             ]
             with timings.step("preprocess"):
-                tensor, _ = await self._off_loop(mv.processing.preprocess, images)
+                tensor, _ = await self._off_loop(
+                    mv.processing.preprocess, images, self._max_elements
+                )
             if mv.max_batch_size == 0:
                 tensor = tensor[0]
             request.inputs[i] = InputTensor(name, from_numpy(tensor.dtype), tensor.shape, tensor)
@@ -234,6 +257,7 @@ class Predictor:
                 f"got {got}"
             )
         docs = []
+        self.check_image_count(request.inputs[0].data.size, "inputs[0]")
         for k, data in enumerate(request.inputs[0].data.reshape(-1)):
             timings = Timings(trace=request.trace)
             image = await self.decode(bytes(data), max_pixels, None, f"inputs[0][{k}]", timings)

@@ -101,10 +101,13 @@ class ModelRepository:
         budget: CpuBudget,
         metrics: Metrics | None,
         cache_dir: Path | None = None,
+        model_timeout_s: float | None = None,
     ) -> None:
-        """``cache_dir``: where backends cache compiled models (None: no cache)."""
+        """``cache_dir``: where backends cache compiled models (None: no cache);
+        ``model_timeout_s``: callers of a longer model call get 504 (None: they wait)."""
         self.root = root.resolve()
         self.cache_dir = cache_dir
+        self.model_timeout_s = model_timeout_s
         self._budget = budget
         self._metrics = metrics
         self._models: dict[str, ModelEntry] = {}
@@ -279,7 +282,7 @@ class ModelRepository:
         loop = asyncio.get_running_loop()
         load = functools.partial(
             ModelVersion, name, version, config, path, self._budget, self._metrics, fp,
-            cache_dir=self.cache_dir,
+            cache_dir=self.cache_dir, model_timeout_s=self.model_timeout_s,
         )  # fmt: skip
         mv = await loop.run_in_executor(self._loader, load)
         try:

@@ -6,6 +6,8 @@ only; backends do their blocking work elsewhere and are awaited. Invariants (tes
 - outputs match inputs one to one: item *i* gets rows ``[offset_i, offset_i + batch_size_i)``;
 - every submitted item's future is resolved exactly once: with its outputs, or with the error of
   its batch, ``DeadlineExceeded``, ``FrameDropped``, or ``Unavailable`` at shutdown;
+- a batch running past ``model_timeout_s`` answers its callers ``DeadlineExceeded`` at once, and
+  still holds its slot until the backend returns;
 - at most ``concurrency`` batches execute at once; batches are formed only when a slot is free,
   so under load requests accumulate into larger batches instead of waiting behind busy slots.
 """
@@ -66,6 +68,9 @@ class SchedulerSettings:
     concurrency: int  # batches that may execute at once (backend instances)
     max_queue_size: int = 1024
     priority_levels: int = 1
+    # A batch running longer answers its callers DeadlineExceeded; its slot stays busy until
+    # the runtime returns (a runtime call cannot be interrupted safely). None: wait.
+    model_timeout_s: float | None = None
 
 
 class Scheduler:
@@ -290,8 +295,27 @@ class Scheduler:
         task.add_done_callback(self._forget_task)
         task.add_done_callback(self._log_task_failure)
 
+    def _model_timed_out(self, batch: list[WorkItem]) -> None:
+        """The model call outlived ``model_timeout_s``: answer its callers, keep the slot."""
+        timeout = self._s.model_timeout_s
+        log.warning(
+            "%s v%s: a batch of %d ran longer than %g s; its callers got 504, its instance "
+            "stays busy until the runtime returns",
+            self._stats.model, self._stats.version, len(batch), timeout,
+        )  # fmt: skip
+        err = DeadlineExceeded(
+            f"model {self._stats.model} v{self._stats.version}: the model call ran longer than "
+            f"{timeout:g} s (model_timeout_s, --model-timeout)"
+        )
+        for item in batch:
+            self._resolve_error(item, err)
+
     async def _execute(self, batch: list[WorkItem]) -> None:
         start = time.perf_counter_ns()
+        timer = None
+        if self._s.model_timeout_s is not None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(self._s.model_timeout_s, self._model_timed_out, batch)
         try:
             inputs = self._assemble(batch)
             t_in = time.perf_counter_ns()
@@ -317,6 +341,8 @@ class Scheduler:
             for item in batch:
                 self._resolve_error(item, err)
         finally:
+            if timer is not None:
+                timer.cancel()
             self._busy -= 1
             self._update_idle()
             self._wake.set()

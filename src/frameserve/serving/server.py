@@ -61,8 +61,16 @@ class RequestLimits:
     """Upper bounds on what one request may carry."""
 
     max_body_bytes: int = 256 * 2**20
+    # Elements of one tensor: a wire input, and the tensor declared pre-processing would make
+    # from an image (checked from the planned shape before anything is allocated).
     max_elements: int = 64 * 2**20
     max_image_pixels: int = 50_000_000  # a decoded image larger than this is refused (413)
+    max_images: int = 64  # encoded images in one request (a BYTES batch)
+    max_json_bytes: int = 64 * 2**20  # a JSON document (body or binary-extension header)
+    request_timeout_s: float | None = 60.0  # a request's headers and body must arrive by then
+    model_timeout_s: float | None = None  # waiting callers get 504 after it (None: wait)
+    max_connections: int | None = 1024  # HTTP connections + in-flight requests (uvicorn: 503)
+    max_grpc_streams: int = 100  # concurrent calls on one HTTP/2 connection
 
 
 @dataclass(frozen=True)
@@ -100,9 +108,18 @@ class InferenceServer:
         self.budget = settings.budget or detect_cpu_budget()
         self.metrics = Metrics()
         self.repository = ModelRepository(
-            settings.repository, self.budget, self.metrics, settings.model_cache_dir
+            settings.repository,
+            self.budget,
+            self.metrics,
+            settings.model_cache_dir,
+            model_timeout_s=self.limits.model_timeout_s,
         )
-        self.predictor = Predictor(self.repository.get, self.budget.cores)
+        self.predictor = Predictor(
+            self.repository.get,
+            self.budget.cores,
+            max_elements=self.limits.max_elements,
+            max_images=self.limits.max_images,
+        )
         self.pipelines: dict[str, PipelineConfig] = {}
         self._pipeline_failures: dict[str, str] = {}
         self._started = False

@@ -379,6 +379,8 @@ def create_grpc_server(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share
+            # One client connection cannot hold more calls than this at once (HTTP/2 streams).
+            ("grpc.max_concurrent_streams", server.limits.max_grpc_streams),
         ],
     )
     handlers = GRPCInferenceService(server, shm).method_handlers()

@@ -34,7 +34,8 @@ from frameserve import logcontext
 from frameserve.api import triton_config
 from frameserve.api.access import AccessPolicy
 from frameserve.api.http import codec, predict
-from frameserve.api.http.body import read_body
+from frameserve.api.http.body import check_header_length, check_json_size, read_body
+from frameserve.api.http.deadlines import bounded_receive
 from frameserve.api.http.guard import refuse
 from frameserve.api.http.metrics import metrics_response
 from frameserve.api.http.reference import ApiReference
@@ -45,6 +46,7 @@ from frameserve.errors import (
     FrameserveError,
     InvalidInput,
     NotSupported,
+    RequestTimeout,
     Unavailable,
 )
 from frameserve.serving.repository import check_model_name
@@ -68,7 +70,10 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 def error_response(err: BaseException) -> Response:
     """Triton's error body, with the status ``frameserve.api.status`` gives the error."""
-    return json_response({"error": error_message(err)}, http_status(err))
+    response = json_response({"error": error_message(err)}, http_status(err))
+    if isinstance(err, RequestTimeout):  # the rest of a late body must not read as a request
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _check_names(name: str, version: str) -> tuple[str, str]:
@@ -194,7 +199,9 @@ class _Routes:
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
         """An optional JSON object body ({} when empty)."""
-        body = await read_body(request.receive, request.headers, self.server.limits.max_body_bytes)
+        limits = self.server.limits
+        body = await read_body(request.receive, request.headers, limits.max_body_bytes)
+        check_json_size(len(body), limits.max_json_bytes)
         return codec.parse_json_object(body) if body.strip() else {}
 
     # -- inference ------------------------------------------------------------------------
@@ -212,6 +219,7 @@ class _Routes:
         if self.server.draining:
             raise Unavailable("server is draining: it accepts no new inference requests")
         limits = self.server.limits
+        check_header_length(headers.get(codec.HEADER_LENGTH), limits.max_json_bytes)
         decoded = codec.decode_infer_request(
             await read_body(receive, headers, limits.max_body_bytes),
             name,
@@ -412,6 +420,7 @@ class HttpApp:
         self._routes = _Routes(server, shm)
         self._access = access if access is not None and access.active else None
         self._tracing = server.tracing
+        self._body_timeout_s = server.limits.request_timeout_s
         extra = ApiReference(server.version).routes() + (video.routes() if video else [])
         routes = _routes(self._routes, server.tracing) + [
             Route(path, _guarded(fn), methods=[method]) for path, fn, method in extra
@@ -429,6 +438,8 @@ class HttpApp:
             if refused is not None:
                 await refused(scope, receive, send)
                 return
+        if scope["type"] == "http" and self._body_timeout_s is not None:
+            receive = bounded_receive(scope, receive, self._body_timeout_s)
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _INFER_PATH.fullmatch(scope["path"])
             # Escaped paths go to the router, which refuses encoded slashes by the raw path.

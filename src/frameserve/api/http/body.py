@@ -1,4 +1,4 @@
-"""Reading a request body within the size limit, shared by every HTTP endpoint."""
+"""Reading a request body within the size limits, shared by every HTTP endpoint."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from frameserve.errors import PayloadTooLarge
+
+HEADER_LENGTH = "Inference-Header-Content-Length"  # Triton's binary tensor extension
 
 
 def check_content_length(headers: Headers, limit: int) -> None:
@@ -36,3 +38,20 @@ async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)  # one chunk: the same object, no copy
+
+
+def check_json_size(size: int, limit: int, where: str = "request body") -> None:
+    """Refuse a JSON document over ``limit`` bytes before it is parsed: parsed JSON takes
+    several times its size in memory."""
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{where}: JSON of {size} bytes exceeds the limit of {limit} bytes "
+            "(max_json_bytes, --max-json-mb)"
+        )
+
+
+def check_header_length(header_length: str | None, limit: int) -> None:
+    """Refuse a declared ``Inference-Header-Content-Length`` over ``limit`` before the body
+    is read (a malformed value is left to the decoder's own message)."""
+    if header_length is not None and header_length.strip().isdigit():
+        check_json_size(int(header_length.strip()), limit, HEADER_LENGTH)

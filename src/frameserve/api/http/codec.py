@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import orjson
 
+from frameserve.api.http.body import HEADER_LENGTH, check_json_size
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.datatypes import (
     BYTES,
@@ -33,7 +34,6 @@ from frameserve.datatypes import (
 from frameserve.errors import InvalidInput, NotSupported, PayloadTooLarge
 from frameserve.serving.types import InferRequest, InferResponse, InputTensor, OutputTensor
 
-HEADER_LENGTH: Final = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE: Final = "application/json"
 BINARY_CONTENT_TYPE: Final = "application/octet-stream"
 
@@ -55,6 +55,9 @@ class Limits(Protocol):
 
     @property
     def max_elements(self) -> int: ...
+
+    @property
+    def max_json_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +447,8 @@ def decode_infer_request(
         )
     body = decompress(body, content_encoding, limits.max_body_bytes)
     json_part, binary_part = _split_body(body, header_length)
+    where = "request body" if header_length is None else f"{HEADER_LENGTH} header part"
+    check_json_size(len(json_part), limits.max_json_bytes, where)
     header = parse_json_object(json_part)
 
     request_id = header.get("id", "")

@@ -37,7 +37,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from frameserve.api.auth import new_owner, owner_scope
 from frameserve.api.http.body import check_content_length, read_body
 from frameserve.api.http.codec import parse_json_object
-from frameserve.errors import InvalidInput, PayloadTooLarge, Unavailable
+from frameserve.errors import InvalidInput, PayloadTooLarge, QueueFull, Unavailable
 from frameserve.serving.config import format_validation_error
 
 if TYPE_CHECKING:
@@ -57,6 +57,21 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class UploadSettings:
     folder: Path  # where uploads are written (under the state dir)
     max_bytes: int
+    max_concurrent: int = 4  # uploads received at once (429 above)
+
+
+class _UploadParser(MultiPartParser):
+    """A multipart parser that notes the text fields sent before the file when the file part
+    begins (``fields_before_file``), so they can be checked before the video is received."""
+
+    def __init__(self, request: Request, stream: AsyncGenerator[bytes, None]) -> None:
+        super().__init__(request.headers, stream, max_files=1, max_fields=8)
+        self.fields_before_file: dict[str, str] | None = None
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        if self._current_part.file is not None and self.fields_before_file is None:
+            self.fields_before_file = {k: v for k, v in self.items if isinstance(v, str)}
 
 
 def _json(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -82,6 +97,10 @@ def _form_value(form: FormData, key: str) -> Any:
     value = form.get(key)
     if isinstance(value, UploadFile):
         raise InvalidInput(f"multipart field {key!r}: expected a text field, got a file")
+    return _form_value_of(key, value)
+
+
+def _form_value_of(key: str, value: str | None) -> Any:
     if key == "video_out" and value is not None:
         lowered = value.strip().lower()
         if lowered not in ("true", "false", "1", "0"):
@@ -106,6 +125,7 @@ class VideoRoutes:
         self.streams = streams
         self.uploads = uploads
         self._ready = ready
+        self._receiving = 0  # uploads being received now (on the loop: no lock)
 
     def _check_ready(self) -> None:
         if not self._ready():
@@ -121,7 +141,7 @@ class VideoRoutes:
         self._check_ready()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
-            fields, upload = await self._receive_upload(request)
+            fields, upload = await self._bounded_upload(request)
             try:
                 spec = _validate(JobSpec, {**fields, "input": upload.name}, "job")
                 record = await asyncio.to_thread(self.jobs.submit_file, spec, upload, new_owner())
@@ -139,14 +159,41 @@ class VideoRoutes:
         job = record.to_json()
         return _json(job, 201, headers={"Location": f"/v1/jobs/{job['id']}"})
 
+    async def _bounded_upload(self, request: Request) -> tuple[dict[str, Any], Path]:
+        """``_receive_upload`` within ``max_concurrent`` uploads at once (429 above), after the
+        checks that need no body: declared size, queue room and the state-folder quota."""
+        check_content_length(request.headers, self.uploads.max_bytes + JSON_BODY_LIMIT)
+        if self._receiving >= self.uploads.max_concurrent:
+            raise QueueFull(
+                f"uploads: {self._receiving} are being received, the limit is "
+                f"{self.uploads.max_concurrent} (max_concurrent_uploads, "
+                "--max-concurrent-uploads); try again when one is done"
+            )
+        self._receiving += 1
+        try:
+            await asyncio.to_thread(self.jobs.check_room)
+            return await self._receive_upload(request)
+        finally:
+            self._receiving -= 1
+
+    def _check_fields(self, fields: dict[str, Any]) -> None:
+        """The fields sent before the file, checked before the file is received (a pipeline
+        that does not exist, models not loaded, a bad sample): the job would be refused."""
+        from frameserve.video.jobs import JobSpec
+
+        if "pipeline" in fields:
+            typed = {k: _form_value_of(k, v) for k, v in fields.items()}
+            self.jobs.validate(_validate(JobSpec, {**typed, "input": "upload"}, "job"))
+
     async def _receive_upload(self, request: Request) -> tuple[dict[str, Any], Path]:
         """Parse a multipart upload within the size limit; the file lands in its own folder."""
         limit = self.uploads.max_bytes
-        check_content_length(request.headers, limit + JSON_BODY_LIMIT)
         received = 0
 
+        checked = False
+
         async def counted() -> AsyncGenerator[bytes, None]:
-            nonlocal received
+            nonlocal received, checked
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit + JSON_BODY_LIMIT:
@@ -154,8 +201,14 @@ class VideoRoutes:
                         f"upload: more than the limit of {limit} bytes (--max-upload-mb)"
                     )
                 yield chunk
+                # The parser has taken the chunk. Where the file began in it, check the fields
+                # sent before it (in a worker thread: opening the pipeline's models may block)
+                # before receiving more.
+                if not checked and parser.fields_before_file is not None:
+                    checked = True
+                    await asyncio.to_thread(self._check_fields, parser.fields_before_file)
 
-        parser = MultiPartParser(request.headers, counted(), max_files=1, max_fields=8)
+        parser = _UploadParser(request, counted())
         form = await parser.parse()
         try:
             part = form.get("file")

@@ -9,6 +9,10 @@ jobs; nothing slow happens under it (a checkpoint's commit is one synchronous wr
 At most ``max_running`` jobs run at once; the others wait in submit order, at most
 ``max_queued`` of them (``QueueFull`` beyond). Frames enter the schedulers at the background
 level, below online requests and live streams: never dropped, only slowed.
+
+Finished jobs are deleted with their files ``limits.job_retention_s`` after they ended, by the
+``job-retention`` thread (and before a quota check); new jobs are refused while the state
+folder is over ``limits.state_quota_bytes``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class JobQueue:
         self._store: JobStore | None = None
         self._active: dict[str, _Active] = {}
         self._closed = False
+        self._closing = threading.Event()  # wakes the retention thread at close
+        self._retention: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -88,10 +94,18 @@ class JobQueue:
                 resume = sum(1 for job in waiting if job.checkpoint is not None)
                 log.info("jobs: %d waiting, %d resume from a checkpoint", len(waiting), resume)
             self._dispatch()
+        if self.settings.limits.job_retention_s is not None:
+            self._retention = threading.Thread(
+                target=self._retain, name="job-retention", daemon=True
+            )
+            self._retention.start()
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop running jobs without cancelling them: each goes back to "queued" with its
         last checkpoint, so the next ``start`` resumes it. Then close the store."""
+        self._closing.set()
+        if self._retention is not None:
+            self._retention.join(timeout_s)
         with self._lock:
             self._closed = True
             active = list(self._active.values())
@@ -117,12 +131,50 @@ class JobQueue:
             raise Unavailable(f"job queue: expected a started queue, it is {state}")
         return self._store
 
+    # -- retention and quota ----------------------------------------------------------------
+    def _retain(self) -> None:
+        """The ``job-retention`` thread: delete expired jobs now and then until close."""
+        retention = self.settings.limits.job_retention_s
+        assert retention is not None
+        every = min(60.0, max(0.5, retention / 4))  # an expired job outlives retention < 25%
+        while not self._closing.wait(every):
+            try:
+                self.purge_expired()
+            except Exception:  # noqa: BLE001 - a failed sweep must not end the thread
+                log.exception("jobs: deleting expired jobs failed")
+
+    def purge_expired(self, now: float | None = None) -> list[str]:
+        """Delete finished jobs (record and files) that ended over ``job_retention_s`` ago;
+        returns their ids."""
+        retention = self.settings.limits.job_retention_s
+        if retention is None:
+            return []
+        with self._lock:
+            if self._store is None:
+                return []
+            cutoff = (time.time() if now is None else now) - retention
+            expired = [j for j in self._store.ended_before(cutoff) if j not in self._active]
+            for job_id in expired:
+                self._store.delete(job_id)
+        for job_id in expired:
+            shutil.rmtree(self._paths(job_id).folder, ignore_errors=True)
+            log.info("job %s: deleted after --job-retention %g s", job_id, retention)
+        return expired
+
+    def check_quota(self) -> None:
+        """InsufficientStorage (507) while the state folder is over its quota (expired jobs
+        are deleted first)."""
+        if self.settings.limits.state_quota_bytes is not None:
+            self.purge_expired()
+            self.settings.limits.check_quota(self.settings.state_dir)
+
     # -- submit -----------------------------------------------------------------------------
     def submit(self, spec: JobSpec, owner: str = "") -> JobRecord:
         """Queue a job over ``spec.input`` in the media root for ``owner`` (an API key name,
         "" with keys off); returns it "queued"."""
         with self._lock:
             self._db()  # Unavailable before start and after close, before any other check
+        self.check_quota()
         spec = self._validate(spec)
         check_file_format(self.media.resolve(spec.input, "input"), f"input {spec.input!r}")
         return self._add(spec, None, owner)
@@ -136,12 +188,30 @@ class JobQueue:
                 self._db()
             upload = self._check_upload(path)
             check_file_format(upload, f"upload {spec.input!r}")
+            self.check_quota()
             spec = self._validate(spec)
             return self._add(spec, upload, owner)
         except BaseException:
             if Path(path).resolve().is_relative_to(self.uploads):
                 self._discard_upload(Path(path))
             raise
+
+    def check_room(self) -> None:
+        """Refuse a new job before anything is received for it: the queue is full (429) or
+        the state folder is over its quota (507)."""
+        with self._lock:
+            waiting = self._db().count(S.QUEUED)
+        if waiting >= self.settings.max_queued:
+            raise QueueFull(
+                f"jobs: {waiting} jobs are queued, the limit is max_queued "
+                f"{self.settings.max_queued} (--max-queued-jobs); submit again after some "
+                "have started"
+            )
+        self.check_quota()
+
+    def validate(self, spec: JobSpec) -> JobSpec:
+        """``spec`` checked as ``submit`` checks it (pipeline, models, sampling)."""
+        return self._validate(spec)
 
     def _validate(self, spec: JobSpec) -> JobSpec:
         """Refuse what cannot run: unknown pipeline (InvalidInput), models not loaded

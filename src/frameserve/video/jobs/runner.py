@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from frameserve.errors import FrameserveError, PayloadTooLarge
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
 from frameserve.video.config import VideoOutSpec, load_named_pipeline
@@ -97,6 +98,7 @@ class JobRunner:
         self._video: SegmentedVideo | None = None
         self._run: VideoRun | None = None
         self.input: Path | None = None  # the resolved input, once known
+        self.limit_error: FrameserveError | None = None  # why the sink stopped the run
         self._started = time.monotonic()
         self._last_checkpoint = self._started
 
@@ -138,6 +140,10 @@ class JobRunner:
             isolate=self.settings.isolate,
         )  # fmt: skip
         self._run = run
+        info = run.sources[0].info  # the header, read in a worker process: refuse at once
+        where = "input header"
+        self.settings.limits.check_frame(info.width, info.height, where)
+        self.settings.limits.check_length(info.frames or None, info.duration_s, where)
         return run
 
     @property
@@ -153,6 +159,8 @@ class JobRunner:
         when stopped first (cancel or shutdown)."""
         self._started = self._last_checkpoint = time.monotonic()
         run.run()
+        if self.limit_error is not None:
+            raise self.limit_error
         stream = run.streams[0]
         if not stream.finished:
             return False
@@ -229,6 +237,27 @@ class JobRunner:
             else:
                 join_segments(segments, source, self.paths.output)
 
+    def _check_limits(self, frame: Frame) -> None:
+        """Stop the run when a frame shows the video is over the limits (a header may lie:
+        a resolution change, more frames or a longer timeline than it said)."""
+        if self.limit_error is not None:
+            return
+        picture, image = frame.picture, frame.image
+        if picture is not None:
+            width, height = int(picture.width), int(picture.height)
+        elif image is not None:
+            height, width = image.shape[:2]
+        else:
+            width = height = 0
+        limits = self.settings.limits
+        where = f"frame {frame.index}"
+        try:
+            limits.check_frame(width, height, where)
+            limits.check_length(frame.index + 1, float(frame.pts * frame.time_base), where)
+        except PayloadTooLarge as err:
+            self.limit_error = err
+            self.stop.set()
+
     def remove_segments(self) -> None:
         shutil.rmtree(self.paths.segments, ignore_errors=True)
 
@@ -236,6 +265,7 @@ class JobRunner:
     def _on_frame(self, st: StreamRun, frame: Frame) -> None:
         """Before ``frame`` is written: at a keyframe boundary, once the interval has passed,
         sync what was written and commit a checkpoint that resumes at ``frame``."""
+        self._check_limits(frame)
         if frame.seek is None or (st.written == 0 and self._resume is None):
             return  # nothing written yet: starting over costs nothing
         now = time.monotonic()

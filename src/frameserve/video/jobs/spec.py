@@ -3,7 +3,7 @@ the checkpoint that lets a job resume where a stopped or killed process left it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from fractions import Fraction
@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_
 
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.video.frames import Sampling, SeekPoint, check_sample
+from frameserve.video.limits import VideoLimits
 
 
 class JobSpec(BaseModel):
@@ -133,6 +134,7 @@ class JobSettings:
     decode_threads: int = 1
     max_retries: int = 2  # a job whose decode worker died runs again at most this often
     isolate: bool = True  # decode in a worker process (a crash in FFmpeg fails only the job)
+    limits: VideoLimits = field(default_factory=VideoLimits)  # frame size/count, retention, quota
 
     def __post_init__(self) -> None:
         for name, least in (("max_running", 1), ("max_queued", 1), ("decode_threads", 1)):

@@ -204,5 +204,15 @@ class JobStore:
         if frames_done is not None:
             self._db.execute("UPDATE jobs SET frames_done = ? WHERE id = ?", (frames_done, id_))
 
+    def ended_before(self, when: float) -> tuple[str, ...]:
+        """Ids of finished jobs (succeeded, failed, cancelled) that ended before ``when``."""
+        done = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value)
+        rows = self._db.execute(
+            "SELECT id FROM jobs WHERE state IN (?, ?, ?) AND finished IS NOT NULL "
+            "AND finished < ? ORDER BY seq",
+            (*done, when),
+        )
+        return tuple(row[0] for row in rows.fetchall())
+
     def delete(self, id_: str) -> None:
         self._db.execute("DELETE FROM jobs WHERE id = ?", (id_,))

@@ -86,9 +86,11 @@ class LiveSettings:
     subscriber_queue: int = 256
     decode_threads: int = 1
     policy: SourcePolicy = SourcePolicy()  # where network sources may connect
+    max_subscribers: int = 16  # event subscribers of one stream (QueueFull above)
+    max_frame_pixels: int | None = 3840 * 2160  # a larger frame stops the stream
 
     def __post_init__(self) -> None:
-        for name in ("max_streams", "subscriber_queue", "decode_threads"):
+        for name in ("max_streams", "subscriber_queue", "decode_threads", "max_subscribers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"LiveSettings.{name}: expected an integer >= 1, got {value!r}")

@@ -100,7 +100,9 @@ class LiveStream:
         self._sampling = sampling
         self._stop = threading.Event()
         self._pump = FramePump(handle, processor, sink_queue, self._stop, lossy=True)
-        self._subscribers = Subscribers(stream_id, settings.subscriber_queue)  # loop-owned
+        self._subscribers = Subscribers(  # loop-owned
+            stream_id, settings.subscriber_queue, settings.max_subscribers
+        )
         self._lock = threading.Lock()
         self._state: State = "connecting"
         self._last_error: str | None = None

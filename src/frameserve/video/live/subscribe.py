@@ -13,6 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from frameserve.errors import QueueFull
 from frameserve.video.live.records import LiveRecord
 
 
@@ -83,9 +84,10 @@ class Subscription:
 class Subscribers:
     """The subscriptions of one stream (loop-owned; see the module docstring)."""
 
-    def __init__(self, stream_id: str, size: int) -> None:
+    def __init__(self, stream_id: str, size: int, max_subscribers: int | None = None) -> None:
         self.stream_id = stream_id
         self.size = size
+        self.max_subscribers = max_subscribers
         self._subs: set[Subscription] = set()
         self._ended = False
 
@@ -93,7 +95,14 @@ class Subscribers:
         return len(self._subs)
 
     def subscribe(self) -> Subscription:
-        """A new subscription; already ended when the stream has stopped."""
+        """A new subscription; already ended when the stream has stopped. ``QueueFull`` when
+        the stream has ``max_subscribers`` already."""
+        limit = self.max_subscribers
+        if limit is not None and len(self._subs) >= limit:
+            raise QueueFull(
+                f"live stream {self.stream_id}: {len(self._subs)} subscribers, the limit is "
+                f"{limit} (max_subscribers, --max-subscribers)"
+            )
         sub = Subscription(self.stream_id, self.size, self._subs.discard)
         if self._ended:
             sub.end()

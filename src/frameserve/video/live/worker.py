@@ -236,6 +236,7 @@ class _SourceLoop:
         try:
             rate = self.reader.frame_rate(container)
             for arrival in self.reader.frames(container, self.stop):
+                self._check_size(arrival.frame)
                 if delivered == 0:
                     self.conn.send(Connected(self.connection, rate))
                 delivered += 1
@@ -245,6 +246,23 @@ class _SourceLoop:
         finally:
             container.close()
         return delivered, None
+
+    def _check_size(self, frame: Frame) -> None:
+        """A frame over ``max_frame_pixels`` stops the stream (a source may change its size
+        at any frame; reading such frames on would hold their memory in the server)."""
+        limit = self.spec.settings.max_frame_pixels
+        picture, image = frame.picture, frame.image
+        if picture is not None:
+            width, height = int(picture.width), int(picture.height)
+        elif image is not None:
+            height, width = image.shape[:2]
+        else:
+            return
+        if limit is not None and width * height > limit:
+            raise _SourceUnusable(
+                f"frame {frame.index}: {width}x{height} ({width * height} pixels) exceeds the "
+                f"limit of {limit} pixels (max_frame_pixels, --max-frame-pixels)"
+            )
 
     def _describe(self, err: BaseException, setting: str, seconds: float) -> str:
         if isinstance(err, av.error.ExitError):  # PyAV's interrupt callback: our timeout
