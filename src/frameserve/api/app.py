@@ -27,7 +27,7 @@ from frameserve.api.grpc.server import create_grpc_server
 from frameserve.api.http.app import create_http_app
 from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
-from frameserve.api.shm import SharedMemoryRegistry
+from frameserve.api.shm import SharedMemoryRegistry, ShmSettings
 from frameserve.serving.local import AttachedServer
 from frameserve.serving.server import InferenceServer, ServerSettings
 from frameserve.video.jobs import JobQueue, JobSettings
@@ -43,6 +43,14 @@ class ListenSettings:
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int | None = None  # also serve /metrics here (None: on the HTTP port only)
+
+
+@dataclass(frozen=True)
+class FrontEndSettings:
+    """What both front ends share: shared-memory limits and the access log."""
+
+    shm: ShmSettings = ShmSettings()
+    access_log: bool = False  # one log line per HTTP request and gRPC call
 
 
 @dataclass(frozen=True)
@@ -132,16 +140,17 @@ class _Listeners:
         shm: SharedMemoryRegistry,
         video: _Video,
         listen: ListenSettings,
+        access_log: bool = False,
     ) -> None:
         self.listen = listen
-        app = create_http_app(server, shm, video.routes)
+        app = create_http_app(server, shm, video.routes, access_log)
         self.http = _uvicorn_server(app, listen.host, listen.http_port)
         self.metrics = None
         if listen.metrics_port is not None:
             metrics_app = create_metrics_app(server.metrics.registry)
             self.metrics = _uvicorn_server(metrics_app, listen.host, listen.metrics_port)
         # raises RuntimeError when the port cannot be bound
-        self.grpc = create_grpc_server(server, shm, self.grpc_address, video.streams)
+        self.grpc = create_grpc_server(server, shm, self.grpc_address, video.streams, access_log)
         self.http_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
 
@@ -201,15 +210,19 @@ async def _stop_http(http: _HttpServer, task: asyncio.Task[None] | None) -> None
 
 
 async def serve(
-    settings: ServerSettings, listen: ListenSettings, video_settings: VideoServiceSettings
+    settings: ServerSettings,
+    listen: ListenSettings,
+    video_settings: VideoServiceSettings,
+    front: FrontEndSettings | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit code."""
+    front = front or FrontEndSettings()
     server = InferenceServer(settings)
-    shm = SharedMemoryRegistry()
+    shm = SharedMemoryRegistry(settings=front.shm)
     loop = asyncio.get_running_loop()
     video = _Video(server, video_settings, loop)
     try:
-        listeners = _Listeners(server, shm, video, listen)
+        listeners = _Listeners(server, shm, video, listen, front.access_log)
     except RuntimeError as err:  # grpc raises RuntimeError when the port cannot be bound
         address = f"{listen.host}:{listen.grpc_port}"
         log.error("cannot listen for gRPC on %s: %s (is the port in use?)", address, err)
@@ -250,7 +263,8 @@ def run(
     settings: ServerSettings,
     listen: ListenSettings,
     video: VideoServiceSettings | None = None,
+    front: FrontEndSettings | None = None,
 ) -> int:
     """Blocking entry point: run ``serve`` on a fresh uvloop event loop."""
-    result: Any = uvloop.run(serve(settings, listen, video or VideoServiceSettings()))
+    result: Any = uvloop.run(serve(settings, listen, video or VideoServiceSettings(), front))
     return int(result)

@@ -74,6 +74,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="the least severe log level written")  # fmt: skip
     _add_telemetry(p)
+    _add_errors_and_shm(p)
     apply_environment(p, dict(os.environ))
 
 
@@ -112,8 +113,22 @@ def _add_telemetry(p: argparse.ArgumentParser) -> None:
                         "a caller's traceparent decides for its own (default: 1.0)")  # fmt: skip
 
 
+def _add_errors_and_shm(p: argparse.ArgumentParser) -> None:
+    """Shared-memory registration limits and the access log."""
+    e = p.add_argument_group("errors and shared memory")
+    e.add_argument("--shm-key-prefix", default="", metavar="PREFIX",
+                   help="only shared-memory objects whose key (without its leading '/') starts "
+                        "with PREFIX may be registered (default: any key)")  # fmt: skip
+    e.add_argument("--max-shm-regions", type=positive_int, default=1024, metavar="N",
+                   help="shared-memory regions registered at once (400 above)")  # fmt: skip
+    e.add_argument("--access-log", action="store_true",
+                   help="log one line per HTTP request and gRPC call: method, path or RPC, "
+                        "status, duration, request id, peer")  # fmt: skip
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    from frameserve.api.app import ListenSettings, VideoServiceSettings, run
+    from frameserve.api.app import FrontEndSettings, ListenSettings, VideoServiceSettings, run
+    from frameserve.api.shm import ShmSettings
     from frameserve.cli import logs
     from frameserve.errors import ConfigError
     from frameserve.serving.server import RequestLimits, ServerSettings
@@ -151,7 +166,10 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     listen = ListenSettings(args.host, args.http_port, args.grpc_port, args.metrics_port)
     try:
-        return run(settings, listen, video)
+        front = FrontEndSettings(
+            ShmSettings(args.shm_key_prefix, args.max_shm_regions), args.access_log
+        )
+        return run(settings, listen, video, front)
     except ConfigError as err:  # tracing asked for without the extra, or a bad endpoint URL
         print(f"frameserve serve: {err.message}", file=sys.stderr)  # noqa: T201
         return 2

@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from frameserve import logcontext
+from frameserve.api import requestid
 from frameserve.api.grpc import codec
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
 from frameserve.api.grpc.health import add_health_and_reflection
 from frameserve.api.grpc.video import VIDEO_SERVICE, add_video_service
-from frameserve.api.status import error_message, grpc_code, http_status
+from frameserve.api.status import grpc_code, grpc_error_message, http_status
 from frameserve.api.triton_config import model_config_proto, model_statistics_proto
 from frameserve.errors import FrameserveError, InvalidInput, NotSupported, Unavailable
 
@@ -68,28 +70,52 @@ def _end_trace(trace: RequestTrace | None, err: BaseException | None) -> None:
     trace.end(200 if err is None else http_status(err), None if err is None else str(err))
 
 
+def _call_request_id(context: grpc.aio.ServicerContext) -> bool:
+    """Set the call's request id (its ``x-request-id`` metadata when sane, else a new one) in
+    the call's own task; True when the client named it."""
+    for key, value in context.invocation_metadata() or ():
+        if key == requestid.HEADER and isinstance(value, str) and requestid.accept(value):
+            logcontext.request_id.set(value)
+            return True
+    logcontext.request_id.set(requestid.new_id())
+    return False
+
+
+def _log_call(name: str, code: grpc.StatusCode, started: float, context: Any) -> None:
+    peer = context.peer() or ""
+    requestid.log_access("grpc", "POST", name, code.name, time.perf_counter() - started, peer)
+
+
 def _rpc(
-    name: str, method: _Unary, tracing: Tracing | None = None
+    name: str, method: _Unary, tracing: Tracing | None = None, access_log: bool = False
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Wrap a unary handler: FrameserveErrors and unexpected errors become gRPC statuses;
-    with ``tracing``, ``method`` takes the request's trace as a second argument."""
+    """Wrap a unary handler: FrameserveErrors and unexpected errors become gRPC statuses (an
+    unexpected one INTERNAL with only the request id; the detail is logged under it); with
+    ``tracing``, ``method`` takes the request's trace as a second argument."""
+    rpc = f"{SERVICE.full_name}/{name}"
 
     @functools.wraps(method)
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        _call_request_id(context)
         trace = None
         if tracing is not None:
             trace = _start_trace(tracing, name, _trace_carrier(context))
         try:
             result = await (method(request) if tracing is None else method(request, trace))
             _end_trace(trace, None)
+            if access_log:
+                _log_call(rpc, grpc.StatusCode.OK, started, context)
             return result
         except FrameserveError as err:
-            code, message = grpc_code(err), error_message(err)
+            code, message = grpc_code(err), grpc_error_message(err, None)
             _end_trace(trace, err)
         except Exception as err:
             log.exception("gRPC %s failed unexpectedly", name)
-            code, message = grpc_code(err), error_message(err)
+            code, message = grpc_code(err), grpc_error_message(err, logcontext.request_id.get())
             _end_trace(trace, err)
+        if access_log:
+            _log_call(rpc, code, started, context)
         await context.abort(code, message)
 
     return handler
@@ -107,7 +133,9 @@ class GRPCInferenceService:
         server: InferenceServer,
         shm: SharedMemoryRegistry,
         stream_window: int = DEFAULT_STREAM_WINDOW,
+        access_log: bool = False,
     ) -> None:
+        self._access_log = access_log
         self._server = server
         self._shm = shm
         self._max_elements = server.limits.max_elements
@@ -122,13 +150,13 @@ class GRPCInferenceService:
             if method.name == "ModelStreamInfer":
                 handlers[method.name] = grpc.stream_stream_rpc_method_handler(impl)
             elif method.name == "ModelInfer":
-                handler = _rpc(method.name, impl, self._tracing)
+                handler = _rpc(method.name, impl, self._tracing, self._access_log)
                 handlers[method.name] = grpc.unary_unary_rpc_method_handler(handler)
             else:
                 request_type = getattr(pb, method.input_type.name)
                 response_type = getattr(pb, method.output_type.name)
                 handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                    _rpc(method.name, impl),
+                    _rpc(method.name, impl, None, self._access_log),
                     request_deserializer=request_type.FromString,
                     response_serializer=response_type.SerializeToString,
                 )
@@ -180,8 +208,8 @@ class GRPCInferenceService:
         if self._server.draining:
             raise Unavailable("the server is draining and accepts no new inference requests")
         decoded = codec.parse_infer_request(data, self._max_elements, self._shm)
-        if decoded.request.id:  # the call's own task: its log lines carry the id
-            logcontext.request_id.set(decoded.request.id)
+        if decoded.request.id and requestid.accept(decoded.request.id):
+            logcontext.request_id.set(decoded.request.id)  # the call's (or stream item's) task
         return decoded
 
     async def ModelStreamInfer(
@@ -194,6 +222,8 @@ class GRPCInferenceService:
         ``stream_window`` requests run at once: beyond that reading pauses, and gRPC flow
         control pushes back on the client.
         """
+        started = time.perf_counter()
+        _call_request_id(context)
         window = asyncio.Semaphore(self._stream_window)
         write_lock = asyncio.Lock()  # gRPC allows one outstanding write per stream
         running: set[asyncio.Task[None]] = set()
@@ -215,6 +245,10 @@ class GRPCInferenceService:
         finally:
             for task in running:  # the client went away: nobody waits for these answers
                 task.cancel()
+            if self._access_log:
+                _log_call(
+                    f"{SERVICE.full_name}/ModelStreamInfer", grpc.StatusCode.OK, started, context
+                )
 
     async def _stream_one(
         self,
@@ -240,11 +274,12 @@ class GRPCInferenceService:
                 )
             except FrameserveError as err:
                 failure = err
-                payload = codec.encode_stream_error(error_message(err), request_id)
+                payload = codec.encode_stream_error(grpc_error_message(err, None), request_id)
             except Exception as err:
                 failure = err
                 log.exception("gRPC ModelStreamInfer request %r failed unexpectedly", request_id)
-                payload = codec.encode_stream_error(error_message(err), request_id)
+                message = grpc_error_message(err, logcontext.request_id.get())
+                payload = codec.encode_stream_error(message, request_id)
             _end_trace(trace, failure)
             await write(payload)
         except Exception:
@@ -358,6 +393,7 @@ def create_grpc_server(
     shm: SharedMemoryRegistry,
     address: str,
     streams: LiveStreams | None = None,
+    access_log: bool = False,
 ) -> grpc.aio.Server:
     """A gRPC server for ``server`` with its port added at ``address`` (not started yet);
     with ``streams``, frameserve's ``VideoStreams`` service beside the KServe one.
@@ -373,7 +409,7 @@ def create_grpc_server(
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share
         ]
     )
-    handlers = GRPCInferenceService(server, shm).method_handlers()
+    handlers = GRPCInferenceService(server, shm, access_log=access_log).method_handlers()
     name = SERVICE.full_name
     grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     grpc_server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]

@@ -17,7 +17,8 @@ import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -31,14 +32,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from frameserve import logcontext
-from frameserve.api import triton_config
+from frameserve.api import requestid, triton_config
 from frameserve.api.http import codec, predict
 from frameserve.api.http.body import read_body
 from frameserve.api.http.metrics import metrics_response
 from frameserve.api.http.reference import ApiReference
 from frameserve.api.http.video import VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
-from frameserve.api.status import error_message, http_status
+from frameserve.api.status import error_body, http_status
 from frameserve.errors import (
     FrameserveError,
     InvalidInput,
@@ -65,14 +66,15 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 
 def error_response(err: BaseException) -> Response:
-    """Triton's error body, with the status ``frameserve.api.status`` gives the error."""
-    return json_response({"error": error_message(err)}, http_status(err))
+    """Triton's error body plus the request id, with the status ``frameserve.api.status`` gives
+    the error (unexpected errors: an opaque 500 whose detail is in the log under that id)."""
+    return json_response(error_body(err, logcontext.request_id.get()), http_status(err))
 
 
 def _check_names(name: str, version: str) -> tuple[str, str]:
     """The model name and version ("" = newest) from a path, or InvalidInput."""
     check_model_name(name)
-    if version and not version.isdigit():
+    if version and not (version.isascii() and version.isdigit()):
         raise InvalidInput(f"model version: expected a positive integer, got {version!r}")
     return name, version
 
@@ -175,8 +177,9 @@ class _RejectEncodedSlashes:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     """Unknown paths and wrong methods, with Triton's JSON error body."""
     assert isinstance(exc, HTTPException)
+    body = {"error": exc.detail, "request_id": logcontext.request_id.get() or ""}
     return Response(
-        orjson.dumps({"error": exc.detail}),
+        orjson.dumps(body),
         exc.status_code,
         headers=exc.headers,
         media_type=codec.JSON_CONTENT_TYPE,
@@ -219,8 +222,10 @@ class _Routes:
             limits=limits,
             shm=self.shm,
         )
-        if decoded.request.id:  # the request's own task: its log lines carry the id
-            logcontext.request_id.set(decoded.request.id)
+        # Without an X-Request-ID the request's own "id" names it (log lines, response header).
+        own_id = decoded.request.id
+        if own_id and requestid.HEADER not in headers and requestid.accept(own_id):
+            logcontext.request_id.set(own_id)  # the request's own task
         decoded.request.trace = trace
         response = await self.server.infer(decoded.request)
         encoded = codec.encode_infer_response(response, decoded, self.shm)
@@ -405,8 +410,10 @@ class HttpApp:
         server: InferenceServer,
         shm: SharedMemoryRegistry,
         video: VideoRoutes | None = None,
+        access_log: bool = False,
     ) -> None:
         self._routes = _Routes(server, shm)
+        self._access_log = access_log
         self._tracing = server.tracing
         extra = ApiReference(server.version).routes() + (video.routes() if video else [])
         routes = _routes(self._routes, server.tracing) + [
@@ -419,12 +426,46 @@ class HttpApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await self.router(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        # uvicorn runs each request in its own task: the id set here is this request's alone.
+        logcontext.request_id.set(
+            requestid.accept(headers.get(requestid.HEADER)) or requestid.new_id()
+        )
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                rid = (logcontext.request_id.get() or "").encode()
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"x-request-id", rid)],
+                }
+            await send(message)
+
+        try:
+            await self._dispatch(scope, receive, send_with_id, headers)
+        finally:
+            if self._access_log:
+                client = scope.get("client")
+                peer = f"{client[0]}:{client[1]}" if client else ""
+                path = scope["path"]
+                requestid.log_access(
+                    "http", scope["method"], path, status, time.perf_counter() - started, peer
+                )
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        """The infer fast path, or the router for everything else."""
+        if scope["method"] == "POST":
             match = _INFER_PATH.fullmatch(scope["path"])
             # Escaped paths go to the router, which refuses encoded slashes by the raw path.
             if match is not None and b"%" not in scope.get("raw_path", b"%"):
                 name, version = match["model"], match["version"] or ""
-                headers = Headers(scope=scope)
                 trace = None
                 if self._tracing is not None:
                     route = _VERSION_ROUTE if match["version"] else _MODEL_ROUTE
@@ -441,11 +482,14 @@ class HttpApp:
 
 
 def create_http_app(
-    server: InferenceServer, shm: SharedMemoryRegistry, video: VideoRoutes | None = None
+    server: InferenceServer,
+    shm: SharedMemoryRegistry,
+    video: VideoRoutes | None = None,
+    access_log: bool = False,
 ) -> HttpApp:
     """The ASGI app serving ``server`` over KServe v2 HTTP; ``shm`` is shared with gRPC;
-    ``video`` adds the jobs and live-stream endpoints.
+    ``video`` adds the jobs and live-stream endpoints; ``access_log``: one log line per request.
 
     The app does not start or stop the server: whoever runs uvicorn owns that.
     """
-    return HttpApp(server, shm, video)
+    return HttpApp(server, shm, video, access_log)
