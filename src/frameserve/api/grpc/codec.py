@@ -21,6 +21,7 @@ from frameserve.api.grpc.generated import grpc_service_pb2 as pb
 from frameserve.datatypes import (
     BYTES,
     DATATYPES,
+    MAX_DIMS,
     deserialize_bytes,
     element_count,
     element_size,
@@ -246,6 +247,10 @@ def _check_header(
             f"got {tensor.datatype!r}"
         )
     shape = tuple(tensor.shape[:])  # slicing first is twice as fast on upb containers
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(
+            f"inputs[{i}].shape: expected at most {MAX_DIMS} dimensions, got {len(shape)}"
+        )
     if shape and min(shape) < 0:
         raise InvalidInput(
             f"inputs[{i}].shape: input {tensor.name!r} expects dims >= 0, got {list(shape)}"

@@ -25,6 +25,7 @@ from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.datatypes import (
     BYTES,
     DATATYPES,
+    MAX_DIMS,
     deserialize_bytes,
     element_count,
     serialize_bytes,
@@ -140,7 +141,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[memoryview, mem
     if header_length is None:
         return view, view[len(view) :]
     text = header_length.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # int() refuses '²', which isdigit() accepts
         raise InvalidInput(
             f"{HEADER_LENGTH}: expected a non-negative integer, got {header_length!r}"
         )
@@ -183,6 +184,10 @@ def _shape(field_name: str, value: object) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
         raise InvalidInput(
             f"{field_name}: expected a list of non-negative integers, got {_show(value)}"
+        )
+    if len(value) > MAX_DIMS:
+        raise InvalidInput(
+            f"{field_name}: expected at most {MAX_DIMS} dimensions, got {len(value)}"
         )
     return tuple(value)
 
