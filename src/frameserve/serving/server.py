@@ -324,7 +324,7 @@ class InferenceServer:
             override = _override_config(data)
         if name not in self.repository.model_folders():
             raise NotFound(
-                f"model {name!r}: no such folder in the repository {self.repository.root}"
+                f"model {name!r}: no folder {name!r} in the model repository"
             )
         try:
             await self.repository.load(name, override)

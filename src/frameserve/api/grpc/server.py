@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from frameserve import logcontext
 from frameserve.api import requestid
@@ -121,6 +122,22 @@ def _rpc(
     return handler
 
 
+def _parsed(method: _Unary, request_type: Any) -> _Unary:
+    """``method`` taking the request's bytes; bytes that do not parse are InvalidInput."""
+
+    async def call(data: bytes) -> Any:
+        try:
+            request = request_type.FromString(data)
+        except DecodeError:
+            raise InvalidInput(
+                f"{request_type.DESCRIPTOR.name}: expected a serialised protobuf message, got "
+                f"{len(data)} bytes that do not parse"
+            ) from None
+        return await method(request)
+
+    return call
+
+
 class GRPCInferenceService:
     """Implements every method of ``inference.GRPCInferenceService`` on one event loop.
 
@@ -155,9 +172,9 @@ class GRPCInferenceService:
             else:
                 request_type = getattr(pb, method.input_type.name)
                 response_type = getattr(pb, method.output_type.name)
+                # Parsed inside the handler: gRPC's own deserializer answers bad bytes UNKNOWN.
                 handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                    _rpc(method.name, impl, None, self._access_log),
-                    request_deserializer=request_type.FromString,
+                    _rpc(method.name, _parsed(impl, request_type), None, self._access_log),
                     response_serializer=response_type.SerializeToString,
                 )
         return handlers
