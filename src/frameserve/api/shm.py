@@ -197,7 +197,7 @@ class SharedMemoryRegistry:
         buffer = np.empty(byte_size, dtype=np.uint8)
         with region.lock:
             self._check_object(region, start + byte_size)
-            got = os.preadv(region.fd, [buffer], start) if byte_size else 0
+            got = os.preadv(region.fd, [buffer.data], start) if byte_size else 0
         if got != byte_size:  # truncated between the size check and the read
             raise InvalidInput(_shrunk(region.status, start + byte_size, start + got))
         buffer.flags.writeable = False  # inputs are read-only below the front end
