@@ -9,10 +9,10 @@ The server keeps an open file descriptor per region, never a mapping. A client c
 its object at any time; a mapped page past the new end raises SIGBUS, which kills the process,
 and checking the size first does not help (the truncation can land between the check and the
 copy). ``os.preadv`` into a fresh buffer cannot fault: a short read is answered 400 naming the
-region and the sizes. The cost is one copy: reading a 4.9 MB input takes about 0.3-0.6 ms
-instead of a zero-copy view (copying out of a mapping after an ``fstat`` takes 0.14-0.16 ms
-but is exactly the race above). Writes use ``os.pwrite`` after the same size check; a
-concurrent truncation can only make the object grow back, never fault.
+region and the sizes. The cost is one copy: reading a 4.9 MB input takes 0.3-1.7 ms (quiet to
+loaded 2-core machine, ``benchmarks/shm/read.py``) instead of a zero-copy view; copying out of
+a mapping after an ``fstat`` takes about half that but is exactly the race above. Writes use
+``os.pwrite`` after the same size check, so a shrunk object is refused, never written past.
 """
 
 from __future__ import annotations
