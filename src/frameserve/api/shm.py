@@ -12,7 +12,8 @@ copy). ``os.preadv`` into a fresh buffer cannot fault: a short read is answered 
 region and the sizes. The cost is one copy: reading a 4.9 MB input takes 0.3-1.7 ms (quiet to
 loaded 2-core machine, ``benchmarks/shm/read.py``) instead of a zero-copy view; copying out of
 a mapping after an ``fstat`` takes about half that but is exactly the race above. Writes use
-``os.pwrite`` after the same size check, so a shrunk object is refused, never written past.
+``os.pwrite`` after the same size check: a shrunk object is refused (a truncation racing the
+write can at worst let it grow the object back; it never faults).
 """
 
 from __future__ import annotations
