@@ -268,7 +268,9 @@ def test_grpc_decoder_on_arbitrary_bytes(data: bytes, shm: SharedMemoryRegistry)
 def test_known_crashers_are_client_errors(shm: SharedMemoryRegistry) -> None:
     """Inputs that once answered 500, kept as fixed regressions beside the fuzzing."""
     deep = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1] * 65, "data": [1.0]}]}
-    for body, length in [(orjson.dumps(deep), None), (b"{}", "²"), (b"{}", "٣")]:
+    listed = {"inputs": [{"name": "x", "datatype": [], "shape": []}]}  # found by fuzzing
+    bodies = [(orjson.dumps(deep), None), (orjson.dumps(listed), None), (b"{}", "²"), (b"{}", "٣")]
+    for body, length in bodies:
         only_client_errors(
             lambda b=body, n=length: http_codec.decode_infer_request(
                 b, "m", "", header_length=n, content_encoding=None, limits=Limits(), shm=shm

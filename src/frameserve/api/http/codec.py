@@ -319,7 +319,7 @@ def _decode_input(
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"{where}.name: expected a non-empty string, got {_show(name)}")
     datatype = spec.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a list is unhashable
         raise InvalidInput(
             f"{where}.datatype: expected one of {sorted(DATATYPES)}, got {_show(datatype)}"
         )
