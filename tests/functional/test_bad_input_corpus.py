@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
+from frameserve.api.grpc.generated import video_streams_pb2 as vpb
 
 from repos import api_repository
 from servers import RunningServer, ServerLauncher
@@ -107,6 +108,21 @@ def grpc_raw(method: str, data: bytes) -> Send:
         call = t.channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
         try:
             call(data, timeout=30)
+        except grpc.RpcError as err:
+            return err.code().name, err.details() or ""
+        return "OK", ""
+
+    return send
+
+
+def grpc_subscribe(stream_id: str) -> Send:
+    """``frameserve.v1.VideoStreams/Subscribe`` (server streaming): the first answer."""
+    data = vpb.SubscribeRequest(stream_id=stream_id).SerializeToString()
+
+    def send(t: Target) -> Answer:
+        call = t.channel.unary_stream("/frameserve.v1.VideoStreams/Subscribe")
+        try:
+            next(iter(call(data, timeout=30)))
         except grpc.RpcError as err:
             return err.code().name, err.details() or ""
         return "OK", ""
@@ -752,6 +768,8 @@ CASES: list[Case] = [
     ),  # fmt: skip
     Case("stream", "unknown-id", http("GET", "/v1/streams/nope"), 404, "nope"),
     Case("stream", "unknown-id-delete", http("DELETE", "/v1/streams/nope"), 404, "nope"),
+    Case("stream", "grpc-subscribe-unknown", grpc_subscribe("nope"), "NOT_FOUND", "nope"),
+    Case("stream", "grpc-subscribe-empty", grpc_subscribe(""), "INVALID_ARGUMENT", "stream_id"),
 ]
 
 

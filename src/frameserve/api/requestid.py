@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
+from typing import Any
 
 HEADER = "x-request-id"
 # Printable, no spaces or quotes: a client's id is echoed into headers and log lines as is.
@@ -21,6 +23,14 @@ def accept(value: str | None) -> str | None:
     """``value`` when a client may name its request with it, else None."""
     if value is not None and _SANE.fullmatch(value):
         return value
+    return None
+
+
+def from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+    """A sane ``x-request-id`` from gRPC invocation metadata (keys arrive lower-case)."""
+    for key, value in metadata or ():
+        if key == HEADER and isinstance(value, str):
+            return accept(value)
     return None
 
 

@@ -71,15 +71,11 @@ def _end_trace(trace: RequestTrace | None, err: BaseException | None) -> None:
     trace.end(200 if err is None else http_status(err), None if err is None else str(err))
 
 
-def _call_request_id(context: grpc.aio.ServicerContext) -> bool:
+def _call_request_id(context: grpc.aio.ServicerContext) -> None:
     """Set the call's request id (its ``x-request-id`` metadata when sane, else a new one) in
-    the call's own task; True when the client named it."""
-    for key, value in context.invocation_metadata() or ():
-        if key == requestid.HEADER and isinstance(value, str) and requestid.accept(value):
-            logcontext.request_id.set(value)
-            return True
-    logcontext.request_id.set(requestid.new_id())
-    return False
+    the call's own task."""
+    given = requestid.from_metadata(context.invocation_metadata())
+    logcontext.request_id.set(given or requestid.new_id())
 
 
 def _log_call(name: str, code: grpc.StatusCode, started: float, context: Any) -> None:
