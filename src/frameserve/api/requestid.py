@@ -8,7 +8,7 @@ operator to its traceback.
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -35,8 +35,9 @@ def from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
 
 
 def new_id() -> str:
-    """A fresh id: 16 hex digits (64 random bits; ids name requests, they guard nothing)."""
-    return os.urandom(8).hex()
+    """A fresh id: 16 hex digits. Ids name requests and guard nothing, so the non-cryptographic
+    generator does (a quarter of the cost of ``os.urandom``, which is a system call)."""
+    return f"{random.getrandbits(64):016x}"
 
 
 def log_access(
