@@ -820,8 +820,8 @@ def target(corpus: Corpus) -> Iterator[Target]:
     try:
         yield corpus.target
     finally:
+        path.unlink(missing_ok=True)  # first: the object must not outlive a failed case
         _http(corpus.target.server, "POST", "/v2/systemsharedmemory/unregister", b"", {})
-        path.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
