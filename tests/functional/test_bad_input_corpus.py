@@ -851,3 +851,20 @@ def test_no_client_answer_names_an_absolute_path(corpus: Corpus, target: Target)
             continue
         _, message = case.send(target)
         assert folder not in message and "/dev/shm" not in message, (case.id, message)
+
+
+def test_access_log_has_a_json_line_per_request_with_its_id(corpus: Corpus) -> None:
+    """The corpus server runs with --access-log; its stderr is a file, so lines are JSON."""
+    server = corpus.target.server
+    status, _ = _http(server, "GET", "/v2/models/nope", b"", {"X-Request-ID": "corpus-log-1"})
+    assert status == 404
+    grpc_raw("ModelInfer", b"\xff")(corpus.target)
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [e for e in lines if e.get("logger") == "frameserve.access"]
+    mine = [e for e in access if e.get("request_id") == "corpus-log-1"]
+    assert mine and mine[0]["status"] == 404 and mine[0]["path"] == "/v2/models/nope", mine
+    assert mine[0]["method"] == "GET" and mine[0]["peer"].startswith("127.0.0.1:")
+    assert any(
+        e["protocol"] == "grpc" and e["status"] == "INVALID_ARGUMENT" and e["request_id"]
+        for e in access
+    )
