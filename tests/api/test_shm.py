@@ -12,7 +12,7 @@ import pytest
 import tritonclient.utils.shared_memory as triton_shm
 
 from frameserve.api.shm import RegionStatus, SharedMemoryRegistry, ShmSettings
-from frameserve.errors import InvalidInput, NotFound
+from frameserve.errors import InvalidInput, NotFound, PayloadTooLarge
 
 
 @dataclass
@@ -86,6 +86,18 @@ def test_truncated_object_is_a_400_not_sigbus(
         registry.write("r", 64, b"x" * 16)
     assert os.stat(f"/dev/shm/{region.key.lstrip('/')}").st_size == 100  # refused, not grown
     assert registry.read("r", 0, 36).nbytes == 36  # what is still there reads fine
+
+
+def test_a_read_is_bounded_like_a_body(region: Region) -> None:
+    """Each read allocates its copy, so one read is limited as one request body is."""
+    registry = SharedMemoryRegistry(settings=ShmSettings(max_read_bytes=64))
+    try:
+        registry.register("r", region.key, 0, 256)
+        assert registry.read("r", 0, 64).nbytes == 64
+        with pytest.raises(PayloadTooLarge, match=r"65 bytes from region 'r' .* 64 bytes"):
+            registry.read("r", 0, 65)
+    finally:
+        registry.close()
 
 
 def test_key_prefix_and_region_cap(region: Region) -> None:

@@ -229,6 +229,13 @@ def shm_window_outside(t: Target) -> Answer:
     return infer([tensor])(t)
 
 
+def shm_size_not_the_shape(t: Target) -> Answer:
+    _register(t, "half")
+    params = {"shared_memory_region": "half", "shared_memory_byte_size": 128}
+    tensor = {"name": "x", "datatype": "FP32", "shape": [1, 64], "parameters": params}
+    return infer([tensor])(t)
+
+
 def _gzip_bomb() -> bytes:
     return gzip.compress(b"{" + b" " * (20 * 2**20) + b"}")  # 20 MB of spaces, > 8 MB limit
 
@@ -615,6 +622,14 @@ CASES: list[Case] = [
     Case("shm", "truncated-grpc", shm_grpc_truncated, "INVALID_ARGUMENT", "'g'"),
     Case("shm", "over-cap", shm_over_cap, 400, "--max-shm-regions"),
     Case("shm", "window-outside-region", shm_window_outside, 400, "region 'small' of 64 bytes"),
+    Case("shm", "size-not-the-shape", shm_size_not_the_shape, 400, "needs 256 bytes, got 128"),
+    Case(
+        "shm",
+        "grpc-size-not-the-shape",
+        lambda t: (_register(t, "gs"), grpc_infer(grpc_shm_x("gs", 255))(t))[1],
+        "INVALID_ARGUMENT",
+        "expected 256 bytes",
+    ),  # fmt: skip
     Case("shm", "cuda", http("POST", "/v2/cudasharedmemory/region/r/register", {}), 400, "CUDA"),
     # -- images --------------------------------------------------------------------------------
     Case(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frameserve.errors import InvalidInput, NotFound
+from frameserve.errors import InvalidInput, NotFound, PayloadTooLarge
 
 DEFAULT_MAX_REGIONS = 1024
 
@@ -47,6 +47,7 @@ class ShmSettings:
 
     key_prefix: str = ""  # only keys (without their leading '/') starting with it; "" = any
     max_regions: int = DEFAULT_MAX_REGIONS
+    max_read_bytes: int = 256 * 2**20  # one read, like one body (--max-request-mb)
 
 
 @dataclass(slots=True)
@@ -195,6 +196,11 @@ class SharedMemoryRegistry:
     def read(self, name: str, offset: int, byte_size: int) -> memoryview:
         """A read-only copy of ``byte_size`` bytes at ``offset`` within region ``name``."""
         region, start = self._window(name, offset, byte_size)
+        if byte_size > self._settings.max_read_bytes:  # each read allocates its copy
+            raise PayloadTooLarge(
+                f"shared_memory_byte_size: {byte_size} bytes from region {name!r} exceeds the "
+                f"limit of {self._settings.max_read_bytes} bytes (--max-request-mb)"
+            )
         buffer = np.empty(byte_size, dtype=np.uint8)
         with region.lock:
             self._check_object(region, start + byte_size)

@@ -167,7 +167,10 @@ def run_serve(args: argparse.Namespace) -> int:
     listen = ListenSettings(args.host, args.http_port, args.grpc_port, args.metrics_port)
     try:
         front = FrontEndSettings(
-            ShmSettings(args.shm_key_prefix, args.max_shm_regions), args.access_log
+            ShmSettings(
+                args.shm_key_prefix, args.max_shm_regions, int(args.max_request_mb * 2**20)
+            ),
+            args.access_log,
         )
         return run(settings, listen, video, front)
     except ConfigError as err:  # tracing asked for without the extra, or a bad endpoint URL

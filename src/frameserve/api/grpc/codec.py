@@ -397,8 +397,15 @@ def _from_shm(
 ) -> np.ndarray:
     if shm is None:
         raise InvalidInput(f"{where}.parameters: expected no shared memory here, got a region")
+    field_name = f"{where}.parameters['shared_memory_*']"
+    expected = count * element_size(datatype) if datatype != BYTES else placement.byte_size
+    if placement.byte_size != expected:  # checked before reading: a read allocates its size
+        raise InvalidInput(
+            f"{field_name}: expected {expected} bytes for {datatype} shape {list(shape)}, "
+            f"got {placement.byte_size}"
+        )
     view = shm.read(placement.region, placement.offset, placement.byte_size)
-    return _from_buffer(view, datatype, shape, count, f"{where}.parameters['shared_memory_*']")
+    return _from_buffer(view, datatype, shape, count, field_name)
 
 
 def _requested_outputs(

@@ -365,8 +365,16 @@ def _shm_input(
         )
     if shm is None:
         raise NotSupported(f"{where}.parameters.{_SHM_REGION}: shared memory is not enabled")
+    field_name = f"{where}.parameters.{_SHM_SIZE}"
+    if datatype != BYTES:  # checked before reading: a read allocates what it is asked for
+        expected = count * to_numpy(datatype).itemsize
+        if window.byte_size != expected:
+            raise InvalidInput(
+                f"{field_name}: shape {list(shape)} of {datatype} needs {expected} bytes, "
+                f"got {window.byte_size}"
+            )
     view = shm.read(window.region, window.offset, window.byte_size)
-    return _from_buffer(f"{where}.parameters.{_SHM_SIZE}", view, datatype, shape, count)
+    return _from_buffer(field_name, view, datatype, shape, count)
 
 
 def _shm_window(where: str, params: dict[str, Any]) -> ShmWindow:
