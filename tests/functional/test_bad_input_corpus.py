@@ -236,6 +236,11 @@ def shm_size_not_the_shape(t: Target) -> Answer:
     return infer([tensor])(t)
 
 
+def shm_grpc_size_not_the_shape(t: Target) -> Answer:
+    _register(t, "gs")
+    return grpc_infer(grpc_shm_x("gs", 255))(t)
+
+
 def _gzip_bomb() -> bytes:
     return gzip.compress(b"{" + b" " * (20 * 2**20) + b"}")  # 20 MB of spaces, > 8 MB limit
 
@@ -626,7 +631,7 @@ CASES: list[Case] = [
     Case(
         "shm",
         "grpc-size-not-the-shape",
-        lambda t: (_register(t, "gs"), grpc_infer(grpc_shm_x("gs", 255))(t))[1],
+        shm_grpc_size_not_the_shape,
         "INVALID_ARGUMENT",
         "expected 256 bytes",
     ),  # fmt: skip
