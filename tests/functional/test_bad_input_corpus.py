@@ -5,252 +5,52 @@ Each row is a ``Case``: where it goes (area), a name, how it is sent, the expect
 gRPC code, and a substring the message must contain. ``test_bad_input.py`` keeps the older
 focused tests (queue full, deadlines, tritonclient's own errors); this table is the place to add
 a row for every new kind of bad input: other suites (keys, TLS, source policy, limits) append
-their rows to ``CASES`` with the same helpers.
+their rows to ``CASES`` with the helpers in ``bad_inputs.py``.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from http.client import HTTPConnection
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from bad_inputs import (
+    SHM_PREFIX,
+    Case,
+    Target,
+    binary_past_body,
+    grpc_infer,
+    grpc_load,
+    grpc_raw,
+    grpc_shm_x,
+    grpc_subscribe,
+    grpc_x,
+    gzip_bomb,
+    http,
+    http_answer,
+    infer,
+    shm_grpc_size_not_the_shape,
+    shm_grpc_truncated,
+    shm_output_truncated,
+    shm_over_cap,
+    shm_size_not_the_shape,
+    shm_truncated,
+    shm_window_outside,
+    upload,
+    x,
+)
 
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
-from frameserve.api.grpc.generated import video_streams_pb2 as vpb
 
 from repos import api_repository
-from servers import RunningServer, ServerLauncher
+from servers import ServerLauncher
 
-SHM_PREFIX = "frameserve_corpus_"
 MAX_RSS_GROWTH_KB = 300 * 1024
-ROW = [1.0] * 64  # one row of matmul's input x [-1, 64]
-
-
-@dataclass
-class Target:
-    """What a case talks to: the server, a gRPC channel, and a scratch shared-memory object."""
-
-    server: RunningServer
-    channel: grpc.Channel
-    shm_key: str  # a 256-byte object under SHM_PREFIX, made fresh for each case that needs it
-
-
-Answer = tuple[int | str, str]  # HTTP status or gRPC code name, and the message
-Send = Callable[[Target], Answer]
-
-
-@dataclass(frozen=True)
-class Case:
-    area: str  # http, grpc, repository, shm, image, job, upload, stream (and later rows' own)
-    name: str
-    send: Send
-    status: int | str
-    says: str  # a substring of the error message ("" when the answer has no body to name)
-
-    @property
-    def id(self) -> str:
-        return f"{self.area}-{self.name}"
-
-
-# -- senders ---------------------------------------------------------------------------------------
-def http(
-    method: str, path: str, body: bytes | dict | list | str = b"", headers: dict | None = None
-) -> Send:
-    """An HTTP request; a dict/list body is sent as JSON, a str as UTF-8."""
-    if isinstance(body, dict | list):
-        data = json.dumps(body).encode()
-    elif isinstance(body, str):
-        data = body.encode()
-    else:
-        data = body
-
-    def send(t: Target) -> Answer:
-        return _http(t.server, method, path, data, headers or {})
-
-    return send
-
-
-def _http(server: RunningServer, method: str, path: str, data: bytes, headers: dict) -> Answer:
-    conn = HTTPConnection("127.0.0.1", server.http_port, timeout=30)
-    try:
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-    finally:
-        conn.close()
-    try:
-        message = json.loads(raw).get("error", "")
-    except (ValueError, AttributeError):
-        message = raw.decode(errors="replace")
-    return resp.status, message
-
-
-def infer(inputs: object, model: str = "matmul", **extra: object) -> Send:
-    return http("POST", f"/v2/models/{model}/infer", {"inputs": inputs, **extra})
-
-
-def x(**overrides: object) -> dict:
-    return {"name": "x", "datatype": "FP32", "shape": [1, 64], "data": ROW, **overrides}
-
-
-def grpc_raw(method: str, data: bytes) -> Send:
-    """Bytes to an ``inference.GRPCInferenceService`` method, as a hostile client sends them."""
-
-    def send(t: Target) -> Answer:
-        call = t.channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
-        try:
-            call(data, timeout=30)
-        except grpc.RpcError as err:
-            return err.code().name, err.details() or ""
-        return "OK", ""
-
-    return send
-
-
-def grpc_subscribe(stream_id: str) -> Send:
-    """``frameserve.v1.VideoStreams/Subscribe`` (server streaming): the first answer."""
-    data = vpb.SubscribeRequest(stream_id=stream_id).SerializeToString()
-
-    def send(t: Target) -> Answer:
-        call = t.channel.unary_stream("/frameserve.v1.VideoStreams/Subscribe")
-        try:
-            next(iter(call(data, timeout=30)))
-        except grpc.RpcError as err:
-            return err.code().name, err.details() or ""
-        return "OK", ""
-
-    return send
-
-
-def grpc_infer(message: pb.ModelInferRequest) -> Send:
-    return grpc_raw("ModelInfer", message.SerializeToString())
-
-
-def grpc_x(dims: list[int], raw: bytes, model: str = "matmul") -> pb.ModelInferRequest:
-    message = pb.ModelInferRequest(model_name=model)
-    tensor = message.inputs.add(name="x", datatype="FP32")
-    tensor.shape.extend(dims)
-    message.raw_input_contents.append(raw)
-    return message
-
-
-def grpc_shm_x(region: str, byte_size: int = 256) -> pb.ModelInferRequest:
-    """matmul's x read from a shared-memory region."""
-    message = pb.ModelInferRequest(model_name="matmul")
-    tensor = message.inputs.add(name="x", datatype="FP32")
-    tensor.shape.extend([1, 64])
-    tensor.parameters["shared_memory_region"].string_param = region
-    tensor.parameters["shared_memory_byte_size"].int64_param = byte_size
-    return message
-
-
-def multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, dict]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    for k, v in files.items():
-        head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="f.mp4"\r\n'
-            f"Content-Type: application/octet-stream\r\n\r\n"
-        )
-        parts.append(head.encode() + v + b"\r\n")
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def upload(fields: dict[str, str], files: dict[str, bytes]) -> Send:
-    body, headers = multipart(fields, files)
-    return http("POST", "/v1/jobs", body, headers)
-
-
-# -- shared memory cases that need a real object -----------------------------------------------
-def _shm_path(t: Target) -> Path:
-    return Path("/dev/shm") / t.shm_key.lstrip("/")
-
-
-def _register(t: Target, name: str, byte_size: int = 256) -> None:
-    body = {"key": t.shm_key, "offset": 0, "byte_size": byte_size}
-    status, message = _http(
-        t.server, "POST", f"/v2/systemsharedmemory/region/{name}/register",
-        json.dumps(body).encode(), {},
-    )  # fmt: skip
-    assert status == 200, message
-
-
-def shm_truncated(t: Target) -> Answer:
-    """Register, shrink the object (os.ftruncate), then infer from it: a SIGBUS before."""
-    _register(t, "shrunk")
-    fd = os.open(_shm_path(t), os.O_RDWR)
-    try:
-        os.ftruncate(fd, 100)
-    finally:
-        os.close(fd)
-    params = {"shared_memory_region": "shrunk", "shared_memory_byte_size": 256}
-    tensor = {"name": "x", "datatype": "FP32", "shape": [1, 64], "parameters": params}
-    return infer([tensor])(t)
-
-
-def shm_output_truncated(t: Target) -> Answer:
-    """The output half of the above: the result is written into a shrunk region."""
-    _register(t, "out")
-    os.truncate(_shm_path(t), 16)
-    params = {"shared_memory_region": "out", "shared_memory_byte_size": 256}
-    return infer([x()], outputs=[{"name": "y", "parameters": params}])(t)
-
-
-def shm_grpc_truncated(t: Target) -> Answer:
-    _register(t, "g")
-    os.truncate(_shm_path(t), 0)
-    return grpc_infer(grpc_shm_x("g"))(t)
-
-
-def shm_over_cap(t: Target) -> Answer:
-    """The server runs with --max-shm-regions 3."""
-    for i in range(3):
-        _register(t, f"cap{i}")
-    return http("POST", "/v2/systemsharedmemory/region/cap3/register",
-                {"key": t.shm_key, "byte_size": 16})(t)  # fmt: skip
-
-
-def shm_window_outside(t: Target) -> Answer:
-    _register(t, "small", 64)
-    params = {"shared_memory_region": "small", "shared_memory_byte_size": 256}
-    tensor = {"name": "x", "datatype": "FP32", "shape": [1, 64], "parameters": params}
-    return infer([tensor])(t)
-
-
-def shm_size_not_the_shape(t: Target) -> Answer:
-    _register(t, "half")
-    params = {"shared_memory_region": "half", "shared_memory_byte_size": 128}
-    tensor = {"name": "x", "datatype": "FP32", "shape": [1, 64], "parameters": params}
-    return infer([tensor])(t)
-
-
-def shm_grpc_size_not_the_shape(t: Target) -> Answer:
-    _register(t, "gs")
-    return grpc_infer(grpc_shm_x("gs", 255))(t)
-
-
-def _gzip_bomb() -> bytes:
-    return gzip.compress(b"{" + b" " * (20 * 2**20) + b"}")  # 20 MB of spaces, > 8 MB limit
-
-
-def _grpc_load(**params: str) -> bytes:
-    request = pb.RepositoryModelLoadRequest(model_name="matmul")
-    for key, value in params.items():
-        request.parameters[key].string_param = value
-    return request.SerializeToString()
-
 
 DEEP = x(shape=[1] * 65, data=[1.0])
 SHM = "/v2/systemsharedmemory/region"
@@ -281,76 +81,36 @@ CASES: list[Case] = [
         ),
         400,
         "Inference-Header-Content-Length",
-    ),  # fmt: skip
+    ),
     Case(
         "http",
         "header-length-past-body",
         http("POST", "/v2/models/matmul/infer", b"{}", {"Inference-Header-Content-Length": "99"}),
         400,
         "larger than the body",
-    ),  # fmt: skip
-    Case(
-        "http",
-        "binary-size-past-body",
-        http(
-            "POST",
-            "/v2/models/matmul/infer",
-            json.dumps(
-                {
-                    "inputs": [
-                        {
-                            "name": "x",
-                            "datatype": "FP32",
-                            "shape": [1, 64],
-                            "parameters": {"binary_data_size": 256},
-                        }
-                    ]
-                }
-            ).encode()
-            + b"\0" * 10,
-            {
-                "Inference-Header-Content-Length": str(
-                    len(
-                        json.dumps(
-                            {
-                                "inputs": [
-                                    {
-                                        "name": "x",
-                                        "datatype": "FP32",
-                                        "shape": [1, 64],
-                                        "parameters": {"binary_data_size": 256},
-                                    }
-                                ]
-                            }
-                        )
-                    )
-                )
-            },
-        ),
-        400,
-        "binary_data_size",
-    ),  # fmt: skip
+    ),
+    Case("http", "binary-size-past-body", binary_past_body(), 400, "binary_data_size"),
     Case(
         "http",
         "unknown-encoding",
         http("POST", "/v2/models/matmul/infer", b"{}", {"Content-Encoding": "zstd-x"}),
         400,
         "Content-Encoding",
-    ),  # fmt: skip
+    ),
     Case(
         "http",
         "bad-gzip",
         http("POST", "/v2/models/matmul/infer", b"not gzip", {"Content-Encoding": "gzip"}),
         400,
         "gzip",
-    ),  # fmt: skip
+    ),
     Case(
         "http",
         "gzip-bomb",
-        http("POST", "/v2/models/matmul/infer", _gzip_bomb(), {"Content-Encoding": "gzip"}),
+        http("POST", "/v2/models/matmul/infer", gzip_bomb(), {"Content-Encoding": "gzip"}),
         413,
         "limit",
-    ),  # fmt: skip
+    ),
     Case(
         "http",
         "body-over-limit",
@@ -365,7 +125,7 @@ CASES: list[Case] = [
         http("POST", "/v2/models/matmul/versions/%C2%B2/infer", {"inputs": [x()]}),
         400,
         "model version",
-    ),  # fmt: skip
+    ),
     Case(
         "http",
         "unknown-version",
@@ -387,7 +147,7 @@ CASES: list[Case] = [
         infer([x()], outputs=[{"name": "y", "parameters": {"classification": "²"}}]),
         400,
         "classification",
-    ),  # fmt: skip
+    ),
     Case(
         "http",
         "bytes-not-strings",
@@ -396,7 +156,7 @@ CASES: list[Case] = [
         ),
         400,
         "data",
-    ),  # fmt: skip
+    ),
     Case("http", "unknown-path", http("GET", "/v2/nothing/here"), 404, "Not Found"),
     Case("http", "wrong-method", http("GET", "/v2/models/matmul/infer"), 405, "Method"),
     Case(
@@ -408,7 +168,7 @@ CASES: list[Case] = [
         ),
         500,
         "negative input",
-    ),  # fmt: skip
+    ),
     # -- gRPC -----------------------------------------------------------------------------------
     Case(
         "grpc",
@@ -416,28 +176,28 @@ CASES: list[Case] = [
         grpc_raw("ModelInfer", b"\xff\xff\xff\xff"),
         "INVALID_ARGUMENT",
         "ModelInferRequest",
-    ),  # fmt: skip
+    ),
     Case(
         "grpc",
         "length-past-end",
         grpc_raw("ModelInfer", b"\x0a\x7fabc"),
         "INVALID_ARGUMENT",
         "declares",
-    ),  # fmt: skip
+    ),
     Case(
         "grpc",
         "group-wire-type",
         grpc_raw("ModelInfer", b"\x0b\x0c"),
         "INVALID_ARGUMENT",
         "wire types",
-    ),  # fmt: skip
+    ),
     Case(
         "grpc",
         "65-dims",
         grpc_infer(grpc_x([1] * 65, b"\0" * 4)),
         "INVALID_ARGUMENT",
         "at most 64 dimensions",
-    ),  # fmt: skip
+    ),
     Case("grpc", "negative-dim", grpc_infer(grpc_x([-1, 64], b"")), "INVALID_ARGUMENT", "dims"),
     Case(
         "grpc",
@@ -445,35 +205,35 @@ CASES: list[Case] = [
         grpc_infer(grpc_x([1, 64], b"\0" * 7)),
         "INVALID_ARGUMENT",
         "bytes",
-    ),  # fmt: skip
+    ),
     Case(
         "grpc",
         "unknown-model",
         grpc_infer(grpc_x([1, 64], b"\0" * 256, "nope")),
         "NOT_FOUND",
         "nope",
-    ),  # fmt: skip
+    ),
     Case(
         "grpc",
         "huge-shape",
         grpc_infer(grpc_x([2**31, 2**31], b"")),
         "RESOURCE_EXHAUSTED",
         "elements",
-    ),  # fmt: skip
+    ),
     Case(
         "grpc",
         "metadata-unknown-model",
         grpc_raw("ModelMetadata", pb.ModelMetadataRequest(name="nope").SerializeToString()),
         "NOT_FOUND",
         "nope",
-    ),  # fmt: skip
+    ),
     Case(
         "grpc",
         "metadata-garbage",
         grpc_raw("ModelMetadata", b"\xff\xff"),
         "INVALID_ARGUMENT",
         "ModelMetadataRequest",
-    ),  # fmt: skip
+    ),
     Case(
         "grpc",
         "config-version-superscript",
@@ -482,7 +242,7 @@ CASES: list[Case] = [
         ),
         "INVALID_ARGUMENT",
         "model version",
-    ),  # fmt: skip
+    ),
     Case("grpc", "cuda-shm", grpc_raw("CudaSharedMemoryRegister", b""), "UNIMPLEMENTED", "CUDA"),
     Case(
         "grpc",
@@ -490,18 +250,18 @@ CASES: list[Case] = [
         grpc_infer(grpc_shm_x("nowhere")),
         "INVALID_ARGUMENT",
         "nowhere",
-    ),  # fmt: skip
+    ),
     # -- repository ----------------------------------------------------------------------------
     Case(
         "repository", "load-unknown", http("POST", "/v2/repository/models/nope/load"), 404, "nope"
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "load-config-not-string",
         http("POST", "/v2/repository/models/matmul/load", {"parameters": {"config": {}}}),
         400,
         "parameters.config",
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "load-config-wrong-field",
@@ -512,14 +272,14 @@ CASES: list[Case] = [
         ),
         400,
         "max_batch_size",
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "load-config-not-json",
         http("POST", "/v2/repository/models/matmul/load", {"parameters": {"config": "{"}}),
         400,
         "config",
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "load-file-override",
@@ -530,14 +290,14 @@ CASES: list[Case] = [
         ),
         400,
         "parameters",
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "unload-unknown-parameter",
         http("POST", "/v2/repository/models/matmul/unload", {"parameters": {"force": True}}),
         400,
         "unload_dependents",
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "index-ready-text",
@@ -551,21 +311,21 @@ CASES: list[Case] = [
         http("POST", "/v2/repository/models/../load"),
         400,
         "model name",
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "load-dotdot-name",
         http("POST", "/v2/repository/models/..x/load"),
         400,
         "model name",
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "grpc-file-override",
-        grpc_raw("RepositoryModelLoad", _grpc_load(**{"file:1/model.onnx": "x"})),
+        grpc_raw("RepositoryModelLoad", grpc_load(**{"file:1/model.onnx": "x"})),
         "UNIMPLEMENTED",
         "file",
-    ),  # fmt: skip
+    ),
     Case(
         "repository",
         "grpc-other-repository",
@@ -575,7 +335,7 @@ CASES: list[Case] = [
         ),
         "UNIMPLEMENTED",
         "repository_name",
-    ),  # fmt: skip
+    ),
     # -- shared memory -------------------------------------------------------------------------
     Case(
         "shm",
@@ -583,35 +343,35 @@ CASES: list[Case] = [
         http("POST", f"{SHM}/r/register", {"key": "/k"}),
         400,
         "byte_size",
-    ),  # fmt: skip
+    ),
     Case(
         "shm",
         "key-outside-prefix",
         http("POST", f"{SHM}/r/register", {"key": "/other", "byte_size": 16}),
         400,
         "--shm-key-prefix",
-    ),  # fmt: skip
+    ),
     Case(
         "shm",
         "key-dotdot",
         http("POST", f"{SHM}/r/register", {"key": "../etc/passwd", "byte_size": 16}),
         400,
         "key",
-    ),  # fmt: skip
+    ),
     Case(
         "shm",
         "size-superscript",
         http("POST", f"{SHM}/r/register", {"key": f"/{SHM_PREFIX}x", "byte_size": "²"}),
         400,
         "byte_size",
-    ),  # fmt: skip
+    ),
     Case(
         "shm",
         "no-such-object",
         http("POST", f"{SHM}/r/register", {"key": f"/{SHM_PREFIX}absent", "byte_size": 16}),
         400,
         "no shared memory object",
-    ),  # fmt: skip
+    ),
     Case(
         "shm",
         "beyond-object",
@@ -620,7 +380,7 @@ CASES: list[Case] = [
         )(t),
         400,
         "offset + byte_size",
-    ),  # fmt: skip
+    ),
     Case("shm", "status-unknown", http("GET", f"{SHM}/nope/status"), 404, "nope"),
     Case("shm", "truncated-input", shm_truncated, 400, "'shrunk'"),
     Case("shm", "truncated-output", shm_output_truncated, 400, "'out'"),
@@ -634,7 +394,7 @@ CASES: list[Case] = [
         shm_grpc_size_not_the_shape,
         "INVALID_ARGUMENT",
         "expected 256 bytes",
-    ),  # fmt: skip
+    ),
     Case("shm", "cuda", http("POST", "/v2/cudasharedmemory/region/r/register", {}), 400, "CUDA"),
     # -- images --------------------------------------------------------------------------------
     Case(
@@ -643,7 +403,7 @@ CASES: list[Case] = [
         http("POST", "/v1/models/matmul/predict", b"x", {"Content-Type": "text/plain"}),
         400,
         "Content-Type",
-    ),  # fmt: skip
+    ),
     Case(
         "image",
         "max-results-superscript",
@@ -655,7 +415,7 @@ CASES: list[Case] = [
         ),
         400,
         "max_results",
-    ),  # fmt: skip
+    ),
     Case(
         "image",
         "threshold-out-of-range",
@@ -667,21 +427,21 @@ CASES: list[Case] = [
         ),
         400,
         "score_threshold",
-    ),  # fmt: skip
+    ),
     Case(
         "image",
         "unknown-query",
         http("POST", "/v1/models/matmul/predict?evil=1", b"x", {"Content-Type": "image/png"}),
         400,
         "query",
-    ),  # fmt: skip
+    ),
     Case(
         "image",
         "unknown-model",
         http("POST", "/v1/models/nope/predict", b"x", {"Content-Type": "image/png"}),
         404,
         "nope",
-    ),  # fmt: skip
+    ),
     # -- jobs ----------------------------------------------------------------------------------
     Case(
         "job",
@@ -689,7 +449,7 @@ CASES: list[Case] = [
         http("POST", "/v1/jobs", b"{", {"Content-Type": "application/json"}),
         400,
         "JSON",
-    ),  # fmt: skip
+    ),
     Case("job", "no-input", http("POST", "/v1/jobs", {"pipeline": "faces"}), 400, "input"),
     Case(
         "job",
@@ -697,7 +457,7 @@ CASES: list[Case] = [
         http("POST", "/v1/jobs", {"pipeline": "faces", "input": "a.mp4", "sample": "fps:1/0"}),
         400,
         "fps",
-    ),  # fmt: skip
+    ),
     # (paths in job inputs: test_video_api.py, which has the zoo's pipelines' models)
     Case(
         "job",
@@ -753,16 +513,14 @@ CASES: list[Case] = [
         "fps",
     ),
     # -- streams -------------------------------------------------------------------------------
-    Case(
-        "stream", "no-source", http("POST", "/v1/streams", {"pipeline": "faces"}), 400, "source"
-    ),  # fmt: skip
+    Case("stream", "no-source", http("POST", "/v1/streams", {"pipeline": "faces"}), 400, "source"),
     Case(
         "stream",
         "listen-option",
         http("POST", "/v1/streams", {"source": "tcp://127.0.0.1:9?listen=1", "pipeline": "faces"}),
         400,
         "listen",
-    ),  # fmt: skip
+    ),
     Case(
         "stream",
         "fps-over-zero",
@@ -771,21 +529,21 @@ CASES: list[Case] = [
         ),
         400,
         "fps",
-    ),  # fmt: skip
+    ),
     Case(
         "stream",
         "inflight-zero",
         http("POST", "/v1/streams", {"source": "clip.mp4", "pipeline": "faces", "max_inflight": 0}),
         400,
         "max_inflight",
-    ),  # fmt: skip
+    ),
     Case(
         "stream",
         "max-fps-superscript",
         http("POST", "/v1/streams", {"source": "clip.mp4", "pipeline": "faces", "max_fps": "²"}),
         400,
         "max_fps",
-    ),  # fmt: skip
+    ),
     Case("stream", "unknown-id", http("GET", "/v1/streams/nope"), 404, "nope"),
     Case("stream", "unknown-id-delete", http("DELETE", "/v1/streams/nope"), 404, "nope"),
     Case("stream", "grpc-subscribe-unknown", grpc_subscribe("nope"), "NOT_FOUND", "nope"),
@@ -841,7 +599,7 @@ def target(corpus: Corpus) -> Iterator[Target]:
         yield corpus.target
     finally:
         path.unlink(missing_ok=True)  # first: the object must not outlive a failed case
-        _http(corpus.target.server, "POST", "/v2/systemsharedmemory/unregister", b"", {})
+        http_answer(corpus.target.server, "POST", "/v2/systemsharedmemory/unregister", b"", {})
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -851,8 +609,12 @@ def test_bad_input(case: Case, corpus: Corpus, target: Target) -> None:
     server = target.server
     assert server.proc.poll() is None, server.log()
     assert server.get("/v2/health/ready")[0] == 200
-    assert _http(server, "POST", "/v2/models/matmul/infer",
-                 json.dumps({"inputs": [x()]}).encode(), {})[0] == 200  # fmt: skip
+    assert (
+        http_answer(
+            server, "POST", "/v2/models/matmul/infer", json.dumps({"inputs": [x()]}).encode(), {}
+        )[0]
+        == 200
+    )
     assert rss_kb(corpus.pid) - corpus.rss_start_kb < MAX_RSS_GROWTH_KB
 
 
@@ -876,7 +638,7 @@ def test_no_client_answer_names_an_absolute_path(corpus: Corpus, target: Target)
 def test_access_log_has_a_json_line_per_request_with_its_id(corpus: Corpus) -> None:
     """The corpus server runs with --access-log; its stderr is a file, so lines are JSON."""
     server = corpus.target.server
-    status, _ = _http(server, "GET", "/v2/models/nope", b"", {"X-Request-ID": "corpus-log-1"})
+    status, _ = http_answer(server, "GET", "/v2/models/nope", b"", {"X-Request-ID": "corpus-log-1"})
     assert status == 404
     grpc_raw("ModelInfer", b"\xff")(corpus.target)
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
