@@ -58,6 +58,9 @@ def element_size(datatype: str) -> int:
     return 0 if datatype == BYTES else _TO_NUMPY[datatype].itemsize
 
 
+MAX_DIMS = 64  # numpy's limit on an array's dimensions (NPY_MAXDIMS in numpy 2)
+
+
 def element_count(shape: tuple[int, ...] | list[int]) -> int:
     """Number of elements of a shape (1 for a scalar)."""
     n = 1

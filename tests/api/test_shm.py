@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 import tritonclient.utils.shared_memory as triton_shm
 
-from frameserve.api.shm import RegionStatus, SharedMemoryRegistry
-from frameserve.errors import InvalidInput, NotFound
+from frameserve.api.shm import RegionStatus, SharedMemoryRegistry, ShmSettings
+from frameserve.errors import InvalidInput, NotFound, PayloadTooLarge
 
 
 @dataclass
@@ -57,13 +58,65 @@ def test_register_read_write_and_status(region: Region, registry: SharedMemoryRe
     np.testing.assert_array_equal(got, [7, 7, 7, 7])
 
 
-def test_views_see_client_writes_without_copying(
+def test_reads_are_copies_taken_at_read_time(
     region: Region, registry: SharedMemoryRegistry
 ) -> None:
+    """A read copies (os.preadv), so a later client write does not change what was read."""
     registry.register("r", region.key, 0, 16)
-    view = np.frombuffer(registry.read("r", 0, 16), dtype=np.int32)
     triton_shm.set_shared_memory_region(region.handle, [np.array([1, 2, 3, 4], np.int32)])
+    view = np.frombuffer(registry.read("r", 0, 16), dtype=np.int32)
+    triton_shm.set_shared_memory_region(region.handle, [np.array([9, 9, 9, 9], np.int32)])
     assert view.tolist() == [1, 2, 3, 4]
+    assert not view.flags.writeable
+
+
+def test_truncated_object_is_a_400_not_sigbus(
+    region: Region, registry: SharedMemoryRegistry
+) -> None:
+    """A client that shrinks its object after registering it gets an error naming the sizes."""
+    registry.register("r", region.key, 64, 128)
+    fd = os.open(f"/dev/shm/{region.key.lstrip('/')}", os.O_RDWR)
+    try:
+        os.ftruncate(fd, 100)
+    finally:
+        os.close(fd)
+    with pytest.raises(InvalidInput, match=r"region 'r' .* hold 192 bytes, .* now has 100 bytes"):
+        registry.read("r", 0, 128)
+    with pytest.raises(InvalidInput, match=r"region 'r' .* hold 144 bytes, .* now has 100"):
+        registry.write("r", 64, b"x" * 16)
+    assert os.stat(f"/dev/shm/{region.key.lstrip('/')}").st_size == 100  # refused, not grown
+    assert registry.read("r", 0, 36).nbytes == 36  # what is still there reads fine
+
+
+def test_a_read_is_bounded_like_a_body(region: Region) -> None:
+    """Each read allocates its copy, so one read is limited as one request body is."""
+    registry = SharedMemoryRegistry(settings=ShmSettings(max_read_bytes=64))
+    try:
+        registry.register("r", region.key, 0, 256)
+        assert registry.read("r", 0, 64).nbytes == 64
+        with pytest.raises(PayloadTooLarge, match=r"65 bytes from region 'r' .* 64 bytes"):
+            registry.read("r", 0, 65)
+    finally:
+        registry.close()
+
+
+def test_key_prefix_and_region_cap(region: Region) -> None:
+    registry = SharedMemoryRegistry(settings=ShmSettings(key_prefix="/allowed_", max_regions=2))
+    try:
+        with pytest.raises(InvalidInput, match=r"starting with '/allowed_' \(--shm-key-prefix\)"):
+            registry.register("r", region.key, 0, 16)
+    finally:
+        registry.close()
+    registry = SharedMemoryRegistry(settings=ShmSettings(max_regions=2))
+    try:
+        registry.register("a", region.key, 0, 16)
+        registry.register("b", region.key, 0, 16)
+        with pytest.raises(InvalidInput, match=r"at most 2 .* \(--max-shm-regions\)"):
+            registry.register("c", region.key, 0, 16)
+        registry.unregister("a")
+        registry.register("c", region.key, 0, 16)
+    finally:
+        registry.close()
 
 
 def test_key_without_leading_slash(region: Region, registry: SharedMemoryRegistry) -> None:
@@ -136,7 +189,7 @@ def test_unregister_while_a_view_is_in_use(region: Region, registry: SharedMemor
     triton_shm.set_shared_memory_region(region.handle, [np.array([5, 6], np.int64)])
     registry.register("r", region.key, 0, 16)
     in_flight = np.frombuffer(registry.read("r", 0, 16), dtype=np.int64)
-    registry.unregister("r")  # must not fail or unmap memory a running request still reads
+    registry.unregister("r")  # must not fail or change what a running request still reads
     assert in_flight.tolist() == [5, 6]
     with pytest.raises(InvalidInput, match="no shared memory region 'r'"):
         registry.read("r", 0, 16)

@@ -24,6 +24,7 @@ from rapidocr.utils.process_img import get_rotate_crop_image
 from reference import mediapipe_faces as mp
 from reference.mediapipe_selfie import probability_from_output
 
+from frameserve.errors import ModelExecutionError
 from frameserve.processing.faces import decode_faces, ssd_anchors, weighted_nms
 from frameserve.processing.results import Classes, Detections, Mask, Text, Texts
 from frameserve.processing.spec import (
@@ -147,7 +148,9 @@ def test_decode_faces_options_and_many_candidates(zoo_repository: Path) -> None:
 def test_decode_faces_refuses_a_wrong_anchor_count(zoo_repository: Path) -> None:
     spec = face_spec(zoo_repository, "faces")
     outputs = {spec.boxes: np.zeros((100, 16)), spec.scores: np.zeros((100, 1))}
-    with pytest.raises(ValueError, match="Identity: expected 2304 anchors, got 100"):
+    with pytest.raises(
+        ModelExecutionError, match="Identity: the model gives 100 boxes, its anchors expect 2304"
+    ):
         decode_faces(outputs, Geometry((192, 192), (192, 192), (1.0, 1.0), (0.0, 0.0)), spec)
 
 
@@ -287,7 +290,9 @@ def test_decode_ctc_rounds_the_score_like_rapidocr(
 def test_decode_ctc_class_count_mismatch(rec_dictionary: tuple[Path, tuple[str, ...]]) -> None:
     _, dictionary = rec_dictionary
     probs = np.zeros((1, 5, 6625), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"fetch_name_0: the model has 6625 classes, .* 18710"):
+    with pytest.raises(
+        ModelExecutionError, match=r"fetch_name_0: the model has 6625 classes, .* 18710"
+    ):
         decode_ctc({"fetch_name_0": probs}, CTC, dictionary)
 
 
@@ -440,7 +445,7 @@ def test_decode_classes_softmax_and_threshold() -> None:
 
 
 def test_decode_classes_label_count_mismatch() -> None:
-    with pytest.raises(ValueError, match="p: the model gives 3 scores, 4 labels"):
+    with pytest.raises(ModelExecutionError, match="p: the model gives 3 scores, 4 labels"):
         decode_classes({"p": np.zeros(3)}, LABELS, DecodeOptions())
 
 

@@ -32,7 +32,7 @@ from frameserve.api.http.browser import BrowserGuard, BrowserPolicy
 from frameserve.api.http.deadlines import protocol_class
 from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
-from frameserve.api.shm import SharedMemoryRegistry
+from frameserve.api.shm import SharedMemoryRegistry, ShmSettings
 from frameserve.api.tls import ServerTls, TlsSettings, load_tls
 from frameserve.serving.local import AttachedServer
 from frameserve.serving.server import InferenceServer, RequestLimits, ServerSettings
@@ -53,6 +53,14 @@ class ListenSettings:
     metrics_port: int | None = None  # also serve /metrics here (None: on the HTTP port only)
     tls: TlsSettings | None = None  # on every listener when set
     browser: BrowserPolicy = BrowserPolicy()
+
+
+@dataclass(frozen=True)
+class FrontEndSettings:
+    """What both front ends share: shared-memory limits and the access log."""
+
+    shm: ShmSettings = ShmSettings()
+    access_log: bool = False  # one log line per HTTP request and gRPC call
 
 
 @dataclass(frozen=True)
@@ -167,11 +175,14 @@ class _Listeners:
         auth: AuthSettings,
         keys: Keys | None,
         tls: ServerTls | None,
+        access_log: bool = False,
     ) -> None:
         self.listen = listen
         self._tls_mode = "off" if tls is None else "mutual" if tls.mutual else "on"
         http_access = AccessPolicy.for_http(auth, keys)
-        app = BrowserGuard(create_http_app(server, shm, video.routes, http_access), listen.browser)
+        app = BrowserGuard(
+            create_http_app(server, shm, video.routes, http_access, access_log), listen.browser
+        )
         self.http = _uvicorn_server(app, listen.host, listen.http_port, tls, server.limits)
         self.metrics = None
         if listen.metrics_port is not None:
@@ -185,7 +196,7 @@ class _Listeners:
         credentials = None if tls is None else tls.grpc_credentials()
         self.grpc = create_grpc_server(
             server, shm, self.grpc_address, video.streams,
-            AccessPolicy.for_grpc(auth, keys), credentials,
+            AccessPolicy.for_grpc(auth, keys), credentials, access_log,
         )  # fmt: skip
         self.http_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
@@ -251,18 +262,20 @@ async def serve(
     listen: ListenSettings,
     video_settings: VideoServiceSettings,
     auth: AuthSettings | None = None,
+    front: FrontEndSettings | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit code (ConfigError for a bad key
     file or TLS file, naming it, before anything starts)."""
     auth = auth or AuthSettings()
+    front = front or FrontEndSettings()
     keys = Keys(auth.api_key_file) if auth.api_key_file is not None else None
     tls = None if listen.tls is None else load_tls(listen.tls)
     server = InferenceServer(settings)
-    shm = SharedMemoryRegistry()
+    shm = SharedMemoryRegistry(settings=front.shm)
     loop = asyncio.get_running_loop()
     video = _Video(server, video_settings, loop)
     try:
-        listeners = _Listeners(server, shm, video, listen, auth, keys, tls)
+        listeners = _Listeners(server, shm, video, listen, auth, keys, tls, front.access_log)
     except RuntimeError as err:  # grpc raises RuntimeError when the port cannot be bound
         address = f"{listen.host}:{listen.grpc_port}"
         log.error("cannot listen for gRPC on %s: %s (is the port in use?)", address, err)
@@ -307,7 +320,9 @@ def run(
     listen: ListenSettings,
     video: VideoServiceSettings | None = None,
     auth: AuthSettings | None = None,
+    front: FrontEndSettings | None = None,
 ) -> int:
     """Blocking entry point: run ``serve`` on a fresh uvloop event loop."""
-    result: Any = uvloop.run(serve(settings, listen, video or VideoServiceSettings(), auth))
+    coroutine = serve(settings, listen, video or VideoServiceSettings(), auth, front)
+    result: Any = uvloop.run(coroutine)
     return int(result)

@@ -64,8 +64,28 @@ def grpc_code(err: BaseException) -> grpc.StatusCode:
     return code
 
 
+INTERNAL_ERROR = "internal error"
+
+
 def error_message(err: BaseException) -> str:
-    """The text a client sees; unexpected errors are named but not dumped."""
+    """The text a client sees: a FrameserveError's message; for anything unexpected only
+    ``internal error`` (its detail, which may hold paths or internal state, goes to the log)."""
     if isinstance(err, errors.FrameserveError):
         return err.message
-    return f"internal error: {type(err).__name__}: {err}"
+    return INTERNAL_ERROR
+
+
+def error_body(err: BaseException, request_id: str | None) -> dict[str, str]:
+    """The JSON error body: Triton's ``{"error": message}`` plus the request id."""
+    body = {"error": error_message(err)}
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
+def grpc_error_message(err: BaseException, request_id: str | None) -> str:
+    """A gRPC status message; an unexpected error names the request id its log lines carry."""
+    message = error_message(err)
+    if request_id and not isinstance(err, errors.FrameserveError):
+        message = f"{message} (request id {request_id})"
+    return message

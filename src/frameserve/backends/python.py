@@ -43,7 +43,8 @@ class PythonBackend:
     def __init__(self, settings: BackendSettings) -> None:
         cfg = settings.config
         script = settings.path / "model.py"
-        where = str(script)
+        # Relative to the repository (<model>/<version>/model.py): errors reach clients.
+        where = f"{settings.path.parent.name}/{settings.path.name}/model.py"
         if not script.is_file():
             raise ModelLoadError(f"{settings.path}: expected model.py for backend python")
         batch_dim = bool(settings.batch_dim)  # unset max_batch_size: no batch dimension

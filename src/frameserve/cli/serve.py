@@ -79,6 +79,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                    help="the least severe log level written")  # fmt: skip
     _add_telemetry(p)
     _add_tls_and_browsers(p)
+    _add_errors_and_shm(p)
     apply_environment(p, dict(os.environ))
 
 
@@ -238,9 +239,23 @@ def _tls_settings(args: argparse.Namespace) -> TlsSettings | None:
     return TlsSettings(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
+def _add_errors_and_shm(p: argparse.ArgumentParser) -> None:
+    """Shared-memory registration limits and the access log."""
+    e = p.add_argument_group("errors and shared memory")
+    e.add_argument("--shm-key-prefix", default="", metavar="PREFIX",
+                   help="only shared-memory objects whose key (without its leading '/') starts "
+                        "with PREFIX may be registered (default: any key)")  # fmt: skip
+    e.add_argument("--max-shm-regions", type=positive_int, default=1024, metavar="N",
+                   help="shared-memory regions registered at once (400 above)")  # fmt: skip
+    e.add_argument("--access-log", action="store_true",
+                   help="log one line per HTTP request and gRPC call: method, path or RPC, "
+                        "status, duration, request id, peer")  # fmt: skip
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    from frameserve.api.app import ListenSettings, VideoServiceSettings, run
+    from frameserve.api.app import FrontEndSettings, ListenSettings, VideoServiceSettings, run
     from frameserve.api.http.browser import BrowserPolicy
+    from frameserve.api.shm import ShmSettings
     from frameserve.cli import logs
     from frameserve.errors import ConfigError
     from frameserve.serving.server import ServerSettings
@@ -285,7 +300,13 @@ def run_serve(args: argparse.Namespace) -> int:
             args.host, args.http_port, args.grpc_port, args.metrics_port, _tls_settings(args),
             BrowserPolicy.from_flags(args.allowed_origin, args.allowed_host),
         )  # fmt: skip
-        return run(settings, listen, video, _auth_settings(args))
+        front = FrontEndSettings(
+            ShmSettings(
+                args.shm_key_prefix, args.max_shm_regions, int(args.max_request_mb * 2**20)
+            ),
+            args.access_log,
+        )
+        return run(settings, listen, video, _auth_settings(args), front)
     except ConfigError as err:  # no tracing extra; a bad endpoint URL, key file or TLS file
         print(f"frameserve serve: {err.message}", file=sys.stderr)  # noqa: T201
         return 2

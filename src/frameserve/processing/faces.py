@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from frameserve.errors import ModelExecutionError
 from frameserve.processing.results import Detections
 from frameserve.processing.spec import AnchorSpec, FaceSsdSpec
 from frameserve.processing.transform import Geometry
@@ -88,7 +89,9 @@ def decode_faces(
     logits = outputs[spec.scores].reshape(-1).astype(np.float64)
     anchors = ssd_anchors(spec.anchors)
     if len(raw) != len(anchors):
-        raise ValueError(f"{spec.boxes}: expected {len(anchors)} anchors, got {len(raw)}")
+        raise ModelExecutionError(
+            f"{spec.boxes}: the model gives {len(raw)} boxes, its anchors expect {len(anchors)}"
+        )
     threshold = spec.score_threshold if score_threshold is None else score_threshold
     clipped = np.clip(logits, -spec.score_clipping, spec.score_clipping)
     scores = 1.0 / (1.0 + np.exp(-clipped))

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from frameserve.errors import ModelExecutionError, NotSupported
 from frameserve.processing.faces import decode_faces
 from frameserve.processing.results import Classes, Mask, Result
 from frameserve.processing.spec import (
@@ -53,7 +54,7 @@ def decode_classes(
 ) -> Classes:
     scores = outputs[spec.output].reshape(-1).astype(np.float64)
     if len(scores) != len(spec.labels):
-        raise ValueError(
+        raise ModelExecutionError(
             f"{spec.output}: the model gives {len(scores)} scores, {len(spec.labels)} labels"
         )
     if spec.softmax:
@@ -110,7 +111,7 @@ class ModelProcessing:
             return decode_ctc(outputs, spec, self._dictionary)
         if isinstance(spec, ClassesSpec):
             return decode_classes(outputs, spec, options)
-        raise ValueError("this model declares no postprocess block")
+        raise NotSupported("this model declares no postprocess block: it answers tensors only")
 
     def output_names(self) -> list[str]:
         """The output tensors the decoder reads."""

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pyclipper
 
-from frameserve.errors import ConfigError
+from frameserve.errors import ConfigError, ModelExecutionError
 from frameserve.processing.results import Text, Texts
 from frameserve.processing.spec import CtcSpec, TextDetectionSpec
 from frameserve.processing.transform import Geometry
@@ -155,7 +155,7 @@ def decode_ctc(outputs: dict[str, np.ndarray], spec: CtcSpec, dictionary: tuple[
     """Greedy CTC over ``[T, C]`` probabilities: collapse repeats, drop blanks."""
     probs = outputs[spec.output].reshape(-1, outputs[spec.output].shape[-1])
     if probs.shape[1] != len(dictionary):
-        raise ValueError(
+        raise ModelExecutionError(
             f"{spec.output}: the model has {probs.shape[1]} classes, the dictionary "
             f"{len(dictionary)} (blank + characters + space)"
         )

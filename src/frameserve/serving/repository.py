@@ -210,6 +210,11 @@ class ModelRepository:
                 rows.append(RepositoryEntry(name, "", "UNAVAILABLE", "unloaded"))
         return rows
 
+    def _relative(self, message: str) -> str:
+        """``message`` with the repository's absolute path left out (clients read it; the log
+        keeps the full text)."""
+        return message.replace(f"{self.root}/", "").replace(str(self.root), "<repository>")
+
     # -- loading ----------------------------------------------------------------------------
     async def load(self, name: str, override: ModelConfig | None = None) -> None:
         """Load or reload ``name``: changed and new versions first, then retire the old ones."""
@@ -220,7 +225,7 @@ class ModelRepository:
             if not folder.is_dir():
                 self._retire(entry, list(entry.versions))
                 del self._models[name]
-                raise NotFound(f"model {name!r}: no folder {folder}")
+                raise NotFound(f"model {name!r}: no folder {name!r} in the repository")
             await self._sync(entry, folder, override)
 
     async def _sync(self, entry: ModelEntry, folder: Path, override: ModelConfig | None) -> None:
@@ -230,9 +235,9 @@ class ModelRepository:
             # Remember what we saw so polling retries only after the files change again.
             entry.config_fingerprint = _config_fingerprint(folder)
             entry.folders = frozenset(_version_folders(folder))
-            entry.problems = {"": ("UNAVAILABLE", err.message)}
+            entry.problems = {"": ("UNAVAILABLE", self._relative(err.message))}
             log.error("model %s: %s", entry.name, err.message)
-            raise
+            raise type(err)(self._relative(err.message)) from None
         config_fp = _config_fingerprint(folder) + (override.model_dump_json() if override else "")
         available = sorted(
             int(p.name)
@@ -262,8 +267,9 @@ class ModelRepository:
                     if isinstance(err, FrameserveError)
                     else f"{type(err).__name__}: {err}"
                 )
-                entry.problems[str(v)] = ("UNAVAILABLE", reason)
                 log.error("model %s v%d failed to load: %s", entry.name, v, reason)
+                # Clients see the index: paths there are relative to the repository.
+                entry.problems[str(v)] = ("UNAVAILABLE", self._relative(reason))
         replaced = [v for v in fresh if v in entry.versions]
         stale = [v for v in entry.versions if v not in selected]
         old = {v: entry.versions[v] for v in replaced + stale}

@@ -340,9 +340,7 @@ class InferenceServer:
                 ) from None
             override = _override_config(data)
         if name not in self.repository.model_folders():
-            raise NotFound(
-                f"model {name!r}: no such folder in the repository {self.repository.root}"
-            )
+            raise NotFound(f"model {name!r}: no such folder in the model repository")
         try:
             await self.repository.load(name, override)
         except ConfigError as err:

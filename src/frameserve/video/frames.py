@@ -42,7 +42,10 @@ class Sampling:
                 raise InvalidInput(f"{where}: every:N needs N >= 1, got {n}")
             return cls("every", every=n)
         if m.group(3) is not None:
-            fps = Fraction(m.group(3))
+            try:
+                fps = Fraction(m.group(3))
+            except ZeroDivisionError:
+                raise InvalidInput(f"{where}: fps:N/D needs D > 0, got {m.group(3)}") from None
             if fps <= 0:
                 raise InvalidInput(f"{where}: fps:F needs F > 0, got {m.group(3)}")
             return cls("fps", fps=fps)

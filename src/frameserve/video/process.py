@@ -94,8 +94,8 @@ class FrameProcessor:
                 mv = self.versions[model] = self.server.repository.get(model)
             except NotFound:
                 raise ConfigError(
-                    f"{where}: needs model {model!r}, which is not loaded from "
-                    f"{self.server.repository.root} (frameserve zoo pull installs the zoo)"
+                    f"{where}: needs model {model!r}, which is not loaded from the model "
+                    f"repository (frameserve zoo pull installs the zoo)"
                 ) from None
             if self.config.interpolate is not None:
                 names = sorted(t.name for t in mv.inputs)

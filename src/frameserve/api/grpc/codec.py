@@ -21,6 +21,7 @@ from frameserve.api.grpc.generated import grpc_service_pb2 as pb
 from frameserve.datatypes import (
     BYTES,
     DATATYPES,
+    MAX_DIMS,
     deserialize_bytes,
     element_count,
     element_size,
@@ -246,6 +247,10 @@ def _check_header(
             f"got {tensor.datatype!r}"
         )
     shape = tuple(tensor.shape[:])  # slicing first is twice as fast on upb containers
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(
+            f"inputs[{i}].shape: expected at most {MAX_DIMS} dimensions, got {len(shape)}"
+        )
     if shape and min(shape) < 0:
         raise InvalidInput(
             f"inputs[{i}].shape: input {tensor.name!r} expects dims >= 0, got {list(shape)}"
@@ -392,8 +397,15 @@ def _from_shm(
 ) -> np.ndarray:
     if shm is None:
         raise InvalidInput(f"{where}.parameters: expected no shared memory here, got a region")
+    field_name = f"{where}.parameters['shared_memory_*']"
+    expected = count * element_size(datatype) if datatype != BYTES else placement.byte_size
+    if placement.byte_size != expected:  # checked before reading: a read allocates its size
+        raise InvalidInput(
+            f"{field_name}: expected {expected} bytes for {datatype} shape {list(shape)}, "
+            f"got {placement.byte_size}"
+        )
     view = shm.read(placement.region, placement.offset, placement.byte_size)
-    return _from_buffer(view, datatype, shape, count, f"{where}.parameters['shared_memory_*']")
+    return _from_buffer(view, datatype, shape, count, field_name)
 
 
 def _requested_outputs(

@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from frameserve import logcontext
+from frameserve.api import requestid
 from frameserve.api.grpc import codec
 from frameserve.api.grpc.access import AccessInterceptor
 from frameserve.api.grpc.generated import grpc_service_pb2 as pb
 from frameserve.api.grpc.health import add_health_and_reflection
 from frameserve.api.grpc.video import VIDEO_SERVICE, add_video_service
-from frameserve.api.status import error_message, grpc_code, http_status
+from frameserve.api.status import grpc_code, grpc_error_message, http_status
 from frameserve.api.triton_config import model_config_proto, model_statistics_proto
 from frameserve.errors import FrameserveError, InvalidInput, NotSupported, Unavailable
 
@@ -70,31 +73,67 @@ def _end_trace(trace: RequestTrace | None, err: BaseException | None) -> None:
     trace.end(200 if err is None else http_status(err), None if err is None else str(err))
 
 
+def _call_request_id(context: grpc.aio.ServicerContext) -> None:
+    """Set the call's request id (its ``x-request-id`` metadata when sane, else a new one) in
+    the call's own task."""
+    given = requestid.from_metadata(context.invocation_metadata())
+    logcontext.request_id.set(given or requestid.new_id())
+
+
+def _log_call(name: str, code: grpc.StatusCode, started: float, context: Any) -> None:
+    peer = context.peer() or ""
+    requestid.log_access("grpc", "POST", name, code.name, time.perf_counter() - started, peer)
+
+
 def _rpc(
-    name: str, method: _Unary, tracing: Tracing | None = None
+    name: str, method: _Unary, tracing: Tracing | None = None, access_log: bool = False
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Wrap a unary handler: FrameserveErrors and unexpected errors become gRPC statuses;
-    with ``tracing``, ``method`` takes the request's trace as a second argument."""
+    """Wrap a unary handler: FrameserveErrors and unexpected errors become gRPC statuses (an
+    unexpected one INTERNAL with only the request id; the detail is logged under it); with
+    ``tracing``, ``method`` takes the request's trace as a second argument."""
+    rpc = f"{SERVICE.full_name}/{name}"
 
     @functools.wraps(method)
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        _call_request_id(context)
         trace = None
         if tracing is not None:
             trace = _start_trace(tracing, name, _trace_carrier(context))
         try:
             result = await (method(request) if tracing is None else method(request, trace))
             _end_trace(trace, None)
+            if access_log:
+                _log_call(rpc, grpc.StatusCode.OK, started, context)
             return result
         except FrameserveError as err:
-            code, message = grpc_code(err), error_message(err)
+            code, message = grpc_code(err), grpc_error_message(err, None)
             _end_trace(trace, err)
         except Exception as err:
             log.exception("gRPC %s failed unexpectedly", name)
-            code, message = grpc_code(err), error_message(err)
+            code, message = grpc_code(err), grpc_error_message(err, logcontext.request_id.get())
             _end_trace(trace, err)
+        if access_log:
+            _log_call(rpc, code, started, context)
         await context.abort(code, message)
 
     return handler
+
+
+def _parsed(method: _Unary, request_type: Any) -> _Unary:
+    """``method`` taking the request's bytes; bytes that do not parse are InvalidInput."""
+
+    async def call(data: bytes) -> Any:
+        try:
+            request = request_type.FromString(data)
+        except DecodeError:
+            raise InvalidInput(
+                f"{request_type.DESCRIPTOR.name}: expected a serialised protobuf message, got "
+                f"{len(data)} bytes that do not parse"
+            ) from None
+        return await method(request)
+
+    return call
 
 
 class GRPCInferenceService:
@@ -109,7 +148,9 @@ class GRPCInferenceService:
         server: InferenceServer,
         shm: SharedMemoryRegistry,
         stream_window: int = DEFAULT_STREAM_WINDOW,
+        access_log: bool = False,
     ) -> None:
+        self._access_log = access_log
         self._server = server
         self._shm = shm
         self._max_elements = server.limits.max_elements
@@ -124,14 +165,14 @@ class GRPCInferenceService:
             if method.name == "ModelStreamInfer":
                 handlers[method.name] = grpc.stream_stream_rpc_method_handler(impl)
             elif method.name == "ModelInfer":
-                handler = _rpc(method.name, impl, self._tracing)
+                handler = _rpc(method.name, impl, self._tracing, self._access_log)
                 handlers[method.name] = grpc.unary_unary_rpc_method_handler(handler)
             else:
                 request_type = getattr(pb, method.input_type.name)
                 response_type = getattr(pb, method.output_type.name)
+                # Parsed inside the handler: gRPC's own deserializer answers bad bytes UNKNOWN.
                 handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                    _rpc(method.name, impl),
-                    request_deserializer=request_type.FromString,
+                    _rpc(method.name, _parsed(impl, request_type), None, self._access_log),
                     response_serializer=response_type.SerializeToString,
                 )
         return handlers
@@ -182,8 +223,8 @@ class GRPCInferenceService:
         if self._server.draining:
             raise Unavailable("the server is draining and accepts no new inference requests")
         decoded = codec.parse_infer_request(data, self._max_elements, self._shm)
-        if decoded.request.id:  # the call's own task: its log lines carry the id
-            logcontext.request_id.set(decoded.request.id)
+        if decoded.request.id and requestid.accept(decoded.request.id):
+            logcontext.request_id.set(decoded.request.id)  # the call's (or stream item's) task
         return decoded
 
     async def ModelStreamInfer(
@@ -196,6 +237,8 @@ class GRPCInferenceService:
         ``stream_window`` requests run at once: beyond that reading pauses, and gRPC flow
         control pushes back on the client.
         """
+        started = time.perf_counter()
+        _call_request_id(context)
         window = asyncio.Semaphore(self._stream_window)
         write_lock = asyncio.Lock()  # gRPC allows one outstanding write per stream
         running: set[asyncio.Task[None]] = set()
@@ -217,6 +260,10 @@ class GRPCInferenceService:
         finally:
             for task in running:  # the client went away: nobody waits for these answers
                 task.cancel()
+            if self._access_log:
+                _log_call(
+                    f"{SERVICE.full_name}/ModelStreamInfer", grpc.StatusCode.OK, started, context
+                )
 
     async def _stream_one(
         self,
@@ -242,11 +289,12 @@ class GRPCInferenceService:
                 )
             except FrameserveError as err:
                 failure = err
-                payload = codec.encode_stream_error(error_message(err), request_id)
+                payload = codec.encode_stream_error(grpc_error_message(err, None), request_id)
             except Exception as err:
                 failure = err
                 log.exception("gRPC ModelStreamInfer request %r failed unexpectedly", request_id)
-                payload = codec.encode_stream_error(error_message(err), request_id)
+                message = grpc_error_message(err, logcontext.request_id.get())
+                payload = codec.encode_stream_error(message, request_id)
             _end_trace(trace, failure)
             await write(payload)
         except Exception:
@@ -362,6 +410,7 @@ def create_grpc_server(
     streams: LiveStreams | None = None,
     access: AccessPolicy | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    access_log: bool = False,
 ) -> grpc.aio.Server:
     """A gRPC server for ``server`` with its port added at ``address`` (not started yet);
     with ``streams``, frameserve's ``VideoStreams`` service beside the KServe one; with
@@ -383,7 +432,7 @@ def create_grpc_server(
             ("grpc.max_concurrent_streams", server.limits.max_grpc_streams),
         ],
     )
-    handlers = GRPCInferenceService(server, shm).method_handlers()
+    handlers = GRPCInferenceService(server, shm, access_log=access_log).method_handlers()
     name = SERVICE.full_name
     grpc_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     grpc_server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]

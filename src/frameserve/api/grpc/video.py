@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 import orjson
 
+from frameserve import logcontext
+from frameserve.api import requestid
 from frameserve.api.auth import owner_scope
 from frameserve.api.grpc.generated import video_streams_pb2 as vpb
 from frameserve.api.grpc.generated import video_streams_pb2_grpc as vgrpc
-from frameserve.api.status import error_message, grpc_code
+from frameserve.api.status import grpc_code, grpc_error_message
 from frameserve.errors import FrameserveError, InvalidInput
 
 VIDEO_SERVICE = vpb.DESCRIPTOR.services_by_name["VideoStreams"].full_name
@@ -40,6 +42,20 @@ def _event(stream_id: str, record: LiveRecord, missed: int) -> vpb.StreamEvent:
     )
 
 
+def _set_request_id(context: grpc.aio.ServicerContext) -> None:
+    given = requestid.from_metadata(context.invocation_metadata())
+    logcontext.request_id.set(given or requestid.new_id())  # the call's own task
+
+
+async def _abort(context: grpc.aio.ServicerContext, method: str, err: Exception) -> NoReturn:
+    """End the call with the error's code; an unexpected error is logged and answered with the
+    request id only (gRPC's own answer would show the exception's text)."""
+    if not isinstance(err, FrameserveError):
+        log.exception("gRPC %s failed unexpectedly", method)
+    await context.abort(grpc_code(err), grpc_error_message(err, logcontext.request_id.get()))
+    raise AssertionError("context.abort returned")  # it always raises
+
+
 class VideoStreamsService:
     """Implements ``frameserve.v1.VideoStreams`` over a live-stream registry."""
 
@@ -49,12 +65,13 @@ class VideoStreamsService:
     async def Subscribe(
         self, request: vpb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[vpb.StreamEvent]:
+        _set_request_id(context)
         try:
             if not request.stream_id:
                 raise InvalidInput("stream_id: expected the id of an attached stream, got ''")
             subscription = self._streams.get(request.stream_id, owner_scope()).subscribe()
-        except FrameserveError as err:
-            await context.abort(grpc_code(err), error_message(err))
+        except Exception as err:  # noqa: BLE001 - answered by _abort, unexpected ones logged
+            await _abort(context, "Subscribe", err)
         try:
             async for record in subscription:
                 yield _event(request.stream_id, record, subscription.dropped)
@@ -64,7 +81,11 @@ class VideoStreamsService:
     async def ListStreams(
         self, request: vpb.ListStreamsRequest, context: grpc.aio.ServicerContext
     ) -> vpb.ListStreamsResponse:
-        statuses = [s.status().to_json() for s in self._streams.list(owner_scope())]
+        _set_request_id(context)
+        try:
+            statuses = [s.status().to_json() for s in self._streams.list(owner_scope())]
+        except Exception as err:  # noqa: BLE001 - answered by _abort, unexpected ones logged
+            await _abort(context, "ListStreams", err)
         return vpb.ListStreamsResponse(stream_json=[orjson.dumps(s) for s in statuses])
 
 

@@ -17,7 +17,8 @@ import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -31,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from frameserve import logcontext
-from frameserve.api import triton_config
+from frameserve.api import requestid, triton_config
 from frameserve.api.access import AccessPolicy
 from frameserve.api.http import codec, predict
 from frameserve.api.http.body import check_header_length, check_json_size, read_body
@@ -41,7 +42,7 @@ from frameserve.api.http.metrics import metrics_response
 from frameserve.api.http.reference import ApiReference
 from frameserve.api.http.video import VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
-from frameserve.api.status import error_message, http_status
+from frameserve.api.status import error_body, http_status
 from frameserve.errors import (
     FrameserveError,
     InvalidInput,
@@ -69,8 +70,9 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 
 def error_response(err: BaseException) -> Response:
-    """Triton's error body, with the status ``frameserve.api.status`` gives the error."""
-    response = json_response({"error": error_message(err)}, http_status(err))
+    """Triton's error body plus the request id, with the status ``frameserve.api.status`` gives
+    the error (unexpected errors: an opaque 500 whose detail is in the log under that id)."""
+    response = json_response(error_body(err, logcontext.request_id.get()), http_status(err))
     if isinstance(err, RequestTimeout):  # the rest of a late body must not read as a request
         response.headers["Connection"] = "close"
     return response
@@ -79,7 +81,7 @@ def error_response(err: BaseException) -> Response:
 def _check_names(name: str, version: str) -> tuple[str, str]:
     """The model name and version ("" = newest) from a path, or InvalidInput."""
     check_model_name(name)
-    if version and not version.isdigit():
+    if version and not (version.isascii() and version.isdigit()):
         raise InvalidInput(f"model version: expected a positive integer, got {version!r}")
     return name, version
 
@@ -182,8 +184,9 @@ class _RejectEncodedSlashes:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     """Unknown paths and wrong methods, with Triton's JSON error body."""
     assert isinstance(exc, HTTPException)
+    body = {"error": exc.detail, "request_id": logcontext.request_id.get() or ""}
     return Response(
-        orjson.dumps({"error": exc.detail}),
+        orjson.dumps(body),
         exc.status_code,
         headers=exc.headers,
         media_type=codec.JSON_CONTENT_TYPE,
@@ -229,8 +232,10 @@ class _Routes:
             limits=limits,
             shm=self.shm,
         )
-        if decoded.request.id:  # the request's own task: its log lines carry the id
-            logcontext.request_id.set(decoded.request.id)
+        # Without an X-Request-ID the request's own "id" names it (log lines, response header).
+        own_id = decoded.request.id
+        if own_id and requestid.HEADER not in headers and requestid.accept(own_id):
+            logcontext.request_id.set(own_id)  # the request's own task
         decoded.request.trace = trace
         response = await self.server.infer(decoded.request)
         encoded = codec.encode_infer_response(response, decoded, self.shm)
@@ -416,9 +421,11 @@ class HttpApp:
         shm: SharedMemoryRegistry,
         video: VideoRoutes | None = None,
         access: AccessPolicy | None = None,
+        access_log: bool = False,
     ) -> None:
         self._routes = _Routes(server, shm)
         self._access = access if access is not None and access.active else None
+        self._access_log = access_log
         self._tracing = server.tracing
         self._body_timeout_s = server.limits.request_timeout_s
         extra = ApiReference(server.version).routes() + (video.routes() if video else [])
@@ -432,20 +439,53 @@ class HttpApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # One check for the fast path and the router, before anything reads the body.
-        if scope["type"] == "http" and self._access is not None:
-            refused = refuse(self._access, scope)
+        if scope["type"] != "http":
+            await self.router(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        # uvicorn runs each request in its own task: the id set here is this request's alone.
+        logcontext.request_id.set(
+            requestid.accept(headers.get(requestid.HEADER)) or requestid.new_id()
+        )
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                rid = (logcontext.request_id.get() or "").encode()
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"x-request-id", rid)],
+                }
+            await send(message)
+
+        try:
+            # One check for the fast path and the router, before anything reads the body.
+            refused = refuse(self._access, scope) if self._access is not None else None
             if refused is not None:
-                await refused(scope, receive, send)
+                await refused(scope, receive, send_with_id)
                 return
-        if scope["type"] == "http" and self._body_timeout_s is not None:
-            receive = bounded_receive(scope, receive, self._body_timeout_s)
-        if scope["type"] == "http" and scope["method"] == "POST":
+            if self._body_timeout_s is not None:
+                receive = bounded_receive(scope, receive, self._body_timeout_s)
+            await self._dispatch(scope, receive, send_with_id, headers)
+        finally:
+            if self._access_log:
+                client = scope.get("client")
+                peer = f"{client[0]}:{client[1]}" if client else ""
+                path = scope["path"]
+                requestid.log_access(
+                    "http", scope["method"], path, status, time.perf_counter() - started, peer
+                )
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        """The infer fast path, or the router for everything else."""
+        if scope["method"] == "POST":
             match = _INFER_PATH.fullmatch(scope["path"])
             # Escaped paths go to the router, which refuses encoded slashes by the raw path.
             if match is not None and b"%" not in scope.get("raw_path", b"%"):
                 name, version = match["model"], match["version"] or ""
-                headers = Headers(scope=scope)
                 trace = None
                 if self._tracing is not None:
                     route = _VERSION_ROUTE if match["version"] else _MODEL_ROUTE
@@ -466,11 +506,12 @@ def create_http_app(
     shm: SharedMemoryRegistry,
     video: VideoRoutes | None = None,
     access: AccessPolicy | None = None,
+    access_log: bool = False,
 ) -> HttpApp:
     """The ASGI app serving ``server`` over KServe v2 HTTP; ``shm`` is shared with gRPC;
     ``video`` adds the jobs and live-stream endpoints; ``access`` checks keys and restricted
-    categories before anything else.
+    categories before anything else; ``access_log``: one log line per request.
 
     The app does not start or stop the server: whoever runs uvicorn owns that.
     """
-    return HttpApp(server, shm, video, access)
+    return HttpApp(server, shm, video, access, access_log)

@@ -14,7 +14,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"  # Triton's binary tensor exte
 def check_content_length(headers: Headers, limit: int) -> None:
     """Refuse a declared body over ``limit`` before reading any of it."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"Content-Length: {declared} bytes exceeds the limit of {limit} bytes (max_body_bytes)"
         )

@@ -26,6 +26,7 @@ from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.datatypes import (
     BYTES,
     DATATYPES,
+    MAX_DIMS,
     deserialize_bytes,
     element_count,
     serialize_bytes,
@@ -143,7 +144,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[memoryview, mem
     if header_length is None:
         return view, view[len(view) :]
     text = header_length.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # int() refuses '²', which isdigit() accepts
         raise InvalidInput(
             f"{HEADER_LENGTH}: expected a non-negative integer, got {header_length!r}"
         )
@@ -186,6 +187,10 @@ def _shape(field_name: str, value: object) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
         raise InvalidInput(
             f"{field_name}: expected a list of non-negative integers, got {_show(value)}"
+        )
+    if len(value) > MAX_DIMS:
+        raise InvalidInput(
+            f"{field_name}: expected at most {MAX_DIMS} dimensions, got {len(value)}"
         )
     return tuple(value)
 
@@ -317,7 +322,7 @@ def _decode_input(
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"{where}.name: expected a non-empty string, got {_show(name)}")
     datatype = spec.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a list is unhashable
         raise InvalidInput(
             f"{where}.datatype: expected one of {sorted(DATATYPES)}, got {_show(datatype)}"
         )
@@ -363,8 +368,16 @@ def _shm_input(
         )
     if shm is None:
         raise NotSupported(f"{where}.parameters.{_SHM_REGION}: shared memory is not enabled")
+    field_name = f"{where}.parameters.{_SHM_SIZE}"
+    if datatype != BYTES:  # checked before reading: a read allocates what it is asked for
+        expected = count * to_numpy(datatype).itemsize
+        if window.byte_size != expected:
+            raise InvalidInput(
+                f"{field_name}: shape {list(shape)} of {datatype} needs {expected} bytes, "
+                f"got {window.byte_size}"
+            )
     view = shm.read(window.region, window.offset, window.byte_size)
-    return _from_buffer(f"{where}.parameters.{_SHM_SIZE}", view, datatype, shape, count)
+    return _from_buffer(field_name, view, datatype, shape, count)
 
 
 def _shm_window(where: str, params: dict[str, Any]) -> ShmWindow:

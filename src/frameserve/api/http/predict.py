@@ -40,7 +40,7 @@ def decode_options(query: Any) -> DecodeOptions:
             raise InvalidInput(f"query.score_threshold: expected a number in 0..1, got {raw!r}")
     if "max_results" in query:
         raw = query["max_results"]
-        if not raw.isdigit() or int(raw) < 1:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
             raise InvalidInput(f"query.max_results: expected a positive integer, got {raw!r}")
         max_results = int(raw)
     return DecodeOptions(threshold, max_results)
