@@ -41,6 +41,7 @@ FUZZ = settings(
 class Limits:
     max_body_bytes: int = 1 << 20
     max_elements: int = 1 << 16
+    max_json_bytes: int = 1 << 20
 
 
 @pytest.fixture(scope="module")

@@ -231,6 +231,26 @@ def test_the_description_is_openapi_31(server: RunningServer, doc: dict[str, Any
         assert all(p["required"] for p in params if p["in"] == "path")
 
 
+def test_the_description_has_no_duplicate_keys() -> None:
+    """YAML keeps the last of two equal keys silently: a second "403" under one operation (easy
+    to make when two changes add responses) would hide the first."""
+    import yaml
+
+    import frameserve.api.http as http_package
+
+    node = yaml.compose((Path(http_package.__file__).parent / "openapi.yaml").read_text())
+    stack, duplicates = [(node, "")], []
+    while stack:
+        current, where = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            keys = [k.value for k, _ in current.value if isinstance(k, yaml.ScalarNode)]
+            duplicates += [f"{where}: {k}" for k in set(keys) if keys.count(k) > 1 and k != "<<"]
+            stack += [(v, f"{where}/{getattr(k, 'value', '?')}") for k, v in current.value]
+        elif isinstance(current, yaml.SequenceNode):
+            stack += [(v, where) for v in current.value]
+    assert duplicates == []
+
+
 def test_every_registered_route_is_documented(tmp_path: Path) -> None:
     """The routes of the app as ``serve`` builds it (video included), not of a list kept here."""
     server = InferenceServer(ServerSettings(repository=tmp_path / "models"))

@@ -71,11 +71,16 @@ def _fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+def _decimal(name: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return name.isascii() and name.isdigit()
+
+
 def version_numbers(folder: Path) -> list[int]:
     """A model folder's versions: subfolders named by a positive integer without leading zeros."""
     if not folder.is_dir():
         return []
-    names = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    names = [p.name for p in folder.iterdir() if p.is_dir() and _decimal(p.name)]
     return sorted(int(n) for n in names if n == str(int(n)) and int(n) > 0)
 
 
@@ -242,7 +247,7 @@ class ModelRepository:
         available = sorted(
             int(p.name)
             for p in folder.iterdir()
-            if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+            if p.is_dir() and _decimal(p.name) and int(p.name) > 0
         )
         selected = config.version_policy.select(available)
         entry.problems = {}

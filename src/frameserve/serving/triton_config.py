@@ -316,7 +316,7 @@ def _ort_parameter(key: str, value: str, data: dict[str, Any], problems: _Proble
         else:
             data.setdefault("onnxruntime", {})["execution_mode"] = modes[value]
         return
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         # Triton's 0 means "ONNX Runtime's default": leave the parameter out for that.
         problems.add(f"parameters[{key!r}]", f"expected a positive integer, got {value!r}")
     elif key == "intra_op_thread_count":
@@ -334,7 +334,7 @@ def _ov_parameter(key: str, value: str, data: dict[str, Any], problems: _Problem
         if value.upper() != "YES":
             problems.add(where, f"expected 'YES', got {value!r}")
         data["precision"] = "bf16"
-    elif key == "NUM_STREAMS" and value.isdigit():
+    elif key == "NUM_STREAMS" and value.isascii() and value.isdigit():
         groups = data.get("instances")
         if groups not in (None, 1, int(value)):
             problems.add(

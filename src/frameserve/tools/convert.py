@@ -78,7 +78,7 @@ def resolve_version(requested: str | None, existing: list[int], folder: Path) ->
     if requested is None:
         return max(existing, default=0) + 1
     text = requested.strip()
-    if not text.isdigit() or text != str(int(text)) or int(text) <= 0:
+    if not (text.isascii() and text.isdigit()) or text != str(int(text)) or int(text) <= 0:
         raise InvalidInput(
             f"--version: expected a positive integer without leading zeros, got {requested!r}"
         )

@@ -53,5 +53,6 @@ def check_json_size(size: int, limit: int, where: str = "request body") -> None:
 def check_header_length(header_length: str | None, limit: int) -> None:
     """Refuse a declared ``Inference-Header-Content-Length`` over ``limit`` before the body
     is read (a malformed value is left to the decoder's own message)."""
-    if header_length is not None and header_length.strip().isdigit():
-        check_json_size(int(header_length.strip()), limit, HEADER_LENGTH)
+    text = (header_length or "").strip()
+    if text.isascii() and text.isdigit():  # not '²': str.isdigit accepts it, int() does not
+        check_json_size(int(text), limit, HEADER_LENGTH)

@@ -32,7 +32,7 @@ def segment_path(folder: Path, number: int) -> Path:
 
 def segment_number(path: Path) -> int | None:
     """The number of a segment file, None for anything else."""
-    if path.suffix != ".mp4" or not path.stem.isdigit():
+    if path.suffix != ".mp4" or not (path.stem.isascii() and path.stem.isdigit()):
         return None
     return int(path.stem)
 
