@@ -21,6 +21,10 @@ def add_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--repository", type=Path, help="load the model in this process")
     where.add_argument("--url", help="a running server: http://HOST:PORT or grpc://HOST:PORT")
+    p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   type=_header,
+                   help="with --url: send this HTTP header (gRPC metadata) with every request, "
+                        "e.g. 'Authorization: Bearer SECRET'; repeatable")  # fmt: skip
     p.add_argument("--model", required=True)
     p.add_argument("--version", default="", help="default: the newest ready version")
     p.add_argument("--concurrency", type=positive_int, nargs="+", default=[],
@@ -55,6 +59,13 @@ def _row(p: Any) -> str:
     )
 
 
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected 'NAME: VALUE', got {text!r}")
+    return name.strip(), value.strip()
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from frameserve.cli import logs
     from frameserve.errors import FrameserveError
@@ -81,7 +92,8 @@ def run_bench(args: argparse.Namespace) -> int:
             shown.append(point)
 
         if args.url:
-            points = bench_url(args.url, args.model, settings, args.version, show)
+            headers = tuple(args.header)
+            points = bench_url(args.url, args.model, settings, args.version, show, headers)
         else:
             if not args.repository.is_dir():
                 raise FrameserveError(f"--repository {args.repository}: not a folder")

@@ -201,9 +201,11 @@ def bench_url(
     settings: BenchSettings,
     version: str = "",
     on_point: Callable[[BenchPoint], None] | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> list[BenchPoint]:
-    """Sweep a model of a running server (``http://`` or ``grpc://``)."""
-    target = remote_target(url, model, version)
+    """Sweep a model of a running server (``http://`` or ``grpc://``); ``headers`` go with
+    every request (an API key: ``("Authorization", "Bearer SECRET")``)."""
+    target = remote_target(url, model, version, headers)
     return asyncio.run(sweep(target, settings, None, on_point))
 
 

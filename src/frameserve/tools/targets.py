@@ -140,11 +140,19 @@ def _datatype_of(array: np.ndarray) -> str:
 class HttpTarget:
     """KServe v2 over HTTP, binary tensor data in and out."""
 
-    def __init__(self, url: str, model: str, version: str = "", concurrency: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        version: str = "",
+        concurrency: int = 64,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._base = url.rstrip("/")
         self._model = model
         self._version = version
         self._limit = concurrency
+        self._headers = dict(headers)  # sent with every request (an API key)
         self._session: Any = None
         self.description = f"HTTP {self._base} {model}"
 
@@ -156,7 +164,7 @@ class HttpTarget:
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
-        self._session = aiohttp.ClientSession(connector=connector)
+        self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         meta = await self._get_json(self._path())
         config = await self._get_json(self._path() + "/config")
         self._version = self._version or str(max(int(v) for v in meta.get("versions", ["1"])))
@@ -235,10 +243,14 @@ def _info_from_metadata(meta: dict[str, Any], max_batch_size: int, version: str)
 class GrpcTarget:
     """KServe v2 over gRPC; requests serialised once, replies checked for status only."""
 
-    def __init__(self, address: str, model: str, version: str = "") -> None:
+    def __init__(
+        self, address: str, model: str, version: str = "", headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self._address = address
         self._model = model
         self._version = version
+        # gRPC metadata keys are lower case; sent with every call (an API key)
+        self._metadata = tuple((k.lower(), v) for k, v in headers)
         self._channel: Any = None
         self.description = f"gRPC {address} {model}"
 
@@ -253,10 +265,12 @@ class GrpcTarget:
         self._raw_infer = self._channel.unary_unary(GRPC_INFER)  # bytes in, bytes out
         try:
             meta = await self._stub.ModelMetadata(
-                pb.ModelMetadataRequest(name=self._model, version=self._version)
+                pb.ModelMetadataRequest(name=self._model, version=self._version),
+                metadata=self._metadata,
             )
             config = await self._stub.ModelConfig(
-                pb.ModelConfigRequest(name=self._model, version=self._version)
+                pb.ModelConfigRequest(name=self._model, version=self._version),
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as err:
             raise _grpc_error(self._address, err) from None
@@ -277,13 +291,14 @@ class GrpcTarget:
         import grpc
 
         try:
-            await self._raw_infer(prepared)
+            await self._raw_infer(prepared, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise _grpc_error(self._address, err) from None
 
     async def stats(self) -> StatsSnapshot:
         message = await self._stub.ModelStatistics(
-            pb.ModelStatisticsRequest(name=self._model, version=self._version)
+            pb.ModelStatisticsRequest(name=self._model, version=self._version),
+            metadata=self._metadata,
         )
         return StatsSnapshot.from_proto(message, self._version)
 
@@ -302,13 +317,16 @@ def _grpc_error(address: str, err: Any) -> Exception:
     return cls(f"{address}: gRPC {code.name}: {err.details()}")
 
 
-def remote_target(url: str, model: str, version: str = "") -> Target:
-    """``http://host:port`` or ``grpc://host:port`` -> the matching target."""
+def remote_target(
+    url: str, model: str, version: str = "", headers: tuple[tuple[str, str], ...] = ()
+) -> Target:
+    """``http://host:port`` or ``grpc://host:port`` -> the matching target; ``headers`` go with
+    every request (HTTP headers, gRPC metadata), e.g. ``("Authorization", "Bearer ...")``."""
     parts = urlsplit(url)
     if parts.scheme in ("http", "https") and parts.netloc:
-        return HttpTarget(url, model, version)
+        return HttpTarget(url, model, version, headers=headers)
     if parts.scheme == "grpc" and parts.netloc:
-        return GrpcTarget(parts.netloc, model, version)
+        return GrpcTarget(parts.netloc, model, version, headers)
     raise InvalidInput(f"--url: expected http://HOST:PORT or grpc://HOST:PORT, got {url!r}")
 
 
