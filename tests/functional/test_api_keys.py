@@ -234,6 +234,30 @@ def test_streams_belong_to_the_key_that_attached_them(server: RunningServer) -> 
         assert http(server, "DELETE", f"/v1/streams/{stream_id}", BOB).status_code == 200
 
 
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_bench_sends_a_key_with_header(server: RunningServer, scheme: str) -> None:
+    """``frameserve bench --header`` reaches a keyed server (HTTP headers, gRPC metadata), with
+    the restricted model-config category's header too (bench reads the model's config)."""
+    import subprocess
+    import sys
+
+    url = f"{scheme}://{server.http_url if scheme == 'http' else server.grpc_url}"
+    argv = [sys.executable, "-m", "frameserve.cli.main", "bench", "--url", url,
+            "--model", "matmul", "--concurrency", "1", "--duration", "0.3", "--warmup", "0",
+            "--json"]  # fmt: skip
+    restricted = "x-config-key" if scheme == "http" else "triton-grpc-protocol-config-key"
+    keyed = subprocess.run(
+        [*argv, "--header", f"Authorization: Bearer {ALICE}",
+         "--header", f"{restricted}: open-sesame"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert keyed.returncode == 0, keyed.stderr
+    assert json.loads(keyed.stdout)[0]["throughput"] > 0
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "401" in refused.stderr or "UNAUTHENTICATED" in refused.stderr
+
+
 def test_sighup_reloads_the_keys_and_a_bad_file_keeps_them(
     server: RunningServer, key_file: Path
 ) -> None:
@@ -277,24 +301,3 @@ def test_a_bad_key_file_stops_start_up_without_showing_the_secret(tmp_path: Path
         timeout=120,
     )
     assert done.returncode == 2 and b"nonsense" in done.stderr
-
-
-@pytest.mark.parametrize("scheme", ["http", "grpc"])
-def test_bench_sends_a_key_with_header(server: RunningServer, scheme: str) -> None:
-    """``frameserve bench --header`` reaches a keyed server (HTTP headers, gRPC metadata)."""
-    import subprocess
-    import sys
-
-    url = f"{scheme}://{server.http_url if scheme == 'http' else server.grpc_url}"
-    argv = [sys.executable, "-m", "frameserve.cli.main", "bench", "--url", url,
-            "--model", "matmul", "--concurrency", "1", "--duration", "0.3", "--warmup", "0",
-            "--json"]  # fmt: skip
-    keyed = subprocess.run(
-        [*argv, "--header", f"Authorization: Bearer {ALICE}"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert keyed.returncode == 0, keyed.stderr
-    assert json.loads(keyed.stdout)[0]["throughput"] > 0
-    refused = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 1
-    assert "401" in refused.stderr or "UNAUTHENTICATED" in refused.stderr

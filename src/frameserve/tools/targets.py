@@ -165,8 +165,12 @@ class HttpTarget:
 
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
-        meta = await self._get_json(self._path())
-        config = await self._get_json(self._path() + "/config")
+        try:
+            meta = await self._get_json(self._path())
+            config = await self._get_json(self._path() + "/config")
+        except FrameserveError:
+            await self._session.close()  # the caller never gets a target to close
+            raise
         self._version = self._version or str(max(int(v) for v in meta.get("versions", ["1"])))
         return _info_from_metadata(meta, int(config.get("max_batch_size", 0)), self._version)
 
