@@ -40,6 +40,7 @@ from frameserve.api.http.deadlines import bounded_receive
 from frameserve.api.http.guard import refuse
 from frameserve.api.http.metrics import metrics_response
 from frameserve.api.http.reference import ApiReference
+from frameserve.api.http.tracing import end_trace, start_trace, traced
 from frameserve.api.http.video import VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.api.status import error_body, http_status
@@ -109,47 +110,6 @@ def _guarded(handler: Endpoint) -> Endpoint:
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         return await _answer(request.method, request.url.path, lambda: handler(request))
-
-    return endpoint
-
-
-def start_trace(
-    tracing: Tracing, route: str, path: str, headers: Headers, model: str
-) -> RequestTrace | None:
-    """The span of one traced request (a child of its ``traceparent`` header, if any)."""
-    trace = tracing.start_request(
-        f"POST {route}",
-        headers.get("traceparent"),
-        headers.get("tracestate"),
-        {
-            "http.request.method": "POST",
-            "http.route": route,
-            "url.path": path,
-            "frameserve.model": model,
-        },
-    )
-    if trace is not None:
-        logcontext.trace_id.set(trace.trace_id)  # the request's own task: no reset needed
-    return trace
-
-
-def end_trace(trace: RequestTrace | None, response: Response) -> None:
-    if trace is not None:
-        trace.set_attribute("http.response.status_code", response.status_code)
-        trace.end(response.status_code)
-
-
-def _traced(tracing: Tracing, route: str, handler: Endpoint) -> Endpoint:
-    """A routed endpoint with a request span; the handler finds it in ``request.state``."""
-
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        model = request.path_params.get("model", "")
-        trace = start_trace(tracing, route, request.url.path, request.headers, model)
-        request.state.trace = trace
-        response = await handler(request)
-        end_trace(trace, response)
-        return response
 
     return endpoint
 
@@ -397,12 +357,12 @@ def _routes(r: _Routes, tracing: Tracing | None) -> list[Route]:
         ("/metrics", r.metrics, "GET"),
         ("/v1/models/{model}/predict", r.predict, "POST"),
     ]
-    traced = (r.infer_route, r.predict) if tracing is not None else ()
+    spanned = (r.infer_route, r.predict) if tracing is not None else ()
     routes = []
     for path, fn, method in table:
         endpoint = _guarded(fn)
-        if tracing is not None and fn in traced:
-            endpoint = _traced(tracing, path, endpoint)
+        if tracing is not None and fn in spanned:
+            endpoint = traced(tracing, path, endpoint)
         routes.append(Route(path, endpoint, methods=[method]))
     return routes
 
