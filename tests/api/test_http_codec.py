@@ -22,6 +22,7 @@ import tritonclient.utils.shared_memory as triton_shm
 from tritonclient.http._utils import _get_inference_request
 
 from frameserve.api.http import codec
+from frameserve.api.http import response as encoding
 from frameserve.api.http.body import check_header_length
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.errors import InvalidInput, NotSupported, PayloadTooLarge
@@ -83,7 +84,7 @@ def decode(
     return codec.decode_infer_request(raw, "m", "", header_length=header_length, **args)  # type: ignore[arg-type]
 
 
-def read_back(encoded: codec.EncodedResponse) -> triton_http.InferResult:
+def read_back(encoded: encoding.EncodedResponse) -> triton_http.InferResult:
     return triton_http.InferResult.from_response_body(
         encoded.body, header_length=encoded.header_length
     )
@@ -204,7 +205,7 @@ def response_of(*tensors: tuple[str, str, np.ndarray]) -> InferResponse:
 def test_output_round_trip(datatype: str, binary: bool) -> None:
     data = SAMPLES[datatype]
     decoded = codec.DecodedRequest(None, {"y": codec.OutputOptions(binary=binary)})  # type: ignore[arg-type]
-    encoded = codec.encode_infer_response(response_of(("y", datatype, data)), decoded, None)
+    encoded = encoding.encode_infer_response(response_of(("y", datatype, data)), decoded, None)
     assert (encoded.header_length is not None) == binary
     result = read_back(encoded)
     assert result.get_response()["id"] == "req-1"
@@ -225,7 +226,7 @@ def test_binary_data_output_is_the_default_and_outputs_can_override_it() -> None
         binary_output=True,
     )
     a = np.arange(4, dtype=np.float32)
-    encoded = codec.encode_infer_response(
+    encoded = encoding.encode_infer_response(
         response_of(("j", "FP32", a), ("b", "FP32", a), ("other", "FP32", a)), decoded, None
     )
     header = orjson.loads(encoded.body[: encoded.header_length])
@@ -238,7 +239,7 @@ def test_binary_data_output_is_the_default_and_outputs_can_override_it() -> None
 
 def test_json_response_has_no_header_length() -> None:
     decoded = codec.DecodedRequest(None)  # type: ignore[arg-type]
-    encoded = codec.encode_infer_response(
+    encoded = encoding.encode_infer_response(
         response_of(("y", "INT8", np.array([[1, 2]], np.int8))), decoded, None
     )
     assert encoded.header_length is None and encoded.content_type == codec.JSON_CONTENT_TYPE
@@ -250,7 +251,7 @@ def test_json_response_has_no_header_length() -> None:
 def test_non_utf8_bytes_output_falls_back_to_binary() -> None:
     data = np.array([b"\xff\xfe", b"ok"], dtype=np.object_)
     decoded = codec.DecodedRequest(None, {"y": codec.OutputOptions(binary=False)})  # type: ignore[arg-type]
-    encoded = codec.encode_infer_response(response_of(("y", "BYTES", data)), decoded, None)
+    encoded = encoding.encode_infer_response(response_of(("y", "BYTES", data)), decoded, None)
     assert encoded.header_length is not None
     assert read_back(encoded).as_numpy("y").tolist() == [b"\xff\xfe", b"ok"]
 
@@ -284,7 +285,9 @@ def test_shared_memory_input_and_output(region: tuple[SharedMemoryRegistry, obje
     decoded = decode(body, header_length, shm=registry)
     assert_same(decoded.request.inputs[0].data, data)
 
-    encoded = codec.encode_infer_response(response_of(("y", "FP32", data * 3)), decoded, registry)
+    encoded = encoding.encode_infer_response(
+        response_of(("y", "FP32", data * 3)), decoded, registry
+    )
     header = orjson.loads(encoded.body)
     assert "data" not in header["outputs"][0] and encoded.header_length is None
     got = triton_shm.get_contents_as_numpy(handle, np.float32, [4], offset=32)
@@ -296,7 +299,7 @@ def test_shared_memory_output_too_small(region: tuple[SharedMemoryRegistry, obje
     window = codec.ShmWindow("io", 0, 8)
     decoded = codec.DecodedRequest(None, {"y": codec.OutputOptions(shm=window)})  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match=r"shared_memory_byte_size.*needs 16 bytes, got 8"):
-        codec.encode_infer_response(
+        encoding.encode_infer_response(
             response_of(("y", "FP32", np.ones(4, np.float32))), decoded, registry
         )
 

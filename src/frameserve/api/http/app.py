@@ -40,6 +40,7 @@ from frameserve.api.http.deadlines import bounded_receive
 from frameserve.api.http.guard import refuse
 from frameserve.api.http.metrics import metrics_response
 from frameserve.api.http.reference import ApiReference
+from frameserve.api.http.response import encode_infer_response
 from frameserve.api.http.tracing import end_trace, start_trace, traced
 from frameserve.api.http.video import VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry
@@ -198,7 +199,7 @@ class _Routes:
             logcontext.request_id.set(own_id)  # the request's own task
         decoded.request.trace = trace
         response = await self.server.infer(decoded.request)
-        encoded = codec.encode_infer_response(response, decoded, self.shm)
+        encoded = encode_infer_response(response, decoded, self.shm)
         extra = None
         if encoded.header_length is not None:
             extra = {codec.HEADER_LENGTH: str(encoded.header_length)}

@@ -3,11 +3,9 @@
 A request body is a JSON header optionally followed by raw tensor bytes (Triton's binary tensor
 extension): ``Inference-Header-Content-Length`` says where the JSON ends, and every input whose
 ``parameters.binary_data_size`` is set takes that many bytes, in input order. Inputs may instead
-carry JSON ``data`` or name a registered shared-memory region. Binary and shared-memory inputs
-become zero-copy numpy views of the body or the mapping (read-only for the body).
-
-Responses are JSON unless an output asks for ``binary_data`` (or the request sets
-``binary_data_output``), in which case the JSON header is followed by the raw outputs.
+carry JSON ``data`` or name a registered shared-memory region. Binary inputs become read-only
+zero-copy numpy views of the body; shared-memory inputs are copies read with a size check
+(``api/shm.py``). Responses are encoded by ``api/http/response.py``.
 Every malformed request raises ``InvalidInput`` (``PayloadTooLarge`` for limits) naming the
 field, the expected and the actual value.
 """
@@ -29,17 +27,16 @@ from frameserve.datatypes import (
     MAX_DIMS,
     deserialize_bytes,
     element_count,
-    serialize_bytes,
     to_numpy,
 )
 from frameserve.errors import InvalidInput, NotSupported, PayloadTooLarge
-from frameserve.serving.types import InferRequest, InferResponse, InputTensor, OutputTensor
+from frameserve.serving.types import InferRequest, InputTensor
 
 JSON_CONTENT_TYPE: Final = "application/json"
 BINARY_CONTENT_TYPE: Final = "application/octet-stream"
 
 _SHM_REGION: Final = "shared_memory_region"
-_SHM_SIZE: Final = "shared_memory_byte_size"
+SHM_SIZE: Final = "shared_memory_byte_size"
 _SHM_OFFSET: Final = "shared_memory_offset"
 # Request parameters that describe the wire format or map to InferRequest fields.
 _WIRE_PARAMETERS: Final = frozenset({"priority", "timeout", "binary_data_output"})
@@ -86,18 +83,6 @@ class DecodedRequest:
     request: InferRequest
     outputs: dict[str, OutputOptions] = field(default_factory=dict)
     binary_output: bool = False  # the request's parameters.binary_data_output
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedResponse:
-    """A response body; ``header_length`` is set (and the body binary) when tensors follow."""
-
-    body: bytes
-    header_length: int | None = None
-
-    @property
-    def content_type(self) -> str:
-        return JSON_CONTENT_TYPE if self.header_length is None else BINARY_CONTENT_TYPE
 
 
 def _show(value: object, limit: int = 80) -> str:
@@ -334,7 +319,7 @@ def _decode_input(
             f"{limits.max_elements} (max_elements)"
         )
     params = _dict_field(f"{where}.parameters", spec.get("parameters"))
-    if _SHM_REGION in params or _SHM_SIZE in params:
+    if _SHM_REGION in params or SHM_SIZE in params:
         array = _shm_input(where, params, "data" in spec, datatype, shape, count, shm)
     elif "binary_data_size" in params:
         size_field = f"{where}.parameters.binary_data_size"
@@ -368,7 +353,7 @@ def _shm_input(
         )
     if shm is None:
         raise NotSupported(f"{where}.parameters.{_SHM_REGION}: shared memory is not enabled")
-    field_name = f"{where}.parameters.{_SHM_SIZE}"
+    field_name = f"{where}.parameters.{SHM_SIZE}"
     if datatype != BYTES:  # checked before reading: a read allocates what it is asked for
         expected = count * to_numpy(datatype).itemsize
         if window.byte_size != expected:
@@ -385,11 +370,9 @@ def _shm_window(where: str, params: dict[str, Any]) -> ShmWindow:
     region = params.get(_SHM_REGION)
     if not isinstance(region, str) or not region:
         raise InvalidInput(f"{where}.{_SHM_REGION}: expected a region name, got {_show(region)}")
-    if _SHM_SIZE not in params:
-        raise InvalidInput(
-            f"{where}.{_SHM_SIZE}: expected a byte size with {_SHM_REGION}, got none"
-        )
-    size = _int_param(f"{where}.{_SHM_SIZE}", params[_SHM_SIZE])
+    if SHM_SIZE not in params:
+        raise InvalidInput(f"{where}.{SHM_SIZE}: expected a byte size with {_SHM_REGION}, got none")
+    size = _int_param(f"{where}.{SHM_SIZE}", params[SHM_SIZE])
     offset = _int_param(f"{where}.{_SHM_OFFSET}", params.get(_SHM_OFFSET, 0))
     return ShmWindow(region, offset, size)
 
@@ -414,7 +397,7 @@ def _decode_outputs(raw: object) -> tuple[list[str] | None, dict[str, OutputOpti
             raise InvalidInput(
                 f"{where}.parameters.binary_data: expected a boolean, got {_show(binary)}"
             )
-        if _SHM_REGION in params or _SHM_SIZE in params:
+        if _SHM_REGION in params or SHM_SIZE in params:
             if classes:
                 raise InvalidInput(
                     f"{where}.parameters: expected classification or shared memory, got both"
@@ -491,83 +474,3 @@ def decode_infer_request(
         classification={n: o.classification for n, o in output_options.items() if o.classification},
     )
     return DecodedRequest(request, output_options, binary_output)
-
-
-# -- responses ---------------------------------------------------------------------------------
-
-
-def _tensor_bytes(tensor: OutputTensor) -> bytes | memoryview:
-    """The tensor in the v2 binary layout; a view of the array where possible (no copy)."""
-    if tensor.datatype == BYTES:
-        return serialize_bytes(tensor.data)
-    array = np.ascontiguousarray(tensor.data)
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    return array.reshape(-1).view(np.uint8).data
-
-
-def _json_data(tensor: OutputTensor) -> list[Any] | np.ndarray | None:
-    """Flat JSON-ready data; None for BYTES that are not UTF-8 (those go binary instead)."""
-    flat = np.ascontiguousarray(tensor.data).reshape(-1)
-    if tensor.datatype == BYTES:
-        try:
-            return [x.decode() if isinstance(x, bytes) else str(x) for x in flat.tolist()]
-        except UnicodeDecodeError:
-            return None
-    if tensor.datatype == "BF16":
-        return flat.astype(np.float32)  # orjson knows no bfloat16
-    return flat if flat.dtype.isnative else flat.astype(flat.dtype.newbyteorder("="))
-
-
-def _write_shm_output(
-    tensor: OutputTensor, window: ShmWindow, shm: SharedMemoryRegistry | None
-) -> None:
-    if shm is None:
-        raise NotSupported(f"output {tensor.name!r}: shared memory is not enabled")
-    raw = _tensor_bytes(tensor)
-    if len(raw) > window.byte_size:
-        raise InvalidInput(
-            f"outputs.{tensor.name}.parameters.{_SHM_SIZE}: output {tensor.name!r} needs "
-            f"{len(raw)} bytes, got {window.byte_size}"
-        )
-    shm.write(window.region, window.offset, raw)
-
-
-def encode_infer_response(
-    response: InferResponse, decoded: DecodedRequest, shm: SharedMemoryRegistry | None
-) -> EncodedResponse:
-    """Encode a response as the request asked: JSON, JSON + binary tensors, or shared memory."""
-    outputs: list[dict[str, Any]] = []
-    chunks: list[bytes | memoryview] = []
-    for tensor in response.outputs:
-        entry: dict[str, Any] = {
-            "name": tensor.name,
-            "datatype": tensor.datatype,
-            "shape": list(tensor.shape),
-        }
-        opts = decoded.outputs.get(tensor.name)
-        if opts is not None and opts.shm is not None:
-            _write_shm_output(tensor, opts.shm, shm)  # the response carries no data for it
-        else:
-            binary = decoded.binary_output if opts is None or opts.binary is None else opts.binary
-            data = None if binary else _json_data(tensor)
-            if data is None:
-                raw = _tensor_bytes(tensor)
-                entry["parameters"] = {"binary_data_size": len(raw)}
-                chunks.append(raw)
-            else:
-                entry["data"] = data
-        outputs.append(entry)
-    header: dict[str, Any] = {
-        "model_name": response.model_name,
-        "model_version": response.model_version,
-    }
-    if response.id:
-        header["id"] = response.id
-    if response.parameters:
-        header["parameters"] = response.parameters
-    header["outputs"] = outputs
-    json_bytes = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not chunks:
-        return EncodedResponse(json_bytes)
-    return EncodedResponse(b"".join([json_bytes, *chunks]), header_length=len(json_bytes))
