@@ -18,10 +18,11 @@ from __future__ import annotations
 import csv
 import re
 import resource
+import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -230,3 +231,63 @@ def wait_for_quiet(
         other = max(0.0, busy - srv - own)
         if other < threshold_cores or time.monotonic() >= deadline:
             return other
+
+
+def measure_side_by_side(
+    variants: Sequence[str],
+    start: Callable[[str], ServerProcess],
+    perf_args: Callable[[str, str], list[str] | None],
+    protocols: Sequence[str],
+    settings: SideBySide,
+) -> list[dict]:
+    """Every variant's server, fresh per repeat and in alternating order, loaded by
+    perf_analyzer over each protocol: one record per point (``repeat``, ``variant``,
+    ``other_cores`` and the point's fields). ``perf_args(variant, protocol)`` gives the extra
+    perf_analyzer flags, or None to leave that protocol out for the variant."""
+    records: list[dict] = []
+    load = LoadSettings()
+    deadline = time.monotonic() + settings.max_minutes * 60
+    for repeat in range(settings.repeats):
+        for variant in variants if repeat % 2 == 0 else variants[::-1]:
+            if time.monotonic() > deadline:
+                print(f"time is up: skipping repeat {repeat} {variant}")  # noqa: T201
+                continue
+            server = start(variant)
+            server.start()
+            try:
+                other = wait_for_quiet(10.0, server)
+                for protocol in protocols:
+                    extra = perf_args(variant, protocol)
+                    if extra is None:
+                        continue
+                    point = run_point(
+                        settings.perf_analyzer, server, protocol, settings.concurrency, load,
+                        settings.logs, extra,
+                    )  # fmt: skip
+                    rec = {"repeat": repeat, "variant": variant, "other_cores": other}
+                    records.append({**rec, **point.to_dict()})
+                    print(  # noqa: T201
+                        f"repeat {repeat} {variant:6} {protocol:4}: "
+                        f"{point.throughput or 0:8.1f} infer/s  p99 {point.p99_ms or 0:6.2f} ms"
+                        + ("" if point.ok else f"  FAILED {point.error}")
+                    )
+            finally:
+                server.stop()
+    return records
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """How ``measure_side_by_side`` runs: repeats, a time budget, the load and where logs go."""
+
+    perf_analyzer: Path
+    logs: Path
+    repeats: int = 3
+    concurrency: int = 8
+    max_minutes: float = 8.0
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of the values that are there (None when none is)."""
+    found = [v for v in values if v is not None]
+    return statistics.median(found) if found else None

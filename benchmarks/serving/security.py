@@ -26,17 +26,15 @@ import datetime as dt
 import json
 import shutil
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/common.py
 
-from loadgen import LoadSettings, run_point, wait_for_quiet
+from loadgen import SideBySide, measure_side_by_side, median
 from run import DEFAULT_PERF_ANALYZER, frameserve_server_command
 
 from models import MODELS, ServingSetup, build_repository
@@ -127,41 +125,17 @@ def _server(repo: Path, name: str, pki: Path, logs: Path) -> ServerProcess:
 
 
 def _measure(args: argparse.Namespace, repo: Path, pki: Path, logs: Path) -> list[dict]:
-    records: list[dict] = []
-    load = LoadSettings()
-    deadline = time.monotonic() + args.max_minutes * 60
-    for repeat in range(args.repeats):
-        order = args.variants if repeat % 2 == 0 else args.variants[::-1]
-        for name in order:
-            if time.monotonic() > deadline:
-                print(f"time is up: skipping repeat {repeat} {name}")  # noqa: T201
-                continue
-            server = _server(repo, name, pki, logs)
-            server.start()
-            try:
-                other = wait_for_quiet(10.0, server)
-                for protocol in args.protocols:
-                    if protocol not in VARIANTS[name].perf:
-                        continue
-                    extra = _fill(VARIANTS[name].perf[protocol], pki)
-                    point = run_point(
-                        args.perf_analyzer, server, protocol, args.concurrency, load, logs, extra
-                    )
-                    rec = {"repeat": repeat, "variant": name, "other_cores": other}
-                    records.append({**rec, **point.to_dict()})
-                    print(  # noqa: T201
-                        f"repeat {repeat} {name:6} {protocol:4}: "
-                        f"{point.throughput or 0:8.1f} infer/s  p99 {point.p99_ms or 0:6.2f} ms"
-                        + ("" if point.ok else f"  FAILED {point.error}")
-                    )
-            finally:
-                server.stop()
-    return records
+    def perf_args(name: str, protocol: str) -> list[str] | None:
+        flags = VARIANTS[name].perf.get(protocol)
+        return None if flags is None else _fill(flags, pki)
 
-
-def _median(values: list[float | None]) -> float | None:
-    found = [v for v in values if v is not None]
-    return statistics.median(found) if found else None
+    settings = SideBySide(
+        args.perf_analyzer, logs, args.repeats, args.concurrency, args.max_minutes
+    )
+    return measure_side_by_side(
+        args.variants, lambda name: _server(repo, name, pki, logs), perf_args, args.protocols,
+        settings,
+    )  # fmt: skip
 
 
 def _report(records: list[dict], args: argparse.Namespace) -> str:
@@ -190,7 +164,7 @@ def _report(records: list[dict], args: argparse.Namespace) -> str:
                 if r["protocol"] == protocol and r["variant"] == name and r["ok"]
             ]  # fmt: skip
             tp, p50, p99, cpu, client, other = (
-                _median([r[k] for r in rows])
+                median([r[k] for r in rows])
                 for k in ("throughput", "p50_ms", "p99_ms", "server_cpu_s", "client_cpu_s",
                           "other_cores")
             )  # fmt: skip

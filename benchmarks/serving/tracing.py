@@ -17,17 +17,15 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import statistics
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/common.py
 
 from aiohttp import web
-from loadgen import LoadSettings, run_point, wait_for_quiet
+from loadgen import SideBySide, measure_side_by_side, median
 from run import DEFAULT_PERF_ANALYZER, frameserve_server_command
 
 from models import MODELS, ServingSetup, build_repository
@@ -95,38 +93,13 @@ def _server(repo: Path, variant: str, sink: OtlpSink, logs: Path) -> ServerProce
 
 
 def _measure(args: argparse.Namespace, repo: Path, sink: OtlpSink, logs: Path) -> list[dict]:
-    records: list[dict] = []
-    load = LoadSettings()
-    deadline = time.monotonic() + args.max_minutes * 60
-    for repeat in range(args.repeats):
-        order = VARIANTS if repeat % 2 == 0 else VARIANTS[::-1]
-        for variant in order:
-            if time.monotonic() > deadline:
-                print(f"time is up: skipping repeat {repeat} {variant}")  # noqa: T201
-                continue
-            server = _server(repo, variant, sink, logs)
-            server.start()
-            try:
-                other = wait_for_quiet(10.0, server)
-                for protocol in args.protocols:
-                    point = run_point(
-                        args.perf_analyzer, server, protocol, args.concurrency, load, logs
-                    )
-                    rec = {"repeat": repeat, "variant": variant, "other_cores": other}
-                    records.append({**rec, **point.to_dict()})
-                    print(  # noqa: T201
-                        f"repeat {repeat} tracing {variant:3} {protocol:4}: "
-                        f"{point.throughput or 0:8.1f} infer/s  p99 {point.p99_ms or 0:6.2f} ms"
-                        + ("" if point.ok else f"  FAILED {point.error}")
-                    )
-            finally:
-                server.stop()
-    return records
-
-
-def _median(values: list[float | None]) -> float | None:
-    found = [v for v in values if v is not None]
-    return statistics.median(found) if found else None
+    settings = SideBySide(
+        args.perf_analyzer, logs, args.repeats, args.concurrency, args.max_minutes
+    )
+    return measure_side_by_side(
+        VARIANTS, lambda variant: _server(repo, variant, sink, logs), lambda _v, _p: [],
+        args.protocols, settings,
+    )  # fmt: skip
 
 
 def _report(records: list[dict], args: argparse.Namespace, sink: OtlpSink) -> str:
@@ -154,9 +127,9 @@ def _report(records: list[dict], args: argparse.Namespace, sink: OtlpSink) -> st
                 if r["protocol"] == protocol and r["variant"] == variant and r["ok"]
             ]  # fmt: skip
             tp, p50, p99 = (
-                _median([r[k] for r in rows]) for k in ("throughput", "p50_ms", "p99_ms")
+                median([r[k] for r in rows]) for k in ("throughput", "p50_ms", "p99_ms")
             )
-            cpu, other = (_median([r[k] for r in rows]) for k in ("server_cpu_s", "other_cores"))
+            cpu, other = (median([r[k] for r in rows]) for k in ("server_cpu_s", "other_cores"))
             med[variant] = (tp, p99)
             cells = [_f(tp), _f(p50, 2), _f(p99, 2), _f(cpu, 2), _f(other, 2), str(len(rows))]
             lines.append(f"| {protocol} | {variant} | " + " | ".join(cells) + " |")

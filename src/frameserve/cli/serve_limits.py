@@ -63,8 +63,8 @@ def add_limits(p: argparse.ArgumentParser) -> None:
 def _add_video_limits(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--max-frame-pixels", type=positive_int, default=3840 * 2160, metavar="N",
                    help="largest video frame (width x height) a job or stream may carry: a "
-                        "job whose header says more is refused (400), a video that grows past "
-                        "it while decoding stops")  # fmt: skip
+                        "job whose header says more fails at its start, a video that grows "
+                        "past it while decoding stops")  # fmt: skip
     g.add_argument("--max-video-frames", type=non_negative_int, default=1_000_000, metavar="N",
                    help="most frames one job decodes (refused or stopped above; 0: no "
                         "limit)")  # fmt: skip

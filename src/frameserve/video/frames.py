@@ -157,3 +157,13 @@ class Frame:
     @property
     def spare(self) -> bool:
         return self.image is None and self.picture is None
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the picture or the RGB image; None when the frame holds neither."""
+        if self.picture is not None:
+            return int(self.picture.width), int(self.picture.height)
+        if self.image is not None:
+            height, width = self.image.shape[:2]
+            return int(width), int(height)
+        return None

@@ -424,7 +424,7 @@ class HttpApp:
 
         try:
             # One check for the fast path and the router, before anything reads the body.
-            refused = refuse(self._access, scope) if self._access is not None else None
+            refused = refuse(self._access, scope, headers) if self._access is not None else None
             if refused is not None:
                 await refused(scope, receive, send_with_id)
                 return

@@ -14,10 +14,11 @@ from frameserve.api.status import error_message, http_status
 from frameserve.errors import FrameserveError
 
 
-def refuse(policy: AccessPolicy, scope: Scope) -> Response | None:
+def refuse(policy: AccessPolicy, scope: Scope, headers: Headers | None = None) -> Response | None:
     """None when the request may go on (its key set as the ``caller``), else the answer:
-    401 with ``WWW-Authenticate: Bearer``, or 403."""
-    headers = Headers(scope=scope)
+    401 with ``WWW-Authenticate: Bearer``, or 403. ``headers``: the scope's, when the caller
+    has parsed them already."""
+    headers = headers if headers is not None else Headers(scope=scope)
     try:
         key = policy.check(http_rule(scope["method"], scope["path"]), headers.get)
     except FrameserveError as err:

@@ -242,13 +242,7 @@ class JobRunner:
         a resolution change, more frames or a longer timeline than it said)."""
         if self.limit_error is not None:
             return
-        picture, image = frame.picture, frame.image
-        if picture is not None:
-            width, height = int(picture.width), int(picture.height)
-        elif image is not None:
-            height, width = image.shape[:2]
-        else:
-            width = height = 0
+        width, height = frame.size or (0, 0)
         limits = self.settings.limits
         where = f"frame {frame.index}"
         try:

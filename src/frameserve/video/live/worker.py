@@ -251,13 +251,9 @@ class _SourceLoop:
         """A frame over ``max_frame_pixels`` stops the stream (a source may change its size
         at any frame; reading such frames on would hold their memory in the server)."""
         limit = self.spec.settings.max_frame_pixels
-        picture, image = frame.picture, frame.image
-        if picture is not None:
-            width, height = int(picture.width), int(picture.height)
-        elif image is not None:
-            height, width = image.shape[:2]
-        else:
+        if frame.size is None:
             return
+        width, height = frame.size
         if limit is not None and width * height > limit:
             raise _SourceUnusable(
                 f"frame {frame.index}: {width}x{height} ({width * height} pixels) exceeds the "
