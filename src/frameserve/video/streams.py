@@ -37,10 +37,11 @@ class StreamOutputs:
     jsonl: Path
     masks: Path | None
     video: Path | None
+    summary: Path | None = None  # written from the JSON lines once the input is done
 
     @property
     def files(self) -> list[Path]:
-        return [f for f in (self.jsonl, self.masks, self.video) if f is not None]
+        return [f for f in (self.jsonl, self.masks, self.video, self.summary) if f is not None]
 
     @classmethod
     def plan(
@@ -51,6 +52,7 @@ class StreamOutputs:
             out / f"{stem}.jsonl",
             out / f"{stem}.masks.jsonl" if options.mask_track else None,
             out / f"{stem}.mp4" if video else None,
+            out / f"{stem}.summary.json" if config.summary_spec() is not None else None,
         )
 
 
