@@ -115,7 +115,10 @@ def test_quality_statistics_worst_ranges_and_defects() -> None:
     scores = [80.0] * 50
     scores[10:15] = [30.0] * 5  # a bad stretch at 1.0-1.5 s
     scores[40:42] = [45.0, 44.0]  # a milder one
-    items = [frame(i, quality={"score": s, "method": "brisque"}, defects=[]) for i, s in enumerate(scores)]
+    items = [
+        frame(i, quality={"score": s, "method": "brisque"}, defects=[])
+        for i, s in enumerate(scores)
+    ]
     for i in range(20, 25):
         items[i]["defects"] = ["black"]
     for i in (30, 31, 32):
@@ -126,7 +129,9 @@ def test_quality_statistics_worst_ranges_and_defects() -> None:
     assert q["mean"] == pytest.approx(np.mean(scores), abs=1e-3)
     assert q["p10"] == pytest.approx(np.percentile(scores, 10), abs=1e-3)
     assert q["min"] == 30.0 and q["worst_frame"] == {"t": 1.0, "frame": 10, "score": 30.0}
-    assert [(r["start"], r["end"], r["mean_score"]) for r in q["worst_ranges"]] == [(1.0, 1.5, 30.0)]
+    assert [(r["start"], r["end"], r["mean_score"]) for r in q["worst_ranges"]] == [
+        (1.0, 1.5, 30.0)
+    ]
     assert q["low_seconds"] == pytest.approx(0.7)
     assert q["defects"]["black"]["ranges"][0]["start"] == 2.0
     assert q["defects"]["black"]["ranges"][0]["end"] == 2.5
@@ -163,11 +168,15 @@ def test_masks_ranges_where_the_person_is() -> None:
     items = [frame(i, mask=_png(5 if 3 <= i < 7 else 0)) for i in range(10)]
     out = summarize(lines(items))["masks"]
     assert out["frames_with_mask"] == 4 and out["mean_coverage"] == pytest.approx(0.2)
-    assert out["ranges"] == [{"start": 0.3, "end": 0.7, "start_frame": 3, "end_frame": 6, "frames": 4}]
+    assert out["ranges"] == [
+        {"start": 0.3, "end": 0.7, "start_frame": 3, "end_frame": 6, "frames": 4}
+    ]
 
 
 def test_auto_picks_aggregators_by_result_kind_and_declared_only_those() -> None:
-    items = [frame(i, detections=[face()], verdict={"label": "safe", "labels": []}) for i in range(3)]
+    items = [
+        frame(i, detections=[face()], verdict={"label": "safe", "labels": []}) for i in range(3)
+    ]
     assert {"detections", "moderation"} <= set(summarize(lines(items)))
     declared = summarize(lines(items), SummarySpec.model_validate({"moderation": {}}))
     assert "moderation" in declared and "detections" not in declared

@@ -174,7 +174,9 @@ class DetectionsAggregator:
             "ranges": [range_json(run, step) for run in runs],
         }
         if self.tracked:
-            kept = [(i, t) for i, t in state.tracks.items() if t.frames >= self.spec.min_track_frames]
+            kept = [
+                (i, t) for i, t in state.tracks.items() if t.frames >= self.spec.min_track_frames
+            ]
             kept.sort(key=lambda it: (-it[1].frames, it[1].first.t, it[0]))
             out["track_count"] = len(kept)
             out["tracks"] = [
@@ -322,7 +324,11 @@ class QualityAggregator:
         for run in ranges(low, step, self.spec.merge_gap_s):
             values = [by_seq[p.seq] for p in run]
             rows.append(
-                {**range_json(run, step), "mean_score": _r(np.mean(values)), "min_score": _r(min(values))}
+                {
+                    **range_json(run, step),
+                    "mean_score": _r(np.mean(values)),
+                    "min_score": _r(min(values)),
+                }
             )
         rows.sort(key=lambda r: (r["mean_score"], r["start"]))
         return {

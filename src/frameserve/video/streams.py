@@ -97,6 +97,7 @@ class InputSummary:
     jsonl: Path
     masks: Path | None
     video: Path | None
+    summary: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +110,7 @@ class InputSummary:
             "jsonl": str(self.jsonl),
             "masks": str(self.masks) if self.masks else None,
             "video": str(self.video) if self.video else None,
+            "summary": str(self.summary) if self.summary else None,
         }
 
 
@@ -205,5 +207,5 @@ class StreamRun:
         s, o = self.source.stats, self.outputs
         return InputSummary(
             self.source.path, s.decoded, s.kept, self.written, resize, s.corrupt, o.jsonl,
-            o.masks, o.video,
+            o.masks, o.video, o.summary,
         )  # fmt: skip
