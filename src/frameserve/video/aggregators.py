@@ -215,17 +215,21 @@ class ClassesAggregator:
 
     def result(self, step: float, frames: int) -> dict[str, Any]:
         n = max(1, self.frames)
-        rows = [
-            {
-                "label": label,
-                "share": _r(self.top1[label] / n),
-                "mean_score": round(total / n, 4),
-                "top1_frames": self.top1[label],
-            }
-            for label, total in self.scores.items()
-        ]
-        rows.sort(key=lambda r: (-r["share"], -r["mean_score"], r["label"]))
-        return {"frames": self.frames, "top": rows[: self.spec.top_k]}
+        ranked = sorted(
+            self.scores.items(), key=lambda it: (-self.top1[it[0]], -it[1], it[0])
+        )  # top-1 frames, then total score: the order of share, then mean score
+        return {
+            "frames": self.frames,
+            "top": [
+                {
+                    "label": label,
+                    "share": _r(self.top1[label] / n),
+                    "mean_score": round(total / n, 4),
+                    "top1_frames": self.top1[label],
+                }
+                for label, total in ranked[: self.spec.top_k]
+            ],
+        }
 
 
 class ModerationAggregator:
@@ -326,7 +330,7 @@ class QualityAggregator:
             rows.append(
                 {
                     **range_json(run, step),
-                    "mean_score": _r(np.mean(values)),
+                    "mean_score": _r(float(np.mean(values))),
                     "min_score": _r(min(values)),
                 }
             )

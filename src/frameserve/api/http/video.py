@@ -285,9 +285,7 @@ class VideoRoutes:
     async def job_summary(self, request: Request) -> Response:
         job_id = _check_id("job", request.path_params["job"])
         path = await asyncio.to_thread(self.jobs.summary_path, job_id, owner_scope())
-        return Response(
-            await asyncio.to_thread(path.read_bytes), media_type="application/json"
-        )
+        return Response(await asyncio.to_thread(path.read_bytes), media_type="application/json")
 
     async def job_output(self, request: Request) -> Response:
         job_id = _check_id("job", request.path_params["job"])
