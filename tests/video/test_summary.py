@@ -166,11 +166,17 @@ def _png(coverage_rows: int) -> dict[str, Any]:
 
 def test_masks_ranges_where_the_person_is() -> None:
     items = [frame(i, mask=_png(5 if 3 <= i < 7 else 0)) for i in range(10)]
-    out = summarize(lines(items))["masks"]
+    every = SummarySpec.model_validate({"masks": {"check_every_s": 0}})
+    out = summarize(lines(items), every)["masks"]
     assert out["frames_with_mask"] == 4 and out["mean_coverage"] == pytest.approx(0.2)
     assert out["ranges"] == [
         {"start": 0.3, "end": 0.7, "start_frame": 3, "end_frame": 6, "frames": 4}
     ]
+    # By default a mask is decoded at most every 0.25 s: frames 0, 3, 6, 9 here; the frames
+    # after a measured one count as it (3 -> 3, 4, 5; 6 -> 6, 7, 8).
+    out = summarize(lines(items))["masks"]
+    assert out["frames"] == 10 and out["frames_with_mask"] == 6
+    assert [(r["start_frame"], r["end_frame"]) for r in out["ranges"]] == [(3, 8)]
 
 
 def test_auto_picks_aggregators_by_result_kind_and_declared_only_those() -> None:

@@ -414,11 +414,17 @@ class MasksAggregator:
         self.frames = 0
         self.total = 0.0
         self.present: list[Point] = []
+        self._measured: tuple[float, float] | None = None  # (time, coverage) last decoded
 
     def add(self, line: dict[str, Any], point: Point, where: str) -> None:
         if "mask" not in line:
             return
-        coverage = mask_coverage(line["mask"], where)
+        last = self._measured
+        if last is not None and 0 <= point.t - last[0] < self.spec.check_every_s:
+            coverage = last[1]
+        else:
+            coverage = mask_coverage(line["mask"], where)
+            self._measured = (point.t, coverage)
         self.frames += 1
         self.total += coverage
         if coverage >= self.spec.min_coverage and coverage > 0:

@@ -80,6 +80,12 @@ class MasksSummarySpec(_Strict):
         default=0.01, description="fraction of the frame the mask must cover to count"
     )
     merge_gap_s: Seconds = 0.5
+    check_every_s: Seconds = Field(
+        default=0.25,
+        description="measure the mask at most this often (decoding a PNG mask costs about "
+        "as much as inferring it); frames in between count as the one measured before them; "
+        "0 measures every frame",
+    )
 
 
 class SummarySpec(_Strict):
