@@ -59,6 +59,7 @@ class RunOptions:
     mask_track: bool = False
     inflight: int = 0  # frames in flight per input; 0: from the models' batch sizes
     decode_threads: int = 0  # FFmpeg threads per input; 0: the core budget
+    summary: bool = True  # OUT/<stem>.summary.json when the pipeline has one (tune trials: off)
 
 
 @dataclass

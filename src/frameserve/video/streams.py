@@ -52,7 +52,9 @@ class StreamOutputs:
             out / f"{stem}.jsonl",
             out / f"{stem}.masks.jsonl" if options.mask_track else None,
             out / f"{stem}.mp4" if video else None,
-            out / f"{stem}.summary.json" if config.summary_spec() is not None else None,
+            out / f"{stem}.summary.json"
+            if options.summary and config.summary_spec() is not None
+            else None,
         )
 
 
