@@ -40,6 +40,11 @@ class NotFound(FrameserveError):
     """Unknown model, version or shared-memory region (HTTP 404)."""
 
 
+class Conflict(FrameserveError):
+    """The resource is not in the state the request needs, e.g. the summary of a job that
+    has not succeeded (HTTP 409 / FAILED_PRECONDITION)."""
+
+
 class PayloadTooLarge(FrameserveError):
     """A body or tensor is larger than the configured limit (HTTP 413)."""
 

@@ -163,9 +163,19 @@ class ClassesSpec(_Strict):
 
     task: Literal["classes"]
     output: str
-    labels: list[str]
+    labels: list[str] = Field(default_factory=list, description="class names in output order")
+    labels_file: str | None = Field(
+        default=None,
+        description="instead of labels: one class name a line, relative to the model folder",
+    )
     top_k: PositiveInt = 5
     softmax: bool = False
+
+    @model_validator(mode="after")
+    def _one_label_source(self) -> ClassesSpec:
+        if bool(self.labels) == (self.labels_file is not None):
+            raise ValueError("classes: expected either labels (a list) or labels_file, not both")
+        return self
 
 
 PostprocessSpec = Annotated[

@@ -15,6 +15,7 @@ import numpy as np
 
 from frameserve.errors import ModelExecutionError, NotSupported
 from frameserve.processing.faces import decode_faces
+from frameserve.processing.labels import with_label_file
 from frameserve.processing.results import Classes, Mask, Result
 from frameserve.processing.spec import (
     ClassesSpec,
@@ -78,6 +79,8 @@ class ModelProcessing:
         fused: bool = False,
     ) -> None:
         self.preprocess = Preprocessor(preprocess, fused)
+        if isinstance(postprocess, ClassesSpec):
+            postprocess = with_label_file(postprocess, folder)
         self.postprocess = postprocess
         self._dictionary = (
             load_dictionary(folder / postprocess.dictionary)

@@ -18,6 +18,8 @@ from frameserve.backends import Backend, BackendSettings, TensorSpec, load_backe
 from frameserve.cpu import CpuBudget
 from frameserve.datatypes import from_numpy, to_numpy
 from frameserve.errors import ConfigError, FrameserveError, InvalidInput
+from frameserve.processing.labels import check_class_count
+from frameserve.processing.spec import ClassesSpec
 from frameserve.processing.tasks import ModelProcessing
 from frameserve.serving.classification import CLASSIFIABLE, read_labels, top_classes
 from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig, config_file
@@ -191,6 +193,9 @@ class ModelVersion:
             raise ConfigError(
                 f"{source}: postprocess: the model has outputs {outputs}, got {unknown}"
             )
+        if isinstance(processing.postprocess, ClassesSpec):
+            [tensor] = [t for t in self.outputs if t.name == processing.postprocess.output]
+            check_class_count(processing.postprocess, tensor.dims, source)
         return processing
 
     # -- description ------------------------------------------------------------------------

@@ -303,7 +303,10 @@ class PipelineTrials:
     def _measure(self, point: PipelinePoint, rung: str, started: float) -> VideoTrial:
         s, plan = self._settings, self._plan
         options = RunOptions(
-            out=self._out, decode_threads=point.decode_threads, inflight=point.inflight
+            out=self._out,
+            decode_threads=point.decode_threads,
+            inflight=point.inflight,
+            summary=False,  # a trial measures the pipeline, not the summary at its end
         )
         run = VideoRun(self._local, plan.name, plan.config, list(plan.inputs), options)
         inflight = run.streams[0].pump.depth

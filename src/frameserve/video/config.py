@@ -2,8 +2,8 @@
 
 A video pipeline is the ``pipeline.yaml`` of a model pipeline with more keys: ``sample`` (which
 frames to run), ``decode`` (decoder shortcuts), ``track`` (track ids across frames),
-``overlay`` (how ``--video-out`` draws), ``mask_track`` (the polygons of ``--mask-track``) and
-``video_out`` (encoder settings). A
+``overlay`` (how ``--video-out`` draws), ``mask_track`` (the polygons of ``--mask-track``),
+``video_out`` (encoder settings) and ``summary`` (per-video aggregates). A
 transformation pipeline says ``interpolate`` instead of ``steps``: a model makes a new frame
 from two neighbours (frame-rate up-conversion).
 
@@ -24,6 +24,7 @@ from frameserve.errors import ConfigError, InvalidInput
 from frameserve.serving.config import MODEL_NAME_RE, format_validation_error, read_yaml
 from frameserve.serving.pipeline import PIPELINE_FILE, OutputSpec, PipelineConfig, StepSpec
 from frameserve.video.frames import check_sample
+from frameserve.video.summary_spec import AUTO, SummarySpec
 
 BUILTIN_PACKAGE = "frameserve.video.pipelines"
 
@@ -105,6 +106,8 @@ class VideoPipelineConfig(_Strict):
     overlay: OverlaySpec = OverlaySpec()
     mask_track: MaskTrackSpec = MaskTrackSpec()
     video_out: VideoOutSpec = VideoOutSpec()
+    # per-video aggregates (video.summary_spec); absent: by result kind; false: none
+    summary: SummarySpec | None = None
 
     @field_validator("sample")
     @classmethod
@@ -120,7 +123,15 @@ class VideoPipelineConfig(_Strict):
             self.model_pipeline()  # the steps obey the model-pipeline rules
         if self.interpolate is not None and self.sample != "all":
             raise ValueError(f"interpolate needs every frame (sample: all), got {self.sample}")
+        if self.interpolate is not None and self.summary is not None and self.summary.enabled:
+            raise ValueError("summary: a transformation pipeline (interpolate) has no summary")
         return self
+
+    def summary_spec(self) -> SummarySpec | None:
+        """The aggregators of an analysis pipeline (None: no summary is written)."""
+        if self.transforms or (self.summary is not None and not self.summary.enabled):
+            return None
+        return self.summary or AUTO
 
     @property
     def transforms(self) -> bool:

@@ -40,6 +40,7 @@ from frameserve.video.profile import StageProfile
 from frameserve.video.pump import FramePump
 from frameserve.video.scaler import full_rgb
 from frameserve.video.streams import InputSummary, StreamOutputs, StreamPlan, StreamRun, StreamStart
+from frameserve.video.summary import summarize_file, write_summary
 from frameserve.video.track import Tracker, TrackerSettings
 from frameserve.video.worker import DecodeWorker, WorkerSpec, run_isolated, slot_bytes
 
@@ -58,6 +59,7 @@ class RunOptions:
     mask_track: bool = False
     inflight: int = 0  # frames in flight per input; 0: from the models' batch sizes
     decode_threads: int = 0  # FFmpeg threads per input; 0: the core budget
+    summary: bool = True  # OUT/<stem>.summary.json when the pipeline has one (tune trials: off)
 
 
 @dataclass
@@ -392,6 +394,16 @@ class VideoRun:
             self._write(st, done.frame, done.output)
         if st.pump.ended:
             st.finish()
+            self._summarize(st)
+
+    def _summarize(self, st: StreamRun) -> None:
+        """``summary.json`` from the whole results file: lines of a resumed run included."""
+        spec, path = self.config.summary_spec(), st.outputs.summary
+        if spec is None or path is None:
+            return
+        started = time.perf_counter()
+        write_summary(path, summarize_file(st.outputs.jsonl, spec, self.name))
+        self.profile.add("sink", time.perf_counter() - started)
 
     def _write(self, st: StreamRun, frame: Frame, output: FrameOutput) -> None:
         for step, seconds in output.timings.seconds.items():

@@ -37,10 +37,11 @@ class StreamOutputs:
     jsonl: Path
     masks: Path | None
     video: Path | None
+    summary: Path | None = None  # written from the JSON lines once the input is done
 
     @property
     def files(self) -> list[Path]:
-        return [f for f in (self.jsonl, self.masks, self.video) if f is not None]
+        return [f for f in (self.jsonl, self.masks, self.video, self.summary) if f is not None]
 
     @classmethod
     def plan(
@@ -51,6 +52,9 @@ class StreamOutputs:
             out / f"{stem}.jsonl",
             out / f"{stem}.masks.jsonl" if options.mask_track else None,
             out / f"{stem}.mp4" if video else None,
+            out / f"{stem}.summary.json"
+            if options.summary and config.summary_spec() is not None
+            else None,
         )
 
 
@@ -95,6 +99,7 @@ class InputSummary:
     jsonl: Path
     masks: Path | None
     video: Path | None
+    summary: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +112,7 @@ class InputSummary:
             "jsonl": str(self.jsonl),
             "masks": str(self.masks) if self.masks else None,
             "video": str(self.video) if self.video else None,
+            "summary": str(self.summary) if self.summary else None,
         }
 
 
@@ -203,5 +209,5 @@ class StreamRun:
         s, o = self.source.stats, self.outputs
         return InputSummary(
             self.source.path, s.decoded, s.kept, self.written, resize, s.corrupt, o.jsonl,
-            o.masks, o.video,
+            o.masks, o.video, o.summary,
         )  # fmt: skip

@@ -5,7 +5,8 @@ relative to the media root) or a multipart upload (file field ``file``, the othe
 fields) -> 201 with the job; ``GET /v1/jobs[?state=S]``, ``GET /v1/jobs/{id}``, ``DELETE
 /v1/jobs/{id}`` (cancels a queued or running job, removes a finished one with its data),
 ``GET /v1/jobs/{id}/results`` (JSONL, followed while the job runs), ``GET
-/v1/jobs/{id}/output`` (the encoded MP4).
+/v1/jobs/{id}/output`` (the encoded MP4), ``GET /v1/jobs/{id}/summary`` (the per-video
+summary of a job that succeeded; 409 before).
 
 Streams: ``POST /v1/streams`` with ``{"source", "pipeline", "sample", "max_fps", "max_inflight",
 "loop"}`` -> 201; ``GET /v1/streams[/{id}]``; ``DELETE /v1/streams/{id}``; ``GET
@@ -281,6 +282,11 @@ class VideoRoutes:
                 return
             await asyncio.sleep(FOLLOW_POLL_S)
 
+    async def job_summary(self, request: Request) -> Response:
+        job_id = _check_id("job", request.path_params["job"])
+        path = await asyncio.to_thread(self.jobs.summary_path, job_id, owner_scope())
+        return Response(await asyncio.to_thread(path.read_bytes), media_type="application/json")
+
     async def job_output(self, request: Request) -> Response:
         job_id = _check_id("job", request.path_params["job"])
         path = await asyncio.to_thread(self.jobs.output_path, job_id, owner_scope())
@@ -329,6 +335,7 @@ class VideoRoutes:
             ("/v1/jobs/{job}", self.delete_job, "DELETE"),
             ("/v1/jobs/{job}/results", self.job_results, "GET"),
             ("/v1/jobs/{job}/output", self.job_output, "GET"),
+            ("/v1/jobs/{job}/summary", self.job_summary, "GET"),
             ("/v1/streams", self.attach_stream, "POST"),
             ("/v1/streams", self.list_streams, "GET"),
             ("/v1/streams/{stream}", self.get_stream, "GET"),

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from frameserve import logcontext
-from frameserve.errors import FrameserveError, InvalidInput, NotFound, QueueFull, Unavailable
+from frameserve.errors import (
+    Conflict,
+    FrameserveError,
+    InvalidInput,
+    NotFound,
+    QueueFull,
+    Unavailable,
+)
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import load_named_pipeline
 from frameserve.video.inputs import check_file_format
@@ -299,6 +306,23 @@ class JobQueue:
         if job.state is not S.SUCCEEDED or not path.is_file():
             raise NotFound(
                 f"job {job_id}: video output exists once the job succeeded, it is {job.state}"
+            )
+        return path
+
+    def summary_path(self, job_id: str, owner: str | None = None) -> Path:
+        """The per-video summary of a job that succeeded (Conflict before, NotFound when its
+        pipeline writes none)."""
+        with self._lock:
+            job = self._stored(job_id, owner)
+        if job.state is not S.SUCCEEDED:
+            raise Conflict(
+                f"job {job_id}: its summary exists once the job succeeded, it is {job.state}"
+            )
+        path = self._paths(job_id).summary
+        if not path.is_file():
+            raise NotFound(
+                f"job {job_id}: has no summary (its pipeline {job.spec.pipeline!r} says "
+                "summary: false, or the job finished before summaries were written)"
             )
         return path
 

@@ -3,8 +3,9 @@ cancel, or a shutdown. Runs in the job's own thread (``job-<id>``); its ``VideoR
 decoder and sink threads, and the checkpoints are taken in the sink thread.
 
 A job's folder (``state_dir/jobs/<id>/``) holds ``results.jsonl`` (the lines ``video run``
-writes), ``segments/`` while it encodes, ``output.mp4`` once it succeeded with video, and
-``upload/`` when its input was uploaded.
+writes), ``segments/`` while it encodes, ``output.mp4`` once it succeeded with video,
+``summary.json`` (made from the whole results file) once it succeeded, unless its pipeline
+says ``summary: false``, and ``upload/`` when its input was uploaded.
 
 Resuming: the results file is cut back to the checkpoint's length, later segments are
 deleted, and decoding starts at the checkpoint's keyframe with the sampling state and frame
@@ -56,6 +57,10 @@ class JobPaths:
     @property
     def results(self) -> Path:
         return self.folder / "results.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.folder / "summary.json"
 
     @property
     def segments(self) -> Path:
@@ -127,7 +132,9 @@ class JobRunner:
             video_out=video,
             decode_threads=self.settings.decode_threads,
         )
-        outputs = StreamOutputs(self.paths.results, None, self.paths.segments if video else None)
+        summary = self.paths.summary if config.summary_spec() is not None else None
+        segments = self.paths.segments if video else None
+        outputs = StreamOutputs(self.paths.results, None, segments, summary)
         cp = self._resume
         start = StreamStart(cp.seek, cp.next_frame, cp.written) if cp is not None else None
         run = VideoRun(
@@ -190,7 +197,8 @@ class JobRunner:
                 number = segment_number(p)
                 if number is None or number >= keep:
                     p.unlink()
-        for leftover in (paths.output, paths.output.with_name(paths.output.name + ".partial")):
+        stale = (paths.output, paths.summary)  # remade when the job finishes
+        for leftover in (*stale, *(p.with_name(p.name + ".partial") for p in stale)):
             leftover.unlink(missing_ok=True)
 
     def _files_match(self, cp: Checkpoint) -> bool:
