@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from frameserve import __version__
+from frameserve.backends import refuse_runtime_telemetry
 from frameserve.cli.bench import add_bench, run_bench
 from frameserve.cli.convert import add_convert, run_convert
 from frameserve.cli.quantize import add_quantize, run_quantize
@@ -94,6 +95,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    refuse_runtime_telemetry()
     args = build_parser().parse_args(argv)
     return COMMANDS[args.command](args)
 
@@ -102,6 +104,7 @@ def console() -> None:
     """The ``frameserve`` console script: ``main``, then, for ``video`` (a one-shot command whose
     outputs are closed and flushed by then), an exit without the interpreter's teardown of
     OpenVINO, FFmpeg and idle threads, which takes ~0.2 s a process."""
+    refuse_runtime_telemetry()
     args = build_parser().parse_args()
     code = COMMANDS[args.command](args)
     if args.command == "video":
