@@ -27,6 +27,7 @@ instead of with 8x8 matrices, so boxes agree to rounding (~1e-12 px), not bit fo
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,15 +170,78 @@ def match(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
         # assignment holds all the overlapping pairs, and the rest are 0 < min_iou. The same
         # answer as the Hungarian algorithm, without it.
         rows, cols = np.nonzero(overlaps)
-        good = iou[rows, cols] >= min_iou
-        return rows[good], cols[good]
-    # Imported only now: scipy.optimize takes ~0.4 s to import (``Tracker(import_now=True)``
-    # does it up front where a stall on the first competing match would matter).
+    else:
+        rows, cols = _assign(iou, overlaps)
+    good = iou[rows, cols] >= min_iou
+    return rows[good], cols[good]
+
+
+ENUMERATED = 720  # assignments tried one by one at most (6 tracks x 6 boxes)
+
+
+def _assign(iou: np.ndarray, overlaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The overlapping pairs of a maximum-total-``iou`` assignment, sorted by row.
+
+    Pairs that do not overlap add nothing, so each group of tracks and boxes that overlap
+    one another (a connected component) is solved alone: small groups (faces that cross)
+    by trying every assignment, larger ones by scipy's Hungarian solver. scipy.optimize
+    takes ~0.4 s to import, holding the GIL while frames wait: most videos never need it.
+    """
+    out_rows: list[int] = []
+    out_cols: list[int] = []
+    for rows, cols in _components(overlaps):
+        sub = iou[np.ix_(rows, cols)]
+        small = math.perm(max(sub.shape), min(sub.shape)) <= ENUMERATED
+        r, c = _enumerate(sub) if small else _hungarian(sub)
+        out_rows.extend(rows[r])
+        out_cols.extend(cols[c])
+    order = np.argsort(out_rows, kind="stable")
+    return np.asarray(out_rows, np.int64)[order], np.asarray(out_cols, np.int64)[order]
+
+
+def _components(overlaps: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, columns) of each connected group of overlapping pairs, by their first row."""
+    n_rows = overlaps.shape[0]
+    parent = list(range(n_rows + overlaps.shape[1]))  # rows, then columns
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for r, c in zip(*np.nonzero(overlaps), strict=True):
+        parent[root(int(r))] = root(n_rows + int(c))
+    groups: dict[int, tuple[list[int], list[int]]] = {}
+    for r, c in zip(*np.nonzero(overlaps), strict=True):
+        rows, cols = groups.setdefault(root(int(r)), ([], []))
+        if int(r) not in rows:
+            rows.append(int(r))
+        if int(c) not in cols:
+            cols.append(int(c))
+    return [(np.asarray(sorted(r)), np.asarray(sorted(c))) for r, c in groups.values()]
+
+
+def _enumerate(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every assignment of the smaller side into the larger one; the first of the best."""
+    flip = iou.shape[0] > iou.shape[1]
+    m = iou.T if flip else iou
+    picks = np.asarray(list(itertools.permutations(range(m.shape[1]), m.shape[0])))
+    totals = m.astype(np.float64)[np.arange(m.shape[0]), picks].sum(axis=1)
+    best = picks[int(np.argmax(totals))]
+    rows, cols = np.arange(m.shape[0]), best
+    if flip:
+        rows, cols = cols, rows
+        order = np.argsort(rows)
+        rows, cols = rows[order], cols[order]
+    return rows, cols
+
+
+def _hungarian(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(iou, maximize=True)
-    good = iou[rows, cols] >= min_iou
-    return rows[good], cols[good]
+    return np.asarray(rows), np.asarray(cols)
 
 
 class ByteTrack:

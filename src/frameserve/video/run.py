@@ -212,7 +212,7 @@ class VideoRun:
             return None
         rate = float(source.info.rate) if source.info.rate else 30.0
         settings = TrackerSettings(spec.lost_seconds, spec.min_iou)
-        # scipy.optimize comes only with the first boxes that compete for tracks, if ever
+        # scipy.optimize comes only with the first crowd of boxes competing for tracks, if ever
         return Tracker(settings, frame_rate=rate, import_now=False)
 
     def _default_inflight(self, streams: int) -> int:

@@ -91,8 +91,8 @@ class Tracker:
     ) -> None:
         """``frame_rate`` is the rate of the frames passed when ``seconds`` is ``None``; with
         timestamps it only sets the Kalman filter's time unit (the source's rate is right).
-        ``import_now=False``: ``scipy.optimize`` is imported when first needed (boxes that
-        compete for tracks), if ever."""
+        ``import_now=False``: ``scipy.optimize`` is imported when first needed (more than six
+        tracks and boxes that overlap one another, ``bytetrack.ENUMERATED``), if ever."""
         if not (math.isfinite(frame_rate) and frame_rate > 0):
             raise ConfigError(f"Tracker.frame_rate: expected a number > 0, got {frame_rate!r}")
         self.settings = settings or TrackerSettings()
