@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from frameserve.api.http.browser import BrowserGuard, BrowserPolicy, parse_host, parse_origin
+from frameserve.api.http.browser import BrowserGuard, BrowserPolicy
+from frameserve.api.http.origins import parse_host, parse_origin
 from frameserve.api.status import http_status
 
 

@@ -187,7 +187,7 @@ def _add_telemetry(p: argparse.ArgumentParser) -> None:
 
 def _add_tls_and_browsers(p: argparse.ArgumentParser) -> None:
     """TLS on every listener, and what a web page in a browser may make the server do."""
-    from frameserve.api.http.browser import parse_host, parse_origin
+    from frameserve.api.http.origins import parse_host, parse_origin
 
     t = p.add_argument_group("TLS and browsers")
     t.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
@@ -254,7 +254,7 @@ def _add_errors_and_shm(p: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from frameserve.api.app import FrontEndSettings, ListenSettings, VideoServiceSettings, run
-    from frameserve.api.http.browser import BrowserPolicy
+    from frameserve.api.http.origins import BrowserPolicy
     from frameserve.api.shm import ShmSettings
     from frameserve.cli import logs
     from frameserve.errors import ConfigError

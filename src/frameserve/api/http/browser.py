@@ -23,53 +23,17 @@ inference fast path behind it keeps its speed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from frameserve.api.http.origins import BrowserPolicy, without_default_port
 from frameserve.api.status import error_message, http_status
 from frameserve.errors import CrossSiteRequest, FrameserveError, MisdirectedRequest
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WATCHED = frozenset({b"host", b"origin", b"sec-fetch-site"})
 _SAME_SITE_FETCHES = (b"same-origin", b"none")  # ``none``: typed in the address bar, a bookmark
-_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
-
-
-def parse_origin(text: str) -> str:
-    """An ``--allowed-origin`` value as a browser sends it (``scheme://host[:port]``,
-    lower case, no path); ValueError saying what is expected otherwise."""
-    origin = text.strip().lower().rstrip("/")
-    scheme, sep, rest = origin.partition("://")
-    if not sep or scheme not in _DEFAULT_PORTS or not rest or "/" in rest or "@" in rest:
-        raise ValueError(f"expected an origin such as https://app.example:8443, got {text!r}")
-    return _without_default_port(scheme, origin)
-
-
-def parse_host(text: str) -> str:
-    """An ``--allowed-host`` value: a host name or address, optionally with ``:port``."""
-    host = text.strip().lower()
-    if not host or "/" in host or "@" in host or " " in host:
-        raise ValueError(f"expected a host name such as models.example or 10.0.0.5, got {text!r}")
-    if not host.isascii():
-        raise ValueError(f"expected an ASCII host name (xn-- form for others), got {text!r}")
-    return host
-
-
-@dataclass(frozen=True)
-class BrowserPolicy:
-    """Which browser origins may change state, and which ``Host`` names are answered."""
-
-    allowed_origins: frozenset[str] = frozenset()
-    allowed_hosts: frozenset[str] | None = None  # None: any Host
-
-    @classmethod
-    def from_flags(cls, origins: Iterable[str], hosts: Iterable[str]) -> BrowserPolicy:
-        host_set = frozenset(parse_host(h) for h in hosts)
-        return cls(frozenset(parse_origin(o) for o in origins), host_set or None)
 
 
 class BrowserGuard:
@@ -128,10 +92,10 @@ class BrowserGuard:
     def _origin_refusal(
         self, origin: str, scheme: str, host: bytes | None
     ) -> FrameserveError | None:
-        origin = _without_default_port(origin.partition(":")[0], origin.lower())
+        origin = without_default_port(origin.partition(":")[0], origin.lower())
         own = None
         if host is not None:
-            own = _without_default_port(scheme, f"{scheme}://{_text(host).lower()}")
+            own = without_default_port(scheme, f"{scheme}://{_text(host).lower()}")
         if origin == own or origin in self.policy.allowed_origins:
             return None
         return CrossSiteRequest(
@@ -150,11 +114,6 @@ def _host_listed(host: bytes | None, allowed: frozenset[bytes]) -> bool:
     # without its port: "[::1]:8000" -> "[::1]", "models.example:8000" -> "models.example"
     colon = name.rfind(b":")
     return colon > name.rfind(b"]") and name[:colon] in allowed
-
-
-def _without_default_port(scheme: str, origin: str) -> str:
-    suffix = _DEFAULT_PORTS.get(scheme)
-    return origin[: -len(suffix)] if suffix and origin.endswith(suffix) else origin
 
 
 def _text(value: bytes) -> str:
