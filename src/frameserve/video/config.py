@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.serving.config import MODEL_NAME_RE, format_validation_error, read_yaml
 from frameserve.serving.pipeline import PIPELINE_FILE, OutputSpec, PipelineConfig, StepSpec
+from frameserve.video.defects import DefectsSpec, check_filters
 from frameserve.video.frames import check_sample
 
 BUILTIN_PACKAGE = "frameserve.video.pipelines"
@@ -105,6 +106,7 @@ class VideoPipelineConfig(_Strict):
     overlay: OverlaySpec = OverlaySpec()
     mask_track: MaskTrackSpec = MaskTrackSpec()
     video_out: VideoOutSpec = VideoOutSpec()
+    defects: DefectsSpec | None = None  # flag black, frozen, blocky, blurry frames
 
     @field_validator("sample")
     @classmethod
@@ -120,6 +122,10 @@ class VideoPipelineConfig(_Strict):
             self.model_pipeline()  # the steps obey the model-pipeline rules
         if self.interpolate is not None and self.sample != "all":
             raise ValueError(f"interpolate needs every frame (sample: all), got {self.sample}")
+        if self.defects is not None:
+            if self.interpolate is not None:
+                raise ValueError("defects: analysis pipelines only (steps), not interpolate")
+            check_filters()
         return self
 
     @property
