@@ -9,7 +9,8 @@ the time ranges are made from those lines by the per-video summary.
 What each flag means on a frame (FFmpeg's filters, measured on the decoder's own picture):
 
 - ``black``: ``blackdetect`` (``d=0``): at least ``black_ratio`` of the pixels are darker than
-  ``black_pixel`` (a fraction of the luma range). A black frame gets no other flag.
+  ``black_pixel`` (a fraction of the luma range). A black frame gets no other flag (with
+  ``black: false`` it is judged like any other).
 - ``frozen``: ``freezedetect`` (``d=0``): the frame repeats the last frame that changed (mean
   difference under ``freeze_noise_db``); the first frame of a still run is not frozen, the
   ones that repeat it are. Without a minimum length: a still title card is frozen too; how
@@ -121,8 +122,8 @@ class DefectDetector:
         meta = self._full.run(picture)
         black = self._black_state(meta)
         frozen = self._frozen_state(meta)
-        if black:
-            return ["black"] if self.spec.black else []
+        if black and self.spec.black:
+            return ["black"]  # nothing else about a black frame is worth saying
         flags = []
         if frozen and self.spec.frozen:
             flags.append("frozen")
