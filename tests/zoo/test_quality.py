@@ -193,3 +193,19 @@ def test_a_model_file_that_is_not_an_rbf_svr_is_refused(folder: Path, tmp_path: 
     bad.write_text(text)
     with pytest.raises(ValueError, match="expected an RBF-kernel SVR"):
         module.Svr.load(bad)
+
+
+def test_threads_is_checked_and_gives_the_same_scores(folder: Path) -> None:
+    module = _load(folder / "1" / "model.py")
+    images = pictures()
+    batch = np.stack([images["original"], images["noised"], images["jpeg"], images["blurred"]])
+    out = {}
+    for threads in (1, 3):
+        model = module.Model()
+        model.setup({"path": str(folder / "1"), "parameters": {"threads": threads}})
+        out[threads] = model.process({"image": batch})["brisque"]
+        model.finalize()
+    np.testing.assert_array_equal(out[1], out[3])
+    for bad in ({"threads": 0}, {"threads": True}, {"thread": 2}):
+        with pytest.raises(ValueError, match="parameters"):
+            module.Model().setup({"path": str(folder / "1"), "parameters": bad})
