@@ -26,7 +26,8 @@ What each flag means on a frame (FFmpeg's filters, measured on the decoder's own
   of sigma 2, 12-14 after sigma 4.
 
 Cost (1280x720, one core): black and frozen ~0.2 ms each, blocky ~6 ms, blurry ~7 ms at 640
-wide (~27 ms at full size). The filters see the frames the pipeline samples: with
+wide (~27 ms at full size), counted in the run profile's decode stage. The filters see the
+frames the pipeline samples: with
 ``--sample fps:2``, ``frozen`` compares frames half a second apart. A resumed job starts the
 filters afresh at its checkpoint.
 """
@@ -34,6 +35,7 @@ filters afresh at its checkpoint.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Annotated, Any
@@ -42,6 +44,7 @@ import av
 from pydantic import BaseModel, ConfigDict, Field
 
 from frameserve.errors import ConfigError
+from frameserve.video.decode import DecodeStats
 from frameserve.video.frames import Frame
 
 FLAGS = ("black", "frozen", "blocky", "blurry")  # the order flags are listed in
@@ -198,14 +201,20 @@ def _number(text: str | None) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def with_defects(frames: Iterator[Frame], spec: DefectsSpec | None) -> Iterator[Frame]:
+def with_defects(
+    frames: Iterator[Frame], spec: DefectsSpec | None, stats: DecodeStats | None = None
+) -> Iterator[Frame]:
     """``frames`` with ``Frame.defects`` set (unchanged when ``spec`` is None); runs in the
-    thread or process that decodes them, before their pictures are converted."""
+    thread or process that decodes them, before their pictures are converted. The filters'
+    time is added to ``stats`` (the run's profile shows it under decode)."""
     if spec is None:
         yield from frames
         return
     detector = DefectDetector(spec)
     for frame in frames:
         if frame.picture is not None:
+            started = time.perf_counter()
             frame.defects = detector.inspect(frame.picture, frame.pts)
+            if stats is not None:
+                stats.seconds += time.perf_counter() - started
         yield frame

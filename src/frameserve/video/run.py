@@ -317,7 +317,8 @@ class VideoRun:
             self._decode_in_worker(st)
             return
         previous: Frame | None = None
-        for frame in with_defects(st.source.frames(self.stop), self.config.defects):
+        frames = st.source.frames(self.stop)
+        for frame in with_defects(frames, self.config.defects, st.source.stats):
             previous = self._frame_in(st, frame, previous)
         st.pump.end()
 

@@ -140,7 +140,8 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
         preparer = FramePreparer(pre, spec.where)
         pending: list[Prepared] = []
-        for frame in with_defects(source.frames(threading.Event()), spec.defects):
+        frames = source.frames(threading.Event())
+        for frame in with_defects(frames, spec.defects, source.stats):
             prepared = preparer.prepare(frame, full=spec.full)
             pending.append(prepared)
             if len(pending) >= spec.group or not prepared.model_input:
