@@ -71,7 +71,8 @@ class ZooMember:
 @dataclass(frozen=True)
 class ZooModel:
     """One model folder: a file out of a package, a script of ours, or neither (a pipeline),
-    plus text files."""
+    plus text files. A script may also take data files out of a package (``package``,
+    ``member`` and ``data``: fitted parameters it reads), pinned like weights."""
 
     name: str
     description: str
