@@ -142,6 +142,17 @@ def test_flags_follow_sampling_and_settings(clip: Path) -> None:
     assert all(flags[i] == [] for i in flags if i not in (14, 16, 26, 28, 30, 32))
 
 
+def test_video_out_draws_the_score(
+    video_server: LocalServer, zoo_repository: Path, clip: Path, tmp_path: Path
+) -> None:
+    name, config = load_video_pipeline("quality", zoo_repository)
+    VideoRun(video_server, name, config, [clip], RunOptions(out=tmp_path, video_out=True)).run()
+    with av.open(str(tmp_path / "defects.mp4")) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    # the caption block (top left) is drawn over the picture
+    assert np.abs(first[:30, :150].astype(int) - pictures()[0][:30, :150]).mean() > 20
+
+
 def test_defects_are_refused_where_they_do_not_apply() -> None:
     with pytest.raises(ConfigError, match="analysis pipelines only"):
         parse_video_pipeline({"interpolate": {"model": "fruc"}, "defects": {}}, "p.yaml")
