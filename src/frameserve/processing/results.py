@@ -160,4 +160,22 @@ class Classes:
         }
 
 
-Result = Detections | Mask | Texts | Text | Classes
+@dataclass(slots=True)
+class Quality:
+    """A picture's quality: ``score`` 0..100 (higher is better) from the method's ``raw``
+    score; ``raw`` is None where the method found nothing to score (a flat picture)."""
+
+    score: float
+    method: str
+    raw: float | None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score <= 100.0:
+            raise ValueError(f"Quality: score must be in [0, 100], got {self.score}")
+
+    def to_json(self) -> dict[str, Any]:
+        raw = None if self.raw is None else round(float(self.raw), 3)
+        return {"quality": {"score": _r(self.score), "method": self.method, "raw": raw}}
+
+
+Result = Detections | Mask | Texts | Text | Classes | Quality

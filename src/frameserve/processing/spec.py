@@ -178,7 +178,28 @@ class ClassesSpec(_Strict):
         return self
 
 
+class QualitySpec(_Strict):
+    """A no-reference quality score (one number a picture) -> 0..100, higher is better.
+
+    The raw score maps linearly: ``best`` to 100, ``worst`` to 0, clipped (BRISQUE: 0 is
+    pristine, 100 badly distorted). A picture whose scored copy has a side under ``min_side``
+    pixels is refused (400): its statistics mean nothing."""
+
+    task: Literal["quality"]
+    output: str
+    method: str = "brisque"
+    best: float = 0.0
+    worst: float = 100.0
+    min_side: PositiveInt = 32
+
+    @model_validator(mode="after")
+    def _range(self) -> QualitySpec:
+        if self.best == self.worst:
+            raise ValueError(f"best and worst must differ, both are {self.best}")
+        return self
+
+
 PostprocessSpec = Annotated[
-    FaceSsdSpec | SegmentationSpec | TextDetectionSpec | CtcSpec | ClassesSpec,
+    FaceSsdSpec | SegmentationSpec | TextDetectionSpec | CtcSpec | ClassesSpec | QualitySpec,
     Field(discriminator="task"),
 ]

@@ -16,6 +16,7 @@ import numpy as np
 from frameserve.errors import ModelExecutionError, NotSupported
 from frameserve.processing.faces import decode_faces
 from frameserve.processing.labels import with_label_file
+from frameserve.processing.quality import decode_quality
 from frameserve.processing.results import Classes, Mask, Result
 from frameserve.processing.spec import (
     ClassesSpec,
@@ -23,6 +24,7 @@ from frameserve.processing.spec import (
     FaceSsdSpec,
     PostprocessSpec,
     PreprocessSpec,
+    QualitySpec,
     SegmentationSpec,
     TextDetectionSpec,
 )
@@ -114,6 +116,8 @@ class ModelProcessing:
             return decode_ctc(outputs, spec, self._dictionary)
         if isinstance(spec, ClassesSpec):
             return decode_classes(outputs, spec, options)
+        if isinstance(spec, QualitySpec):
+            return decode_quality(outputs, geometry, spec)
         raise NotSupported("this model declares no postprocess block: it answers tensors only")
 
     def output_names(self) -> list[str]:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.serving.config import MODEL_NAME_RE, format_validation_error, read_yaml
 from frameserve.serving.pipeline import PIPELINE_FILE, OutputSpec, PipelineConfig, StepSpec
+from frameserve.video.defects import DefectsSpec, check_filters
 from frameserve.video.frames import check_sample
 from frameserve.video.summary_spec import AUTO, SummarySpec
 
@@ -108,6 +109,7 @@ class VideoPipelineConfig(_Strict):
     video_out: VideoOutSpec = VideoOutSpec()
     # per-video aggregates (video.summary_spec); absent: by result kind; false: none
     summary: SummarySpec | None = None
+    defects: DefectsSpec | None = None  # flag black, frozen, blocky, blurry frames
 
     @field_validator("sample")
     @classmethod
@@ -125,6 +127,10 @@ class VideoPipelineConfig(_Strict):
             raise ValueError(f"interpolate needs every frame (sample: all), got {self.sample}")
         if self.interpolate is not None and self.summary is not None and self.summary.enabled:
             raise ValueError("summary: a transformation pipeline (interpolate) has no summary")
+        if self.defects is not None:
+            if self.interpolate is not None:
+                raise ValueError("defects: analysis pipelines only (steps), not interpolate")
+            check_filters()
         return self
 
     def summary_spec(self) -> SummarySpec | None:

@@ -149,6 +149,7 @@ class Frame:
     # frame next (jobs checkpoint there). None for frames after the first of a GOP.
     seek: SeekPoint | None = None
     picture: Any = None  # the decoded frame (PyAV), until it is converted
+    defects: list[str] | None = None  # a pipeline with ``defects:``: this frame's flags
 
     @property
     def seconds(self) -> Fraction:

@@ -33,6 +33,7 @@ from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import VideoInfo, VideoSource, probe
+from frameserve.video.defects import with_defects
 from frameserve.video.frames import Frame, Sampling
 from frameserve.video.prepare import Group
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
@@ -318,7 +319,8 @@ class VideoRun:
             self._decode_in_worker(st)
             return
         previous: Frame | None = None
-        for frame in st.source.frames(self.stop):
+        frames = st.source.frames(self.stop)
+        for frame in with_defects(frames, self.config.defects, st.source.stats):
             previous = self._frame_in(st, frame, previous)
         st.pump.end()
 
@@ -385,6 +387,7 @@ class VideoRun:
         return WorkerSpec(
             src.path, src.stream_id, self.sampling, src.threads, src.start, src.first_index,
             src.codec_options, spec, fused, full, group, size, f"pipeline {self.name}",
+            defects=self.config.defects,
         )  # fmt: skip
 
     # -- sink thread ------------------------------------------------------------------------

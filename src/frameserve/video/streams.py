@@ -165,6 +165,8 @@ class StreamRun:
                 line["between"] = [frame.index, frame.index + 1]
         if result is not None:
             line.update(result.to_json())
+        if frame.defects is not None:
+            line["defects"] = frame.defects
         self._sinks["jsonl"].write(line)
         if "masks" in self._sinks:
             self._sinks["masks"].write(fields, result)

@@ -44,6 +44,7 @@ import numpy as np
 from frameserve.errors import FrameserveError, VideoError
 from frameserve.processing.spec import PreprocessSpec
 from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.video.defects import DefectsSpec, with_defects
 from frameserve.video.frames import Frame, Sampling, SeekPoint
 from frameserve.video.prepare import FramePreparer, Prepared
 
@@ -75,6 +76,7 @@ class WorkerSpec:
     group: int
     slot_bytes: int
     where: str = "pipeline"
+    defects: DefectsSpec | None = None  # flag each frame's defects (``video.defects``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class _FrameMeta:
     geometry: Geometry | None
     seconds: dict[str, float]
     image: tuple[int, tuple[int, ...]] | None  # (offset in the slot, shape) of a whole frame
+    defects: list[str] | None = None
 
 
 @dataclass
@@ -137,7 +140,8 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
         preparer = FramePreparer(pre, spec.where)
         pending: list[Prepared] = []
-        for frame in source.frames(threading.Event()):
+        frames = source.frames(threading.Event())
+        for frame in with_defects(frames, spec.defects, source.stats):
             prepared = preparer.prepare(frame, full=spec.full)
             pending.append(prepared)
             if len(pending) >= spec.group or not prepared.model_input:
@@ -183,11 +187,8 @@ def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FrameP
             image = (offset, im.shape)
             offset += im.nbytes
         f = p.frame
-        metas.append(
-            _FrameMeta(
-                f.index, f.pts, f.time_base, f.keyframe, f.seek, p.geometry, p.seconds, image
-            )  # fmt: skip
-        )
+        fields = (f.index, f.pts, f.time_base, f.keyframe, f.seek, p.geometry, p.seconds, image)
+        metas.append(_FrameMeta(*fields, defects=f.defects))
     conn.send(("group", slot, tensor_info, metas))
 
 
@@ -343,7 +344,7 @@ class DecodeWorker(WorkerProcess):
                 offset, shape = m.image
                 image = np.ndarray(shape, np.uint8, buffer=buf, offset=base + offset).copy()
             frame = Frame(self.spec.stream_id, m.index, m.pts, m.time_base, image, m.keyframe,
-                          seek=m.seek)  # fmt: skip
+                          seek=m.seek, defects=m.defects)  # fmt: skip
             frames.append(Prepared(frame, geometry=m.geometry, seconds=dict(m.seconds)))
         self.send(("free", slot))
         return frames, tensor

@@ -60,9 +60,19 @@ class ZooScript:
 
 
 @dataclass(frozen=True)
+class ZooMember:
+    """One more file taken out of a model's package, pinned like its ``member``."""
+
+    member: str
+    sha256: str
+    target: str
+
+
+@dataclass(frozen=True)
 class ZooModel:
     """One model folder: a file out of a package, a script of ours, or neither (a pipeline),
-    plus text files."""
+    plus text files. A script may also take data files out of a package (``package``,
+    ``member`` and ``data``: fitted parameters it reads), pinned like weights."""
 
     name: str
     description: str
@@ -73,10 +83,14 @@ class ZooModel:
     extra: tuple[OnnxMetadataFile, ...] = ()
     requires: tuple[str, ...] = ()  # models a pipeline runs; pulled along with it
     script: ZooScript | None = None
+    # more files out of ``package`` (a script model's fitted parameters, besides ``member``)
+    data: tuple[ZooMember, ...] = ()
 
     def __post_init__(self) -> None:
         given = {"package": self.package, "script": self.script, "requires": self.requires}
         kinds = [k for k, v in given.items() if v]
+        if kinds == ["package", "script"]:  # a script of ours that reads a package's files
+            kinds = ["script"]
         if len(kinds) != 1:
             raise ValueError(
                 f"zoo model {self.name}: expected exactly one of package, script, requires; "
@@ -86,9 +100,10 @@ class ZooModel:
     @property
     def files(self) -> tuple[str, ...]:
         """The model's payload in its folder (weights or script), besides the text files."""
+        data = tuple(d.target for d in self.data)
         if self.script is not None:
-            return (self.script.target,)
-        return (self.target,) if self.target else ()
+            return (self.script.target, *((self.target,) if self.target else ()), *data)
+        return (*((self.target,) if self.target else ()), *data)
 
     @property
     def package_label(self) -> str:
@@ -106,6 +121,8 @@ class ZooModel:
 
     def source_note(self) -> str:
         """Where the files came from; no dates, so an unchanged model compares equal."""
+        if self.script is not None and self.package is not None:
+            return self._script_data_note()
         if self.script is not None:
             return (
                 f"{self.name}: {self.description}\n"
@@ -133,6 +150,25 @@ class ZooModel:
             f"licence: {pkg.license} (the package's licence files are next to this note)\n"
         )
 
+    def _script_data_note(self) -> str:
+        """A script of ours whose fitted parameters come out of a package."""
+        assert self.script is not None and self.package is not None
+        pkg = self.package
+        files = [(self.member, self.member_sha256, self.target)]
+        files += [(d.member, d.sha256, d.target) for d in self.data]
+        listed = "".join(f"file: {m}\nfile sha256: {h}\ninstalled as: {t}\n" for m, h, t in files)
+        return (
+            f"{self.name}: {self.description}\n"
+            f"code: frameserve's own, {self.script.path} in the frameserve package, "
+            f"installed as: {self.script.target} (licence: {self.script.license})\n"
+            f"parameters: data files of {pkg.requirement} "
+            f"(https://pypi.org/project/{pkg.name}/{pkg.version}/), used as they are\n"
+            f"wheel: {pkg.wheel}\n"
+            f"wheel sha256: {pkg.sha256}\n"
+            f"{listed}"
+            f"licence: {pkg.license} (the package's licence files are next to this note)\n"
+        )
+
 
 MEDIAPIPE = ZooPackage(
     name="mediapipe",
@@ -154,6 +190,15 @@ RAPIDOCR = ZooPackage(
         ("rapidocr-3.10.0.dist-info/licenses/LICENSE", "LICENSE"),
         ("rapidocr-3.10.0.dist-info/licenses/MODEL_LICENSES.md", "MODEL_LICENSES.md"),
     ),
+)
+
+BRISQUE = ZooPackage(
+    name="brisque",
+    version="0.2.0",
+    wheel="brisque-0.2.0-py3-none-any.whl",
+    sha256="56f1839e5179a294d0598d63b2ee488fcbedeac7cee3e32c7c8d06c30a6269e1",
+    platform="manylinux_2_28_x86_64",  # pure Python, as rapidocr
+    license_files=(("brisque-0.2.0.dist-info/licenses/LICENSE", "LICENSE"),),
 )
 
 _MP_FACE = "mediapipe/modules/face_detection/"
@@ -225,6 +270,22 @@ _MODELS = (
         member_sha256=None,
         target=None,
         script=ZooScript(resource="fruc.py"),
+    ),
+    ZooModel(
+        name="quality",
+        description="BRISQUE no-reference picture quality, 0-100 (higher is better)",
+        package=BRISQUE,
+        member="brisque/models/svm.txt",
+        member_sha256="19526fb799c4c7992ccc109fcfecddb25976ba024b194cd3ee275d27e8909c8d",
+        target="1/svm.txt",
+        script=ZooScript(resource="quality.py"),
+        data=(
+            ZooMember(
+                member="brisque/models/normalize.pickle",
+                sha256="a91753fe7088efe0b40e4d091315201fdb067966fc6785cf465e1eab060acda9",
+                target="1/normalize.pickle",
+            ),
+        ),
     ),
 )
 

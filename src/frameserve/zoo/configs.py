@@ -214,6 +214,36 @@ parameters:
   threads: 1        # OpenCV threads per call (process-wide); raise instances to use more cores
 """
 
+QUALITY = """\
+# BRISQUE no-reference quality (frameserve's code, the fitted SVR of brisque==0.2.0).
+# Each picture is scored at most 768 pixels on its long side (the LIVE database's pictures,
+# which the SVR was fitted on, are 768x512; it also bounds the cost: ~30 ms a 768x432 frame
+# on one core); the score is 100 - BRISQUE, clipped to 0..100 (higher is better).
+backend: python
+max_batch_size: 4
+dynamic_batching: {max_queue_delay_ms: 2}
+instances: 1   # one batch at a time, its pictures on `threads` threads
+inputs:
+  - {name: image, datatype: UINT8, dims: [-1, -1, 3]}   # RGB pictures, H x W x 3
+outputs:
+  - {name: brisque, datatype: FP32, dims: [1]}          # raw BRISQUE (0 best); NaN: flat
+warmup: 0   # model.py's warmup() scores a 256x256 picture; generated inputs would be 1x1
+preprocess:
+  color: rgb
+  resize: {mode: limit_side, limit: 768, limit_type: max, interpolation: area}
+  dtype: UINT8
+  layout: NHWC
+postprocess:
+  task: quality
+  output: brisque
+  method: brisque
+  best: 0      # raw BRISQUE that scores 100
+  worst: 100   # raw BRISQUE that scores 0
+  min_side: 32
+parameters:
+  threads: 2   # pictures of a batch scored at once (each one is its own work: no gain in one)
+"""
+
 ZOO_FILES: dict[str, dict[str, str]] = {
     "faces": {"model.yaml": FACES},
     "faces-near": {"model.yaml": FACES_NEAR},
@@ -223,4 +253,5 @@ ZOO_FILES: dict[str, dict[str, str]] = {
     "text-rec": {"model.yaml": TEXT_REC},
     "ocr": {"pipeline.yaml": OCR},
     "fruc": {"model.yaml": FRUC},
+    "quality": {"model.yaml": QUALITY},
 }

