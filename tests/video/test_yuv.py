@@ -247,11 +247,13 @@ def test_yuv_path_matches_the_rgb_path(
     assert worst <= MAX_ABS_DIFF * gain, (worst, diff.describe())
 
 
-def serve(local: LocalServer, model: str, tensor: np.ndarray, geometry: Geometry) -> Any:
-    """A pre-processed tensor through the model's scheduler and task decoder."""
+def serve(local: LocalServer, model: str, image: np.ndarray, geometry: Geometry) -> Any:
+    """A resized image through the served model's own normalisation (in numpy, or in its
+    graph where it is fused), its scheduler and its task decoder."""
 
     async def run() -> tuple[Any, dict[str, np.ndarray]]:
         mv = local.server.repository.get(model)  # on the loop that owns the repository
+        tensor = mv.processing.preprocess.normalize(image[None])
         return mv, await infer_tensor(mv, tensor)
 
     mv, outputs = local.call(run(), timeout=60)
@@ -274,12 +276,10 @@ def test_served_results_agree(
     for path in ("rgb", "yuv"):
         for model, pre in preprocessors.items():
             if path == "rgb":
-                tensor, geometries = pre([frame.to_ndarray(format="rgb24")])
-                geometry = geometries[0]
+                image, geometry = rgb_path(pre, frame)
             else:
                 image, geometry = yuv_path(pre, planes_of(frame))
-                tensor = pre.normalize(image[None])
-            results[path, model] = serve(served, model, tensor, geometry)
+            results[path, model] = serve(served, model, image, geometry)
     faces, expected = results["yuv", "faces"], results["rgb", "faces"]
     assert isinstance(faces, Detections) and isinstance(expected, Detections)
     assert len(faces) == len(expected) == 1  # the astronaut

@@ -51,6 +51,9 @@ preprocess:
   mean: [0.5, 0.5, 0.5]
   std: [0.5, 0.5, 0.5]           # -> [-1, 1]
   layout: NHWC
+  # Normalised inside the graph: frames go to it as uint8 (a quarter of the bytes) and the
+  # decoder thread does no float work (video benchmark: 0.07-0.1 ms less CPU a frame).
+  fuse: true
 postprocess:
   task: ssd_anchors
   boxes: Identity
