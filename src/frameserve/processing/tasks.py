@@ -16,12 +16,14 @@ import numpy as np
 from frameserve.errors import ModelExecutionError, NotSupported
 from frameserve.processing.faces import decode_faces
 from frameserve.processing.results import Classes, Mask, Result
+from frameserve.processing.script import decode_script_detections
 from frameserve.processing.spec import (
     ClassesSpec,
     CtcSpec,
     FaceSsdSpec,
     PostprocessSpec,
     PreprocessSpec,
+    ScriptDetectionsSpec,
     SegmentationSpec,
     TextDetectionSpec,
 )
@@ -111,6 +113,10 @@ class ModelProcessing:
             return decode_ctc(outputs, spec, self._dictionary)
         if isinstance(spec, ClassesSpec):
             return decode_classes(outputs, spec, options)
+        if isinstance(spec, ScriptDetectionsSpec):
+            return decode_script_detections(
+                outputs, geometry, spec, options.score_threshold, options.max_results
+            )
         raise NotSupported("this model declares no postprocess block: it answers tensors only")
 
     def output_names(self) -> list[str]:
@@ -118,4 +124,10 @@ class ModelProcessing:
         spec = self.postprocess
         if isinstance(spec, FaceSsdSpec):
             return [spec.boxes, spec.scores]
+        if isinstance(spec, ScriptDetectionsSpec):
+            return [spec.boxes, spec.scores] + ([spec.labels] if spec.labels else [])
         return [spec.output] if spec is not None else []
+
+
+# Tasks whose results are ``Detections``: video pipelines track them (``track:``).
+DETECTION_TASKS = frozenset({"ssd_anchors", "script_detections"})
