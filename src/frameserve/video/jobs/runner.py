@@ -126,6 +126,7 @@ class JobRunner:
             sample=job.spec.sampling,
             video_out=video,
             decode_threads=self.settings.decode_threads,
+            params=job.spec.params,
         )
         outputs = StreamOutputs(self.paths.results, None, self.paths.segments if video else None)
         cp = self._resume
