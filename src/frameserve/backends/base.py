@@ -70,9 +70,10 @@ StreamKey = str
 class StreamBackend(Protocol):
     """What a backend with per-stream state adds to ``Backend`` (the Python script backend).
 
-    The video layer calls ``configure_stream`` once per stream before the stream's first frame
-    and ``release_stream`` when the stream ends; the scheduler then calls ``infer_rows`` with the stream
-    of every row of the batch (a batch mixes rows of several streams and online requests)."""
+    The video layer calls ``configure_stream`` once per stream before the stream's first
+    frame and ``release_stream`` when the stream ends; the scheduler then calls ``infer_rows``
+    with the stream of every row of the batch (a batch mixes rows of several streams and
+    online requests)."""
 
     def configure_stream(
         self, stream: StreamKey, params: Mapping[str, Any], profiling: bool = False

@@ -64,6 +64,8 @@ class PythonBackend:
         if spec is None or spec.loader is None:
             raise ModelLoadError(f"{where}: cannot be imported")
         module = importlib.util.module_from_spec(spec)
+        # In sys.modules while it runs: @dataclass and typing look their module up there
+        sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
             target = module.Model() if hasattr(module, "Model") else module

@@ -103,12 +103,13 @@ class Model:
         for i, stream in enumerate(streams or [None] * n):
             started = time.perf_counter()
             grey = cv2.cvtColor(images[i], cv2.COLOR_RGB2GRAY)
-            with self._lock:
-                settings = self._settings.get(stream) if stream is not None else None
-                previous = self._previous.get(stream) if settings is not None else None
-                if settings is not None:
-                    assert stream is not None
-                    self._previous[stream] = grey
+            settings = previous = None
+            if stream is not None:
+                with self._lock:
+                    settings = self._settings.get(stream)
+                    if settings is not None:  # configured: compare with its last frame
+                        previous = self._previous.get(stream)
+                        self._previous[stream] = grey
             stages["diff"] += time.perf_counter() - started
             if settings is None or previous is None:
                 continue  # an online request, or a stream's first frame: nothing to compare
@@ -128,8 +129,8 @@ class Model:
         changed pixels inside each box as its score."""
         diff = cv2.absdiff(previous, grey)
         changed = (diff > settings.threshold).astype(np.uint8)
-        changed = cv2.dilate(changed, np.ones((5, 5), np.uint8))
-        count, _, stats, _ = cv2.connectedComponentsWithStats(changed, connectivity=8)
+        grown = cv2.dilate(changed, np.ones((5, 5), np.uint8))  # join nearby specks
+        count, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
         least = settings.min_area * grey.size
         found = []
         for x, y, w, h, area in stats[1:count]:  # label 0 is the background
