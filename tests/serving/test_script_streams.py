@@ -188,3 +188,15 @@ def test_stateless_backends_ignore_streams(tmp_path: Path) -> None:
             await mv.close(timeout=10)
 
     assert asyncio.run(run()) == {}
+
+
+def test_a_script_with_no_stream_calls_is_not_told_of_streams(tmp_path: Path) -> None:
+    plain = "def process(batch):\n    return {'y': batch['x']}\n"
+
+    async def use(mv: ModelVersion) -> list[list[float]]:
+        assert mv.streams_backend is None  # the scheduler passes it no row ids
+        await mv.configure_stream("s", {"x": 1})  # a no-op
+        answer = await mv.infer(request(1, "s"))
+        return [list(map(float, row)) for row in answer.outputs[0].data]
+
+    assert with_version(model(tmp_path, plain), use) == [[1.0, 1.0]]

@@ -75,6 +75,10 @@ class StreamBackend(Protocol):
     with the stream of every row of the batch (a batch mixes rows of several streams and
     online requests)."""
 
+    # False: this loaded model wants none of it (a script with no configure, no release and a
+    # process(batch) of one argument), so callers skip the calls and the per-row ids
+    keeps_streams: bool
+
     def configure_stream(
         self, stream: StreamKey, params: Mapping[str, Any], profiling: bool = False
     ) -> None:

@@ -91,6 +91,8 @@ class PythonBackend:
         self._name = settings.model_name
         self._batch_dim = batch_dim
         self._takes = _keywords(target.process, ("streams", "profiling"))
+        hooks = [callable(getattr(target, h, None)) for h in ("configure", "release")]
+        self.keeps_streams = bool(self._takes) or any(hooks)
         self._lock = threading.Lock()  # the two dicts below: configure, release and batches
         self._profiling: dict[StreamKey, bool] = {}  # configured streams -> profile asked
         self._stages: dict[str, float] = {}  # the script's own stage seconds, since load

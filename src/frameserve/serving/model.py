@@ -124,7 +124,9 @@ class ModelVersion:
         )
         self.backend: Backend = load_backend(settings)
         backend = self.backend  # read once: a runtime Protocol check is not free
-        self._streams_backend = backend if isinstance(backend, StreamBackend) else None
+        self._streams_backend: StreamBackend | None = None  # a script that keeps stream state
+        if isinstance(backend, StreamBackend) and backend.keeps_streams:
+            self._streams_backend = backend
         batch_dim = settings.batch_dim
         if batch_dim is None:
             batch_dim = _model_batches(self.backend.inputs)
