@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 import requests
 from video.media import make_clip
@@ -365,3 +367,18 @@ def test_video_run_bad_params_are_a_clear_error(
     )  # fmt: skip
     assert done.returncode == 1
     assert message in done.stderr, done.stderr
+
+
+def test_predict_is_an_online_row_of_no_stream(server: RunningServer) -> None:
+    image = np.full((60, 80, 3), 128, np.uint8)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    headers = {"Content-Type": "image/png"}
+    r = requests.post(url(server, "/v1/models/probe/predict"), data=png.tobytes(),
+                      headers=headers, timeout=60)  # fmt: skip
+    assert r.status_code == 200, r.text
+    [det] = r.json()["detections"]
+    assert det["label"] == "unconfigured" and det["box"] == [0.0, 0.0, 80.0, 60.0]
+    r = requests.post(url(server, "/v1/models/example-script/predict"), data=png.tobytes(),
+                      headers=headers, timeout=60)  # fmt: skip
+    assert r.status_code == 200 and r.json() == {"detections": []}, r.text
