@@ -238,7 +238,11 @@ def test_params_the_script_refuses_are_400_with_its_message(server: RunningServe
 
 
 def test_a_script_of_the_old_interface_still_runs(server: RunningServer) -> None:
-    job_id = submit(server, pipeline="legacy", input="clip.mp4", params={"ignored": True})
+    body = {"pipeline": "legacy", "input": "clip.mp4", "params": {"goes": "nowhere"}}
+    r = requests.post(url(server, "/v1/jobs"), json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    assert "pipeline legacy runs no script model that takes per-stream params" in r.text
+    job_id = submit(server, pipeline="legacy", input="clip.mp4")
     lines = finished_results(server, job_id)
     assert len(lines) == 24
     assert all(line["detections"][0]["label"] == "legacy" for line in lines)

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from frameserve.errors import FrameserveError
+from frameserve.errors import FrameserveError, InvalidInput
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.model import ModelVersion
 from frameserve.video.process import FrameProcessor
@@ -57,6 +57,12 @@ class ScriptStreams:
 
     def open_key(self, key: str) -> None:
         versions = self._versions()
+        if not versions and self.params:
+            raise InvalidInput(
+                f"params: pipeline {self.processor.name} runs no script model that takes "
+                f"per-stream params (a model.py with configure()); its models: "
+                f"{', '.join(self.processor.models)}"
+            )
         if not versions or key in self._open:
             return
 
