@@ -200,3 +200,34 @@ def test_a_script_with_no_stream_calls_is_not_told_of_streams(tmp_path: Path) ->
         return [list(map(float, row)) for row in answer.outputs[0].data]
 
     assert with_version(model(tmp_path, plain), use) == [[1.0, 1.0]]
+
+
+def test_a_reloaded_version_is_configured_with_the_running_streams(tmp_path: Path) -> None:
+    from frameserve.serving.server import InferenceServer, ServerSettings
+
+    repo = tmp_path / "models"
+    repo.mkdir()
+    folder = model(tmp_path, SCALER).rename(repo / "m")
+
+    async def main() -> tuple[list[list[float]], dict[str, Any], dict[str, Any]]:
+        server = InferenceServer(ServerSettings(repository=repo, budget=BUDGET))
+        await server.start()
+        try:
+            old = server.repository.get("m")
+            await old.configure_stream("video-0", {"factor": 2})
+            with (folder / "1" / "model.py").open("a") as f:
+                f.write("\n# edited: the repository reloads the version\n")
+            await server.repository.load("m")
+            new = server.repository.get("m")
+            assert new is not old
+            answer = await new.infer(request(1, "video-0"))
+            adopted = dict(new.stream_params)
+            await new.release_stream("video-0")
+            return answer.outputs[0].data.tolist(), adopted, dict(new.stream_params)
+        finally:
+            await server.drain()
+
+    rows, adopted, after = asyncio.run(asyncio.wait_for(main(), 60))
+    assert rows == [[2.0, 2.0]]  # the new script got the stream's params before its frames
+    assert adopted == {"video-0": ({"factor": 2}, False)}
+    assert after == {}

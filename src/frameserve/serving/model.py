@@ -127,6 +127,8 @@ class ModelVersion:
         self._streams_backend: StreamBackend | None = None  # a script that keeps stream state
         if isinstance(backend, StreamBackend) and backend.keeps_streams:
             self._streams_backend = backend
+        # configured streams -> (params, profiling): a newer version is given them too
+        self.stream_params: dict[StreamKey, tuple[dict[str, Any], bool]] = {}
         batch_dim = settings.batch_dim
         if batch_dim is None:
             batch_dim = _model_batches(self.backend.inputs)
@@ -233,11 +235,25 @@ class ModelVersion:
         backend = self.streams_backend
         if backend is not None:
             await asyncio.to_thread(backend.configure_stream, stream, params, profiling)
+            self.stream_params[stream] = (dict(params), profiling)
 
     async def release_stream(self, stream: StreamKey) -> None:
         backend = self.streams_backend
-        if backend is not None:
+        if backend is not None and self.stream_params.pop(stream, None) is not None:
             await asyncio.to_thread(backend.release_stream, stream)
+
+    async def adopt_streams(self, older: list[ModelVersion]) -> None:
+        """Configure the streams that older versions of this model serve, before this one
+        takes their traffic (a reload moves running streams to it); a stream whose params
+        this version refuses is logged, and its frames run unconfigured."""
+        for mv in older:
+            for stream, (params, profiling) in list(mv.stream_params.items()):
+                if stream in self.stream_params:
+                    continue
+                try:
+                    await self.configure_stream(stream, params, profiling)
+                except FrameserveError as err:
+                    log.warning("%s v%s: stream %s: %s", self.name, self.version, stream, err)
 
     def stage_seconds(self) -> dict[str, float]:
         """The model's own stage seconds (script models that profile), summed since load."""

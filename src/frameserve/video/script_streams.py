@@ -91,7 +91,7 @@ class ScriptStreams:
             return
 
         async def release() -> None:
-            for mv in versions:
+            for mv in self._with_current(versions):
                 try:
                     await mv.release_stream(key)
                 except FrameserveError as err:
@@ -103,6 +103,19 @@ class ScriptStreams:
                 future.result(CALL_TIMEOUT_S)
         except Exception as err:  # noqa: BLE001 - the loop may be gone at shutdown
             log.warning("stream %s: release failed: %s: %s", key, type(err).__name__, err)
+
+    def _with_current(self, versions: list[ModelVersion]) -> list[ModelVersion]:
+        """``versions`` and the versions serving their models now (a reload during the
+        stream configured it there too; on the loop, which owns the repository)."""
+        out = list(versions)
+        for mv in versions:
+            try:
+                now = self.processor.server.repository.get(mv.name)
+            except FrameserveError:
+                continue  # unloaded meanwhile
+            if now not in out:
+                out.append(now)
+        return out
 
     def close_all(self, wait: bool = True) -> None:
         for key in list(self._open):
