@@ -386,3 +386,18 @@ def test_predict_is_an_online_row_of_no_stream(server: RunningServer) -> None:
     r = requests.post(url(server, "/v1/models/example-script/predict"), data=png.tobytes(),
                       headers=headers, timeout=60)  # fmt: skip
     assert r.status_code == 200 and r.json() == {"detections": []}, r.text
+
+
+def test_script_detections_are_tracked_and_drawn(repo: Path, media: Path, tmp_path: Path) -> None:
+    pipeline = tmp_path / "probe-tracked.yaml"
+    pipeline.write_text("steps:\n  - model: probe\ntrack: {}\n")
+    out = tmp_path / "out"
+    done = video_run(
+        repo, media / "clip.mp4", "--pipeline", pipeline, "--params", '{"label": "t"}',
+        "--video-out", "--out", out,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    ids = {line["detections"][0]["track_id"] for line in lines}
+    assert len(ids) == 1  # one box in the same place on every frame: one track
+    assert (out / "clip.mp4").stat().st_size > 0
