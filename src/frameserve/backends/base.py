@@ -8,10 +8,10 @@ blocking work off that loop (OpenVINO's async infer requests, or a sized thread 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -59,3 +59,39 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# A video source's stream as the schedulers know it (``Admission.stream_id``: "video-0",
+# "job-<id>-0", "live-<id>-0"); rows of online requests have none.
+StreamKey = str
+
+
+@runtime_checkable
+class StreamBackend(Protocol):
+    """What a backend with per-stream state adds to ``Backend`` (the Python script backend).
+
+    The video layer calls ``configure_stream`` once per stream before the stream's first
+    frame and ``release_stream`` when the stream ends; the scheduler then calls ``infer_rows``
+    with the stream of every row of the batch (a batch mixes rows of several streams and
+    online requests)."""
+
+    # False: this loaded model wants none of it (a script with no configure, no release and a
+    # process(batch) of one argument), so callers skip the calls and the per-row ids
+    keeps_streams: bool
+
+    def configure_stream(
+        self, stream: StreamKey, params: Mapping[str, Any], profiling: bool = False
+    ) -> None:
+        """Per-stream settings; raises ``InvalidInput`` with the script's message when it
+        refuses them. ``profiling``: the stream's run collects a stage profile."""
+        ...
+
+    def release_stream(self, stream: StreamKey) -> None: ...
+
+    async def infer_rows(
+        self, batch: Mapping[str, np.ndarray], streams: Sequence[StreamKey | None]
+    ) -> dict[str, np.ndarray]: ...
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds the model itself reported per stage of its own, summed since load."""
+        ...

@@ -38,7 +38,11 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                    help="frames in flight per input (default: 2 x max_batch_size x instances "
                         "/ inputs); frameserve tune --pipeline picks both")  # fmt: skip
     p.add_argument("--profile", action="store_true",
-                   help="print the summary and stage profile as JSON on stdout")  # fmt: skip
+                   help="print the summary and stage profile as JSON on stdout (script "
+                        "models are asked for their own stage times)")  # fmt: skip
+    p.add_argument("--params", default=None, metavar="JSON|@FILE",
+                   help="a JSON object for the pipeline's script models, given to their "
+                        "configure() once per input (docs/scripts.md)")  # fmt: skip
     add_model_cache(p)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
 
@@ -53,16 +57,19 @@ def run_video(args: argparse.Namespace) -> int:
     from frameserve.video.config import load_video_pipeline
     from frameserve.video.decode import probe
     from frameserve.video.frames import Sampling
+    from frameserve.video.params import read_params
     from frameserve.video.run import RunOptions, VideoRun, describe_input
 
     logs.configure(args.log_level, "text")
     try:
         name, config = load_video_pipeline(args.pipeline, args.repository)
         sample = Sampling.parse(args.sample) if args.sample else None
+        params = read_params(args.params) if args.params is not None else None
         infos = [probe(p) for p in args.inputs]  # a file that is not a video fails first
         options = RunOptions(
-            args.out, sample, args.video_out, args.mask_track, args.inflight, args.decode_threads
-        )
+            args.out, sample, args.video_out, args.mask_track, args.inflight, args.decode_threads,
+            params=params, profiling=args.profile,
+        )  # fmt: skip
         settings = ServerSettings(
             repository=args.repository,
             model_control_mode="explicit",

@@ -199,7 +199,39 @@ class QualitySpec(_Strict):
         return self
 
 
+class ScriptDetectionsSpec(_Strict):
+    """A script model's boxes as results (``docs/scripts.md``): each row's outputs hold up to K
+    boxes, padded; rows whose score is <= 0 or below ``score_threshold`` are padding."""
+
+    task: Literal["script_detections"]
+    boxes: str = Field(description="output [K, 4]: x1, y1, x2, y2 per box")
+    scores: str = Field(description="output [K]: a score per box; <= 0 marks padding")
+    labels: str | None = Field(
+        default=None, description="output [K]: integer index into label_names, or BYTES text"
+    )
+    label_names: list[str] = Field(default_factory=list)
+    label: str = Field(default="object", description="every box's label without labels")
+    coordinates: Literal["input", "normalized"] = Field(
+        default="input",
+        description="input: pixels of the model's input tensor; normalized: 0..1 of it",
+    )
+    score_threshold: Annotated[float, Field(ge=0.0)] = 0.0
+    max_results: PositiveInt = 100
+
+    @model_validator(mode="after")
+    def _names(self) -> ScriptDetectionsSpec:
+        if self.label_names and self.labels is None:
+            raise ValueError("label_names needs labels: the output of each box's class index")
+        return self
+
+
 PostprocessSpec = Annotated[
-    FaceSsdSpec | SegmentationSpec | TextDetectionSpec | CtcSpec | ClassesSpec | QualitySpec,
+    FaceSsdSpec
+    | SegmentationSpec
+    | TextDetectionSpec
+    | CtcSpec
+    | ClassesSpec
+    | QualitySpec
+    | ScriptDetectionsSpec,
     Field(discriminator="task"),
 ]

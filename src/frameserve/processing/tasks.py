@@ -18,6 +18,7 @@ from frameserve.processing.faces import decode_faces
 from frameserve.processing.labels import with_label_file
 from frameserve.processing.quality import decode_quality
 from frameserve.processing.results import Classes, Mask, Result
+from frameserve.processing.script import decode_script_detections
 from frameserve.processing.spec import (
     ClassesSpec,
     CtcSpec,
@@ -25,6 +26,7 @@ from frameserve.processing.spec import (
     PostprocessSpec,
     PreprocessSpec,
     QualitySpec,
+    ScriptDetectionsSpec,
     SegmentationSpec,
     TextDetectionSpec,
 )
@@ -118,6 +120,10 @@ class ModelProcessing:
             return decode_classes(outputs, spec, options)
         if isinstance(spec, QualitySpec):
             return decode_quality(outputs, geometry, spec)
+        if isinstance(spec, ScriptDetectionsSpec):
+            return decode_script_detections(
+                outputs, geometry, spec, options.score_threshold, options.max_results
+            )
         raise NotSupported("this model declares no postprocess block: it answers tensors only")
 
     def output_names(self) -> list[str]:
@@ -125,4 +131,10 @@ class ModelProcessing:
         spec = self.postprocess
         if isinstance(spec, FaceSsdSpec):
             return [spec.boxes, spec.scores]
+        if isinstance(spec, ScriptDetectionsSpec):
+            return [spec.boxes, spec.scores] + ([spec.labels] if spec.labels else [])
         return [spec.output] if spec is not None else []
+
+
+# Tasks whose results are ``Detections``: video pipelines track them (``track:``).
+DETECTION_TASKS = frozenset({"ssd_anchors", "script_detections"})

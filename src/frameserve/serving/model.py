@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from frameserve.backends import Backend, BackendSettings, TensorSpec, load_backend
+from frameserve.backends.base import StreamBackend, StreamKey
 from frameserve.cpu import CpuBudget
 from frameserve.datatypes import from_numpy, to_numpy
 from frameserve.errors import ConfigError, FrameserveError, InvalidInput
@@ -124,6 +125,12 @@ class ModelVersion:
             name, version, path, config, budget, _auto_batch_dim(config), cache_dir=cache_dir
         )
         self.backend: Backend = load_backend(settings)
+        backend = self.backend  # read once: a runtime Protocol check is not free
+        self._streams_backend: StreamBackend | None = None  # a script that keeps stream state
+        if isinstance(backend, StreamBackend) and backend.keeps_streams:
+            self._streams_backend = backend
+        # configured streams -> (params, profiling): a newer version is given them too
+        self.stream_params: dict[StreamKey, tuple[dict[str, Any], bool]] = {}
         batch_dim = settings.batch_dim
         if batch_dim is None:
             batch_dim = _model_batches(self.backend.inputs)
@@ -164,6 +171,7 @@ class ModelVersion:
             max_queue_size=db.max_queue_size if db else 1024,
             priority_levels=self.priority_levels,
             model_timeout_s=model_timeout_s,
+            row_streams=self.streams_backend is not None,
         )
         self.scheduler: Scheduler | None = None
         self._input_index = {t.name: t for t in self.inputs}
@@ -218,6 +226,45 @@ class ModelVersion:
             f"dynamic_batching={'on' if self.dynamic_batching else 'off'}"
         )
 
+    # -- per-stream state (script models) -----------------------------------------------------
+    @property
+    def streams_backend(self) -> StreamBackend | None:
+        """The backend when it keeps per-stream state (script models), else None."""
+        return self._streams_backend
+
+    async def configure_stream(
+        self, stream: StreamKey, params: dict[str, Any], profiling: bool = False
+    ) -> None:
+        """Give ``stream`` its params before its first frame (a no-op for stateless
+        backends); ``InvalidInput`` when the model refuses them."""
+        backend = self.streams_backend
+        if backend is not None:
+            await asyncio.to_thread(backend.configure_stream, stream, params, profiling)
+            self.stream_params[stream] = (dict(params), profiling)
+
+    async def release_stream(self, stream: StreamKey) -> None:
+        backend = self.streams_backend
+        if backend is not None and self.stream_params.pop(stream, None) is not None:
+            await asyncio.to_thread(backend.release_stream, stream)
+
+    async def adopt_streams(self, older: list[ModelVersion]) -> None:
+        """Configure the streams that older versions of this model serve, before this one
+        takes their traffic (a reload moves running streams to it); a stream whose params
+        this version refuses is logged, and its frames run unconfigured."""
+        for mv in older:
+            for stream, (params, profiling) in list(mv.stream_params.items()):
+                if stream in self.stream_params:
+                    continue
+                try:
+                    await self.configure_stream(stream, params, profiling)
+                except FrameserveError as err:
+                    log.warning("%s v%s: stream %s: %s", self.name, self.version, stream, err)
+
+    def stage_seconds(self) -> dict[str, float]:
+        """The model's own stage seconds (script models that profile), summed since load."""
+        backend = self.streams_backend
+        return backend.stage_seconds() if backend is not None else {}
+
     # -- lifecycle (on the loop) --------------------------------------------------------------
     async def warmup(self) -> None:
         """Run the configured warm-up inferences directly on the backend."""
@@ -270,13 +317,19 @@ class ModelVersion:
         self.stats.forget()
 
     # -- requests -------------------------------------------------------------------------------
-    async def run_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def run_batch(
+        self, batch: dict[str, np.ndarray], streams: list[StreamKey | None] | None = None
+    ) -> dict[str, np.ndarray]:
         """One batch through the backend, in the model's shapes where ``reshape`` says so
-        (numpy views, once per batch), its outputs back in the clients' shapes."""
-        if not self._reshape:
-            return await self.backend.infer(batch)
-        outputs = await self.backend.infer(self._reshape.to_model(batch))
-        return self._reshape.to_client(outputs)
+        (numpy views, once per batch), its outputs back in the clients' shapes. ``streams``:
+        each row's stream, for backends with per-stream state (the scheduler passes it)."""
+        model_batch = self._reshape.to_model(batch) if self._reshape else batch
+        backend = self.streams_backend
+        if backend is not None and streams is not None:
+            outputs = await backend.infer_rows(model_batch, streams)
+        else:
+            outputs = await self.backend.infer(model_batch)
+        return self._reshape.to_client(outputs) if self._reshape else outputs
 
     async def infer(self, request: InferRequest) -> InferResponse:
         item = self.prepare(request)

@@ -278,6 +278,8 @@ class ModelRepository:
         replaced = [v for v in fresh if v in entry.versions]
         stale = [v for v in entry.versions if v not in selected]
         old = {v: entry.versions[v] for v in replaced + stale}
+        for mv in fresh.values():  # script models: running streams keep their params
+            await mv.adopt_streams(list(entry.versions.values()))
         entry.versions.update(fresh)  # new versions take traffic now
         for v in stale:
             del entry.versions[v]

@@ -42,7 +42,8 @@ from frameserve.serving.types import ONLINE, Admission
 log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
-InferFn = Callable[[Tensors], Awaitable[Tensors]]
+# ``infer(batch)``, or ``infer(batch, streams)`` with ``SchedulerSettings.row_streams``
+InferFn = Callable[..., Awaitable[Tensors]]
 
 
 @dataclass(slots=True, eq=False)
@@ -71,6 +72,8 @@ class SchedulerSettings:
     # A batch running longer answers its callers DeadlineExceeded; its slot stays busy until
     # the runtime returns (a runtime call cannot be interrupted safely). None: wait.
     model_timeout_s: float | None = None
+    # The backend keeps per-stream state: ``infer`` also gets each row's stream id
+    row_streams: bool = False
 
 
 class Scheduler:
@@ -319,7 +322,10 @@ class Scheduler:
         try:
             inputs = self._assemble(batch)
             t_in = time.perf_counter_ns()
-            outputs = await self._infer(inputs)
+            if self._s.row_streams:
+                outputs = await self._infer(inputs, self._row_streams(batch))
+            else:
+                outputs = await self._infer(inputs)
             t_inf = time.perf_counter_ns()
             answered = self._distribute(batch, outputs)
             t_out = time.perf_counter_ns()
@@ -352,6 +358,12 @@ class Scheduler:
             return batch[0].inputs
         names = batch[0].inputs.keys()
         return {n: np.concatenate([item.inputs[n] for item in batch]) for n in names}
+
+    def _row_streams(self, batch: list[WorkItem]) -> list[str | None]:
+        """The stream of each row of the assembled batch (None: an online request)."""
+        if self._s.max_batch_size <= 0:
+            return [batch[0].admission.stream_id]
+        return [item.admission.stream_id for item in batch for _ in range(item.batch_size)]
 
     def _distribute(self, batch: list[WorkItem], outputs: Tensors) -> list[WorkItem]:
         """Give each item its rows; return the items this call answered."""

@@ -221,9 +221,13 @@ class FrameProcessor:
     def _admission(self, frame: Frame) -> Admission:
         found = self._admissions.get(frame.stream)
         if found is None:
-            stream_id = f"{self.admission.stream_id}-{frame.stream}"
+            stream_id = self.stream_key(frame.stream)
             found = self._admissions[frame.stream] = replace(self.admission, stream_id=stream_id)
         return found
+
+    def stream_key(self, stream: int) -> str:
+        """The stream id the schedulers (and script models) see for input ``stream``."""
+        return f"{self.admission.stream_id}-{stream}"
 
     async def _interpolate(self, frame: Frame, timings: Timings) -> np.ndarray:
         assert self.config.interpolate is not None and frame.previous is not None

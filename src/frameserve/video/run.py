@@ -22,13 +22,14 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from frameserve.errors import FrameserveError, InvalidInput, VideoError
 from frameserve.processing.results import Detections
+from frameserve.processing.tasks import DETECTION_TASKS
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
@@ -40,6 +41,7 @@ from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
 from frameserve.video.pump import FramePump
 from frameserve.video.scaler import full_rgb
+from frameserve.video.script_streams import ScriptStreams, add_script_stages, stage_counters
 from frameserve.video.streams import InputSummary, StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.summary import summarize_file, write_summary
 from frameserve.video.track import Tracker, TrackerSettings
@@ -61,6 +63,8 @@ class RunOptions:
     inflight: int = 0  # frames in flight per input; 0: from the models' batch sizes
     decode_threads: int = 0  # FFmpeg threads per input; 0: the core budget
     summary: bool = True  # OUT/<stem>.summary.json when the pipeline has one (tune trials: off)
+    params: Mapping[str, Any] | None = None  # each input's params for script models
+    profiling: bool = False  # script models report their own stages (``--profile``)
 
 
 @dataclass
@@ -86,6 +90,7 @@ class RunSummary:
             "fps": round(self.fps, 2),
             "mean_batch_size": {k: round(v, 2) for k, v in self.batches.items()},
             "stages": self.profile.to_json(),
+            **({"script_stages": self.profile.script_json()} if self.profile.script else {}),
             "streams": [stream.to_json() for stream in self.streams],
         }
 
@@ -209,7 +214,7 @@ class VideoRun:
 
     def _tracker(self, source: VideoSource) -> Tracker | None:
         spec = self.config.track
-        if spec is None or self.processor.task != "ssd_anchors":
+        if spec is None or self.processor.task not in DETECTION_TASKS:
             return None
         rate = float(source.info.rate) if source.info.rate else 30.0
         settings = TrackerSettings(spec.lost_seconds, spec.min_iou)
@@ -244,20 +249,29 @@ class VideoRun:
 
     def run(self, progress: Callable[[int], None] | None = None) -> RunSummary:
         """Process every input; raise the first error of any stage after all threads ended."""
-        before = self._model_counters()
+        before, script_before = self._model_counters(), stage_counters(self.processor)
         started = time.perf_counter()
+        scripts = ScriptStreams(
+            self.local, self.processor, self.options.params, self.options.profiling
+        )
         threads = []
-        for st in self.streams:
-            n = st.source.stream_id
-            threads.append(self._thread(f"{self._prefix}decode-{n}", self._decode, st))
-            threads.append(self._thread(f"{self._prefix}sink-{n}", self._sink, st))
         try:
-            self._wait(threads, progress)
-        except KeyboardInterrupt:
-            self._fail("run", VideoError("interrupted (Ctrl-C): stopped every stage"))
-            self._wait(threads, None)
+            for st in self.streams:  # script models get each input's params before its frames
+                scripts.open(st.source.stream_id)
+            for st in self.streams:
+                n = st.source.stream_id
+                threads.append(self._thread(f"{self._prefix}decode-{n}", self._decode, st))
+                threads.append(self._thread(f"{self._prefix}sink-{n}", self._sink, st))
+            try:
+                self._wait(threads, progress)
+            except KeyboardInterrupt:
+                self._fail("run", VideoError("interrupted (Ctrl-C): stopped every stage"))
+                self._wait(threads, None)
+        finally:
+            scripts.close_all()
         wall = time.perf_counter() - started
         batches = self._account(before)
+        add_script_stages(self.profile, script_before, self.processor)
         if self._errors:
             where, err = self._errors[0]
             if isinstance(err, FrameserveError):

@@ -287,6 +287,15 @@ _MODELS = (
             ),
         ),
     ),
+    ZooModel(
+        name="example-script",
+        description="Motion regions per stream: the script engine's example (docs/scripts.md)",
+        package=None,
+        member=None,
+        member_sha256=None,
+        target=None,
+        script=ZooScript(resource="motion.py"),
+    ),
 )
 
 # A plain dict, in install order (a pipeline after the models it runs).

@@ -247,6 +247,35 @@ parameters:
   threads: 2   # pictures of a batch scored at once (each one is its own work: no gain in one)
 """
 
+EXAMPLE_SCRIPT = """\
+# Motion regions, per stream: the script engine's example (frameserve/zoo/scripts/motion.py,
+# docs/scripts.md). Each stream's frames are compared with that stream's previous frame, with
+# that stream's params (jobs, live streams and video run --params give them).
+backend: python
+max_batch_size: 8
+instances: 1   # the state is per stream: a stream's frames must run in order
+dynamic_batching: {max_queue_delay_ms: 2}
+inputs:
+  - {name: image, datatype: UINT8, dims: [144, 256, 3]}
+outputs:
+  - {name: boxes, datatype: FP32, dims: [8, 4]}    # x1, y1, x2, y2 in input pixels
+  - {name: scores, datatype: FP32, dims: [8]}      # 0: an unused row
+  - {name: labels, datatype: BYTES, dims: [8]}
+preprocess:
+  resize: {mode: stretch, size: [256, 144]}
+  dtype: UINT8
+postprocess:
+  task: script_detections
+  boxes: boxes
+  scores: scores
+  labels: labels
+warmup: 0   # model.py's warmup() runs one frame
+parameters:   # the defaults; a stream's params override them
+  threshold: 25     # grey-level change (0..255) that counts as motion
+  min_area: 0.002   # the least region, a fraction of the frame
+  label: motion     # the label of the boxes
+"""
+
 ZOO_FILES: dict[str, dict[str, str]] = {
     "faces": {"model.yaml": FACES},
     "faces-near": {"model.yaml": FACES_NEAR},
@@ -257,4 +286,5 @@ ZOO_FILES: dict[str, dict[str, str]] = {
     "ocr": {"pipeline.yaml": OCR},
     "fruc": {"model.yaml": FRUC},
     "quality": {"model.yaml": QUALITY},
+    "example-script": {"model.yaml": EXAMPLE_SCRIPT},
 }

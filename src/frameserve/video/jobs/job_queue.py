@@ -43,6 +43,7 @@ from frameserve.video.jobs.spec import JobState as S
 from frameserve.video.jobs.store import JobStore, StoredJob
 from frameserve.video.media import MediaRoot
 from frameserve.video.process import open_processor
+from frameserve.video.script_streams import ScriptStreams
 from frameserve.video.worker import WorkerDied
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,8 @@ class JobQueue:
                 f"sample: pipeline {name} makes new frames and needs all of them: expected "
                 f"all or null, got {spec.sample!r}"
             )
-        open_processor(self.handle, name, config)  # raises when models are missing
+        processor = open_processor(self.handle, name, config)  # raises when models are missing
+        ScriptStreams(self.handle, processor, spec.params).check()  # configure refuses: 400
         if config.transforms and not spec.video_out:  # a transformation's product is video
             spec = spec.model_copy(update={"video_out": True})
         return spec

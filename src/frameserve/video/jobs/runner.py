@@ -131,6 +131,7 @@ class JobRunner:
             sample=job.spec.sampling,
             video_out=video,
             decode_threads=self.settings.decode_threads,
+            params=job.spec.params,
         )
         summary = self.paths.summary if config.summary_spec() is not None else None
         segments = self.paths.segments if video else None

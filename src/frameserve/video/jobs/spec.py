@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.video.frames import Sampling, SeekPoint, check_sample
 from frameserve.video.limits import VideoLimits
+from frameserve.video.params import check_params_size
 
 
 class JobSpec(BaseModel):
@@ -26,11 +27,20 @@ class JobSpec(BaseModel):
     input: Annotated[StrictStr, Field(min_length=1, max_length=4096)]  # relative to media root
     sample: StrictStr | None = None  # None: the pipeline's own ``sample``
     video_out: StrictBool = False
+    # Per-stream params for the pipeline's script models (their ``configure``); JSON object
+    params: dict[str, Any] | None = None
 
     @field_validator("sample")
     @classmethod
     def _sample(cls, v: str | None) -> str | None:
         return check_sample(v)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            check_params_size(v)
+        return v
 
     @property
     def sampling(self) -> Sampling | None:
@@ -107,6 +117,7 @@ class JobRecord:
             "input": self.spec.input,
             "sample": self.spec.sample,
             "video_out": self.spec.video_out,
+            "params": self.spec.params,
             "created": _iso(self.created),
             "started": _iso(self.started),
             "finished": _iso(self.finished),

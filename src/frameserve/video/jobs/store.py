@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
 _COLUMNS = (
     "id, state, pipeline, input, sample, video_out, upload, created, started, finished, "
-    "frames_done, frames_total, error, checkpoint, crashes, attempts, owner"
+    "frames_done, frames_total, error, checkpoint, crashes, attempts, owner, params"
 )
 
 # Columns later versions added, with their definitions, for stores that predate them.
@@ -51,6 +51,7 @@ _ADDED_COLUMNS = (
     ("crashes", "INTEGER NOT NULL DEFAULT 0"),
     ("attempts", "INTEGER NOT NULL DEFAULT 0"),
     ("owner", "TEXT NOT NULL DEFAULT ''"),
+    ("params", "TEXT"),  # JobSpec.params as JSON (script models' per-stream params), or NULL
 )
 
 
@@ -76,8 +77,11 @@ class StoredJob:
 
 def _job(row: tuple[Any, ...]) -> StoredJob:
     (id_, state, pipeline, input_, sample, video_out, upload, created, started, finished,
-     done, total, error, checkpoint, crashes, attempts, owner) = row  # fmt: skip
-    spec = JobSpec(pipeline=pipeline, input=input_, sample=sample, video_out=bool(video_out))
+     done, total, error, checkpoint, crashes, attempts, owner, params) = row  # fmt: skip
+    spec = JobSpec(
+        pipeline=pipeline, input=input_, sample=sample, video_out=bool(video_out),
+        params=json.loads(params) if params else None,
+    )  # fmt: skip
     return StoredJob(
         id_, JobState(state), spec, upload, created, started, finished, done, total, error,
         Checkpoint.from_json(json.loads(checkpoint)) if checkpoint else None, crashes,
@@ -119,9 +123,10 @@ class JobStore:
     ) -> None:
         self._db.execute(
             "INSERT INTO jobs (id, state, pipeline, input, sample, video_out, upload, created, "
-            "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "owner, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (id_, JobState.QUEUED.value, spec.pipeline, spec.input, spec.sample,
-             int(spec.video_out), upload, created, owner),
+             int(spec.video_out), upload, created, owner,
+             json.dumps(spec.params) if spec.params is not None else None),
         )  # fmt: skip
 
     def get(self, id_: str) -> StoredJob | None:

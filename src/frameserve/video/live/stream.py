@@ -33,6 +33,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -40,6 +41,7 @@ from typing import Any, Literal
 from frameserve import logcontext
 from frameserve.errors import FrameDropped, FrameserveError
 from frameserve.processing.results import Detections
+from frameserve.processing.tasks import DETECTION_TASKS
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
 from frameserve.video.frames import Sampling
@@ -95,7 +97,7 @@ class LiveStream:
         self._handle = handle
         self._loop = handle.loop
         self._track: TrackSpec | None = (
-            processor.config.track if processor.task == "ssd_anchors" else None
+            processor.config.track if processor.task in DETECTION_TASKS else None
         )
         self._sampling = sampling
         self._stop = threading.Event()
@@ -112,6 +114,7 @@ class LiveStream:
         self._resume = ReaderResume()  # where a replacement worker goes on (reader thread)
         self._restart = False  # the reader thread replaces the worker at once (a reload)
         self._rates: dict[int, float] = {}  # connection -> its frame rate (the tracker's unit)
+        self.on_end: Callable[[], None] | None = None  # the sink ended (script models release)
         self._threads = [
             threading.Thread(
                 target=logcontext.bound(self._read, stream_id=stream_id),
@@ -353,6 +356,8 @@ class LiveStream:
             self._stop.set()
             self._set_state("stopped")
             self._call_loop(self._subscribers.end)
+            if self.on_end is not None:
+                self.on_end()
 
     def _tracker(self, rate: float) -> Tracker | None:
         spec = self._track

@@ -29,6 +29,7 @@ from frameserve.video.live.spec import LiveSettings, StreamSpec, resolve_source
 from frameserve.video.live.stream import LiveStream
 from frameserve.video.media import MediaRoot
 from frameserve.video.process import FrameProcessor, open_processor
+from frameserve.video.script_streams import ScriptStreams
 from frameserve.video.worker import run_isolated
 
 log = logging.getLogger(__name__)
@@ -72,21 +73,28 @@ class LiveStreams:
             stream_id=f"live-{stream_id}", droppable=True, max_inflight=spec.max_inflight
         )
         processor = open_processor(self.handle, name, config, admission)
-        stream = LiveStream(
-            stream_id,
-            spec,
-            source,
-            self.handle,
-            self.settings,
-            processor,
-            sampling,
-            self._sink_queue(processor, spec.max_inflight),
-            owner,
-        )
-        with self._lock:
-            self._check_room()
-            self._streams[stream_id] = stream
-            stream.start()
+        scripts = ScriptStreams(self.handle, processor, spec.params)
+        scripts.open(0)  # a live stream is its processor's input 0; configure refuses: 400
+        try:
+            stream = LiveStream(
+                stream_id,
+                spec,
+                source,
+                self.handle,
+                self.settings,
+                processor,
+                sampling,
+                self._sink_queue(processor, spec.max_inflight),
+                owner,
+            )
+            stream.on_end = lambda: scripts.close_all(wait=False)
+            with self._lock:
+                self._check_room()
+                self._streams[stream_id] = stream
+                stream.start()
+        except BaseException:
+            scripts.close_all()
+            raise
         return stream
 
     def _check_room(self) -> None:
