@@ -14,16 +14,25 @@ import cv2
 import numpy as np
 
 from frameserve.errors import ModelExecutionError, NotSupported
+from frameserve.processing.detectors import (
+    Metadata,
+    check_layout,
+    check_verdict,
+    decode_detector,
+    resolve_labels,
+)
 from frameserve.processing.faces import decode_faces
 from frameserve.processing.results import Classes, Mask, Result
 from frameserve.processing.spec import (
     ClassesSpec,
     CtcSpec,
+    DetrSpec,
     FaceSsdSpec,
     PostprocessSpec,
     PreprocessSpec,
     SegmentationSpec,
     TextDetectionSpec,
+    YoloSpec,
 )
 from frameserve.processing.text import decode_ctc, decode_text_regions, load_dictionary
 from frameserve.processing.transform import INTERPOLATION, Geometry, Preprocessor
@@ -76,7 +85,11 @@ class ModelProcessing:
         postprocess: PostprocessSpec | None,
         folder: Path,
         fused: bool = False,
+        metadata: Metadata | None = None,
+        source: str = "model.yaml",
     ) -> None:
+        """``metadata``: the model file's metadata properties, read only when a detector takes
+        its class names from there; ``source``: where the config came from, for errors."""
         self.preprocess = Preprocessor(preprocess, fused)
         self.postprocess = postprocess
         self._dictionary = (
@@ -84,6 +97,10 @@ class ModelProcessing:
             if isinstance(postprocess, CtcSpec)
             else ()
         )
+        self.labels: tuple[str, ...] = ()
+        if isinstance(postprocess, YoloSpec | DetrSpec):
+            self.labels = resolve_labels(postprocess, folder, metadata, source)
+            check_verdict(postprocess, self.labels, source)
 
     @property
     def task(self) -> str:
@@ -111,6 +128,10 @@ class ModelProcessing:
             return decode_ctc(outputs, spec, self._dictionary)
         if isinstance(spec, ClassesSpec):
             return decode_classes(outputs, spec, options)
+        if isinstance(spec, YoloSpec | DetrSpec):
+            return decode_detector(
+                outputs, geometry, spec, self.labels, options.score_threshold, options.max_results
+            )
         raise NotSupported("this model declares no postprocess block: it answers tensors only")
 
     def output_names(self) -> list[str]:
@@ -118,4 +139,15 @@ class ModelProcessing:
         spec = self.postprocess
         if isinstance(spec, FaceSsdSpec):
             return [spec.boxes, spec.scores]
-        return [spec.output] if spec is not None else []
+        if isinstance(spec, DetrSpec):
+            return [spec.boxes, spec.logits]
+        if isinstance(spec, YoloSpec) and spec.outputs is not None:
+            o = spec.outputs
+            return [o.num, o.boxes, o.scores, o.classes]
+        return [spec.output] if spec is not None and spec.output is not None else []
+
+    def check_outputs(self, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+        """Refuse, at load, output shapes the declared decoder cannot read (``-1``: dynamic;
+        the batch dimension excluded)."""
+        if isinstance(self.postprocess, YoloSpec | DetrSpec):
+            check_layout(self.postprocess, shapes, self.labels, source)
