@@ -29,7 +29,15 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from frameserve.processing.results import Classes, Detections, Mask, Result, Text, Texts
+from frameserve.processing.results import (
+    Classes,
+    Detections,
+    Mask,
+    Moderation,
+    Result,
+    Text,
+    Texts,
+)
 
 MaskEffect = Literal["tint", "blur", "none"]
 Colour = tuple[int, int, int]
@@ -118,6 +126,12 @@ def draw(frame: np.ndarray, result: Result, style: OverlayStyle | None = None) -
         if style.draw_labels:
             lines = [f"{lb} {s:.2f}" for lb, s in zip(result.labels, result.scores, strict=True)]
             _draw_caption_block(frame, lines, style)
+    elif isinstance(result, Moderation):
+        _draw_detections(frame, result.detections, style)
+        if style.draw_labels:
+            v = result.verdict
+            caption = "unsafe: " + ", ".join(v.labels) if v.unsafe else "safe"
+            _draw_caption_block(frame, [f"{caption} {v.score:.2f}"], style)
     else:
         raise TypeError(f"draw: expected a task result, got {type(result).__name__}")
     return frame

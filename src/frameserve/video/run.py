@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from frameserve.errors import FrameserveError, InvalidInput, VideoError
-from frameserve.processing.results import Detections
+from frameserve.processing.detectors import DETECTION_TASKS
+from frameserve.processing.results import Detections, Moderation
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
@@ -206,7 +207,7 @@ class VideoRun:
 
     def _tracker(self, source: VideoSource) -> Tracker | None:
         spec = self.config.track
-        if spec is None or self.processor.task != "ssd_anchors":
+        if spec is None or self.processor.task not in DETECTION_TASKS:
             return None
         rate = float(source.info.rate) if source.info.rate else 30.0
         settings = TrackerSettings(spec.lost_seconds, spec.min_iou)
@@ -403,6 +404,9 @@ class VideoRun:
         result = output.result
         if st.tracker is not None and isinstance(result, Detections):
             result = st.tracker.update(result, float(frame.seconds))
+        elif st.tracker is not None and isinstance(result, Moderation):
+            tracked = st.tracker.update(result.detections, float(frame.seconds))
+            result = Moderation(tracked, result.verdict)
         st.write(frame, result, output.image)
         encode = st.encode_seconds - encoded  # counted under "encode" at the end
         self.profile.add("sink", time.perf_counter() - started - encode)

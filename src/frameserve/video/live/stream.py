@@ -39,7 +39,8 @@ from typing import Any, Literal
 
 from frameserve import logcontext
 from frameserve.errors import FrameDropped, FrameserveError
-from frameserve.processing.results import Detections
+from frameserve.processing.detectors import DETECTION_TASKS
+from frameserve.processing.results import Detections, Moderation
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
 from frameserve.video.frames import Sampling
@@ -95,7 +96,7 @@ class LiveStream:
         self._handle = handle
         self._loop = handle.loop
         self._track: TrackSpec | None = (
-            processor.config.track if processor.task == "ssd_anchors" else None
+            processor.config.track if processor.task in DETECTION_TASKS else None
         )
         self._sampling = sampling
         self._stop = threading.Event()
@@ -367,6 +368,9 @@ class LiveStream:
         result = done.output.result
         if tracker is not None and isinstance(result, Detections):
             result = tracker.update(result, float(frame.seconds))
+        elif tracker is not None and isinstance(result, Moderation):
+            tracked = tracker.update(result.detections, float(frame.seconds))
+            result = Moderation(tracked, result.verdict)
         fields = result.to_json() if result is not None else {}
         return LiveRecord(self.id, frame.index, frame.pts, frame.time_base, fields)
 
