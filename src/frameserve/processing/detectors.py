@@ -164,14 +164,18 @@ def check_layout(
         return
     found = ", ".join(f"{n!r} {list(s)}" for n, s in bad.items())
     expected = ", ".join(f"{n!r} {_show(want[n], names[n])}" for n in bad)
-    hint = ""
+    hint = "; DETR layouts: boxes [Q, 4], logits [Q, C+1] (softmax) or [Q, C] (sigmoid)"
+    if isinstance(spec, YoloSpec):
+        hint = (
+            "; YOLO layouts: v5 [A, 5+C], v8 [4+C, A], v8 transposed [A, 4+C], end2end "
+            "[K, 6] or num/boxes/scores/classes"
+        )
     if isinstance(spec, YoloSpec) and spec.output is not None:
         fits = [k for k, w in _yolo_forms(c).items() if _fits(shapes[spec.output], w)]
-        hint = f"; the shape fits {', '.join(fits)}" if fits else ""
+        hint += f"; the shape fits {', '.join(fits)}" if fits else ""
     raise ModelLoadError(
         f"{source}: postprocess ({form}, {c} labels): the model's outputs are {found} (batch "
-        f"dim excluded), expected {expected}; YOLO layouts: v5 [A, 5+C], v8 [4+C, A], v8 "
-        f"transposed [A, 4+C], end2end [K, 6] or num/boxes/scores/classes{hint}"
+        f"dim excluded), expected {expected}{hint}"
     )
 
 
