@@ -78,3 +78,20 @@ def test_other_sampling_keeps_the_contract(
     lines = [json.loads(line) for line in (tmp_path / "zoom.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == [0, 24]
     assert all(line["verdict"]["label"] == "safe" for line in lines)
+
+
+def test_a_tracked_moderation_pipeline_keeps_ids_and_verdicts(
+    server: LocalServer, zoo_repository: Path, clip: Clip, tmp_path: Path
+) -> None:
+    pipeline = tmp_path / "tracked.yaml"
+    pipeline.write_text(
+        "steps: [{model: nsfw}]\nsample: fps:4\ntrack: {lost_seconds: 1.0, min_iou: 0.1}\n"
+    )
+    name, config = load_video_pipeline(str(pipeline), zoo_repository)
+    VideoRun(server, name, config, [clip.path], RunOptions(out=tmp_path / "out")).run()
+    lines = [json.loads(x) for x in (tmp_path / "out" / "zoom.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and all(line["verdict"]["label"] == "safe" for line in lines)
+    ids = {
+        d["track_id"] for line in lines for d in line["detections"] if d["label"] == "FACE_FEMALE"
+    }
+    assert len(ids) == 1, lines  # her face keeps one id through the zoom
