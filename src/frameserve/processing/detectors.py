@@ -107,6 +107,7 @@ def _strip(shape: tuple[int, ...], ndim: int) -> tuple[int, ...]:
 
 
 def _fits(shape: tuple[int, ...], want: tuple[int | None, ...]) -> bool:
+    """Whether a model's shape (``-1``: dynamic) can be the declared one."""
     if want == (1,) and shape == ():
         return True  # a scalar count per image
     s = _strip(shape, len(want))
@@ -126,9 +127,40 @@ def _yolo_forms(classes: int) -> dict[str, tuple[int | None, ...]]:
 
 
 def _show(want: tuple[int | None, ...], names: tuple[str, ...]) -> str:
+    """A declared shape as the error prints it, e.g. ``[22, A]``."""
     return (
         "[" + ", ".join(n if w is None else str(w) for w, n in zip(want, names, strict=True)) + "]"
     )
+
+
+Shape = tuple[int | None, ...]  # a declared shape: None is any size
+_YOLO_LAYOUTS = (
+    "; YOLO layouts: v5 [A, 5+C], v8 [4+C, A], v8 transposed [A, 4+C], end2end [K, 6] or "
+    "num/boxes/scores/classes"
+)
+_DETR_LAYOUTS = "; DETR layouts: boxes [Q, 4], logits [Q, C+1] (softmax) or [Q, C] (sigmoid)"
+
+
+def _declared(spec: DetectorSpec, c: int) -> tuple[str, dict[str, tuple[Shape, tuple[str, ...]]]]:
+    """The declared form's name and, per output, its shape with the symbols it prints."""
+    if isinstance(spec, DetrSpec):
+        logits = c + 1 if spec.activation == "softmax" else c
+        return f"detr ({spec.activation})", {
+            spec.boxes: ((None, 4), ("Q", "4")),
+            spec.logits: ((None, logits), ("Q", "C")),
+        }
+    if spec.outputs is not None:
+        o = spec.outputs
+        return "yolo end2end (four outputs)", {
+            o.num: ((1,), ("1",)),
+            o.boxes: ((None, 4), ("K", "4")),
+            o.scores: ((None,), ("K",)),
+            o.classes: ((None,), ("K",)),
+        }
+    assert spec.output is not None
+    key = f"format {spec.format}" + (", transposed" if spec.transposed else "")
+    symbol = "K" if spec.format == "end2end" else "A"
+    return f"yolo {key}", {spec.output: (_yolo_forms(c)[key], (symbol, symbol))}
 
 
 def check_layout(
@@ -139,37 +171,13 @@ def check_layout(
 ) -> None:
     """Refuse (at load) a model whose outputs match none of the declared layout's shapes."""
     c = len(labels)
-    want: dict[str, tuple[int | None, ...]]
-    names: dict[str, tuple[str, ...]]
-    if isinstance(spec, DetrSpec):
-        want = {
-            spec.boxes: (None, 4),
-            spec.logits: (None, c + 1 if spec.activation == "softmax" else c),
-        }
-        names = {spec.boxes: ("Q", "4"), spec.logits: ("Q", "C")}
-        form = f"detr ({spec.activation})"
-    elif spec.outputs is not None:
-        o = spec.outputs
-        want = {o.num: (1,), o.boxes: (None, 4), o.scores: (None,), o.classes: (None,)}
-        names = {o.num: ("1",), o.boxes: ("K", "4"), o.scores: ("K",), o.classes: ("K",)}
-        form = "yolo end2end (four outputs)"
-    else:
-        assert spec.output is not None
-        key = f"format {spec.format}" + (", transposed" if spec.transposed else "")
-        want = {spec.output: _yolo_forms(c)[key]}
-        names = {spec.output: ("K" if spec.format == "end2end" else "A",) * 2}
-        form = f"yolo {key}"
-    bad = {n: shapes[n] for n, w in want.items() if not _fits(shapes[n], w)}
+    form, declared = _declared(spec, c)
+    bad = [n for n, (want, _) in declared.items() if not _fits(shapes[n], want)]
     if not bad:
         return
-    found = ", ".join(f"{n!r} {list(s)}" for n, s in bad.items())
-    expected = ", ".join(f"{n!r} {_show(want[n], names[n])}" for n in bad)
-    hint = "; DETR layouts: boxes [Q, 4], logits [Q, C+1] (softmax) or [Q, C] (sigmoid)"
-    if isinstance(spec, YoloSpec):
-        hint = (
-            "; YOLO layouts: v5 [A, 5+C], v8 [4+C, A], v8 transposed [A, 4+C], end2end "
-            "[K, 6] or num/boxes/scores/classes"
-        )
+    found = ", ".join(f"{n!r} {list(shapes[n])}" for n in bad)
+    expected = ", ".join(f"{n!r} {_show(*declared[n])}" for n in bad)
+    hint = _YOLO_LAYOUTS if isinstance(spec, YoloSpec) else _DETR_LAYOUTS
     if isinstance(spec, YoloSpec) and spec.output is not None:
         fits = [k for k, w in _yolo_forms(c).items() if _fits(shapes[spec.output], w)]
         hint += f"; the shape fits {', '.join(fits)}" if fits else ""
