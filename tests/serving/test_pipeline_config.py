@@ -218,7 +218,13 @@ def test_preprocess_errors_name_the_field(preprocess: dict[str, Any], expected: 
 @pytest.mark.parametrize(
     ("postprocess", "expected"),
     [
-        ({"task": "yolo", "output": "x"}, "postprocess: Input tag 'yolo' found using 'task'"),
+        ({"task": "sam", "output": "x"}, "postprocess: Input tag 'sam' found using 'task'"),
+        ({"task": "yolo", "output": "x"}, "postprocess.yolo.format: Field required"),
+        (
+            {"task": "yolo", "format": "v5", "output": "x", "transposed": True},
+            "transposed is for format v8, got format v5",
+        ),
+        ({"task": "detr", "boxes": "b"}, "postprocess.detr.logits: Field required"),
         ({"task": "ctc", "output": "x"}, "postprocess.ctc.dictionary: Field required"),
         ({**POSTPROCESS, "threshold": 1.5}, "postprocess.segmentation.threshold: Input should"),
         (

@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from frameserve.processing.results import Classes, Detections, Mask, Text, Texts
+from frameserve.processing.results import (
+    Classes,
+    Detections,
+    Mask,
+    Moderation,
+    Text,
+    Texts,
+    Verdict,
+)
 from frameserve.tools.accuracy import (
+    METRICS,
     agreement,
     box_iou,
     detection_agreement,
@@ -170,3 +179,12 @@ def test_agreement_refuses_mixed_types_and_no_frames() -> None:
         agreement(faces((0, 0, 1, 1)), Text("a", 1.0))
     with pytest.raises(ValueError, match="at least one pair"):
         mean_agreement([])
+
+
+def test_moderation_results_agree_on_their_detections() -> None:
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0]])
+    a = Moderation(Detections(boxes, np.array([0.9, 0.8]), ["x", "y"]), Verdict(False, [], 0.0))
+    b = Moderation(Detections(boxes[:1], np.array([0.9]), ["x"]), Verdict(False, [], 0.0))
+    assert agreement(a, a) == 1.0
+    assert agreement(a, b) == pytest.approx(0.5)
+    assert METRICS["yolo"] == METRICS["detr"] == METRICS["ssd_anchors"]

@@ -52,11 +52,12 @@ def _zoo(args: argparse.Namespace) -> int:
         print(f"example models in {args.dest}: {', '.join(names)}")  # noqa: T201
         return 0
     if args.zoo_command == "list":
-        print(f"{'NAME':<12} {'PACKAGE':<19} {'FILE':<40} {'IN --dest':<9}  DESCRIPTION")  # noqa: T201
+        print(f"{'NAME':<12} {'PACKAGE':<19} {'FILE':<40} {'IN --dest':<9}  DESCRIPTION; LICENCE")  # noqa: T201
         for m in CATALOG.values():
             package, file = m.package_label, m.file_label
             state = "installed" if is_installed(m, args.dest) else "-"
-            print(f"{m.name:<12} {package:<19} {file:<40} {state:<9}  {m.description}")  # noqa: T201
+            line = f"{m.name:<12} {package:<19} {file:<40} {state:<9}  {m.description}"
+            print(f"{line}; licence: {m.license_label}")  # noqa: T201
         return 0
     logs.configure("info", "text")
     try:

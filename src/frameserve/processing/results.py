@@ -178,4 +178,35 @@ class Quality:
         return {"quality": {"score": _r(self.score), "method": self.method, "raw": raw}}
 
 
-Result = Detections | Mask | Texts | Text | Classes | Quality
+@dataclass(slots=True)
+class Verdict:
+    """A frame's moderation verdict: ``unsafe`` when a detection of an unsafe label reached
+    its threshold; ``score`` is the best score among unsafe-label detections (0 when none)."""
+
+    unsafe: bool
+    labels: list[str]  # the unsafe labels that reached their thresholds, best first
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": "unsafe" if self.unsafe else "safe",
+            "labels": list(self.labels),
+            "score": round(float(self.score), 4),
+        }
+
+
+@dataclass(slots=True)
+class Moderation:
+    """Detections with the frame's verdict."""
+
+    detections: Detections
+    verdict: Verdict
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.detections.to_json(), "verdict": self.verdict.to_json()}
+
+
+Result = Detections | Mask | Texts | Text | Classes | Quality | Moderation

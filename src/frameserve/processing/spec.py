@@ -225,6 +225,91 @@ class ScriptDetectionsSpec(_Strict):
         return self
 
 
+class VerdictSpec(_Strict):
+    """A frame is ``unsafe`` when a detection of an ``unsafe`` label reaches its threshold."""
+
+    unsafe: list[str] = Field(min_length=1, description="the labels that make a frame unsafe")
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    scores: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default={}, description="per-label thresholds that replace min_score for those labels"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> VerdictSpec:
+        extra = sorted(set(self.scores) - set(self.unsafe))
+        if extra:
+            raise ValueError(f"verdict.scores: labels {extra} are not in verdict.unsafe")
+        return self
+
+
+class EndToEndOutputs(_Strict):
+    """The four outputs of an export with NMS inside (TensorRT's EfficientNMS layout)."""
+
+    num: str = Field(description="detections kept per image, [1]")
+    boxes: str = Field(description="[K, 4] x1, y1, x2, y2")
+    scores: str = Field(description="[K]")
+    classes: str = Field(description="[K] class indices")
+
+
+class YoloSpec(_Strict):
+    """YOLO-family detectors: ``v5`` ``[A, 5+C]`` (x, y, w, h, objectness, class scores),
+    ``v8`` ``[4+C, A]`` (v8/v11: no objectness; ``transposed`` for ``[A, 4+C]``) and
+    ``end2end`` (NMS inside: ``[K, 6]`` x1, y1, x2, y2, score, class, or four ``outputs``)."""
+
+    task: Literal["yolo"]
+    format: Literal["v5", "v8", "end2end"]
+    output: str | None = Field(default=None, description="the detections tensor")
+    outputs: EndToEndOutputs | None = Field(
+        default=None, description="end2end only: num/boxes/scores/classes outputs"
+    )
+    transposed: bool = Field(default=False, description="v8 only: the output is [A, 4+C]")
+    labels: str | None = Field(
+        default=None,
+        description="class names, one a line, relative to the model folder; unset: the ONNX "
+        "file's metadata property 'names' (as Ultralytics writes it)",
+    )
+    normalized: bool = Field(
+        default=False, description="boxes are fractions (0..1) of the input, not its pixels"
+    )
+    score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    iou_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
+    class_agnostic: bool = Field(
+        default=False, description="one NMS over all classes (default: per class)"
+    )
+    max_results: PositiveInt = 300
+    verdict: VerdictSpec | None = None
+
+    @model_validator(mode="after")
+    def _outputs(self) -> YoloSpec:
+        if self.format == "end2end":
+            if (self.output is None) == (self.outputs is None):
+                raise ValueError("format end2end needs exactly one of output or outputs")
+        elif self.output is None or self.outputs is not None:
+            raise ValueError(f"format {self.format} needs output (and no outputs)")
+        if self.transposed and self.format != "v8":
+            raise ValueError(f"transposed is for format v8, got format {self.format}")
+        return self
+
+
+class DetrSpec(_Strict):
+    """DETR-style detectors: boxes ``[Q, 4]`` (cx, cy, w, h as fractions of the input) and
+    class logits ``[Q, C+1]`` (softmax; the last class is "no object") or ``[Q, C]``
+    (``sigmoid``, as RT-DETR); no NMS."""
+
+    task: Literal["detr"]
+    boxes: str
+    logits: str
+    activation: Literal["softmax", "sigmoid"] = "softmax"
+    labels: str | None = Field(
+        default=None,
+        description="class names, one a line, relative to the model folder; unset: the ONNX "
+        "file's metadata property 'names'",
+    )
+    score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    max_results: PositiveInt = 100
+    verdict: VerdictSpec | None = None
+
+
 PostprocessSpec = Annotated[
     FaceSsdSpec
     | SegmentationSpec
@@ -232,6 +317,8 @@ PostprocessSpec = Annotated[
     | CtcSpec
     | ClassesSpec
     | QualitySpec
-    | ScriptDetectionsSpec,
+    | ScriptDetectionsSpec
+    | YoloSpec
+    | DetrSpec,
     Field(discriminator="task"),
 ]

@@ -14,6 +14,14 @@ import cv2
 import numpy as np
 
 from frameserve.errors import ModelExecutionError, NotSupported
+from frameserve.processing.detectors import (
+    DETECTION_TASKS,
+    Metadata,
+    check_layout,
+    check_verdict,
+    decode_detector,
+    resolve_labels,
+)
 from frameserve.processing.faces import decode_faces
 from frameserve.processing.labels import with_label_file
 from frameserve.processing.quality import decode_quality
@@ -22,6 +30,7 @@ from frameserve.processing.script import decode_script_detections
 from frameserve.processing.spec import (
     ClassesSpec,
     CtcSpec,
+    DetrSpec,
     FaceSsdSpec,
     PostprocessSpec,
     PreprocessSpec,
@@ -29,6 +38,7 @@ from frameserve.processing.spec import (
     ScriptDetectionsSpec,
     SegmentationSpec,
     TextDetectionSpec,
+    YoloSpec,
 )
 from frameserve.processing.text import decode_ctc, decode_text_regions, load_dictionary
 from frameserve.processing.transform import INTERPOLATION, Geometry, Preprocessor
@@ -81,7 +91,11 @@ class ModelProcessing:
         postprocess: PostprocessSpec | None,
         folder: Path,
         fused: bool = False,
+        metadata: Metadata | None = None,
+        source: str = "model.yaml",
     ) -> None:
+        """``metadata``: the model file's metadata properties, read only when a detector takes
+        its class names from there; ``source``: where the config came from, for errors."""
         self.preprocess = Preprocessor(preprocess, fused)
         if isinstance(postprocess, ClassesSpec):
             postprocess = with_label_file(postprocess, folder)
@@ -91,6 +105,10 @@ class ModelProcessing:
             if isinstance(postprocess, CtcSpec)
             else ()
         )
+        self.labels: tuple[str, ...] = ()
+        if isinstance(postprocess, YoloSpec | DetrSpec):
+            self.labels = resolve_labels(postprocess, folder, metadata, source)
+            check_verdict(postprocess, self.labels, source)
 
     @property
     def task(self) -> str:
@@ -124,6 +142,10 @@ class ModelProcessing:
             return decode_script_detections(
                 outputs, geometry, spec, options.score_threshold, options.max_results
             )
+        if isinstance(spec, YoloSpec | DetrSpec):
+            return decode_detector(
+                outputs, geometry, spec, self.labels, options.score_threshold, options.max_results
+            )
         raise NotSupported("this model declares no postprocess block: it answers tensors only")
 
     def output_names(self) -> list[str]:
@@ -133,8 +155,18 @@ class ModelProcessing:
             return [spec.boxes, spec.scores]
         if isinstance(spec, ScriptDetectionsSpec):
             return [spec.boxes, spec.scores] + ([spec.labels] if spec.labels else [])
-        return [spec.output] if spec is not None else []
+        if isinstance(spec, DetrSpec):
+            return [spec.boxes, spec.logits]
+        if isinstance(spec, YoloSpec) and spec.outputs is not None:
+            o = spec.outputs
+            return [o.num, o.boxes, o.scores, o.classes]
+        return [spec.output] if spec is not None and spec.output is not None else []
+
+    def check_outputs(self, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+        """Refuse, at load, output shapes the declared decoder cannot read (``-1``: dynamic;
+        the batch dimension excluded)."""
+        if isinstance(self.postprocess, YoloSpec | DetrSpec):
+            check_layout(self.postprocess, shapes, self.labels, source)
 
 
-# Tasks whose results are ``Detections``: video pipelines track them (``track:``).
-DETECTION_TASKS = frozenset({"ssd_anchors", "script_detections"})
+__all__ = ["DETECTION_TASKS", "DecodeOptions", "ModelProcessing"]

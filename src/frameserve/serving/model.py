@@ -24,6 +24,7 @@ from frameserve.processing.spec import ClassesSpec
 from frameserve.processing.tasks import ModelProcessing
 from frameserve.serving.classification import CLASSIFIABLE, read_labels, top_classes
 from frameserve.serving.config import DynamicBatching, ModelConfig, TensorConfig, config_file
+from frameserve.serving.model_metadata import onnx_metadata
 from frameserve.serving.reshape import BatchReshape, Reshape
 from frameserve.serving.scheduler import Scheduler, SchedulerSettings, WorkItem
 from frameserve.serving.stats import Metrics, VersionStats
@@ -194,7 +195,14 @@ class ModelVersion:
             raise ConfigError(
                 f"{source}: preprocess.input: expected one of {inputs}, got {pre.input!r}"
             )
-        processing = ModelProcessing(pre, self.config.postprocess, self.path.parent, pre.fuse)
+        processing = ModelProcessing(
+            pre,
+            self.config.postprocess,
+            self.path.parent,
+            pre.fuse,
+            metadata=lambda: onnx_metadata(self.path, self.config.model_file),
+            source=source,
+        )
         outputs = [t.name for t in self.outputs]
         unknown = [n for n in processing.output_names() if n not in outputs]
         if unknown:
@@ -204,6 +212,7 @@ class ModelVersion:
         if isinstance(processing.postprocess, ClassesSpec):
             [tensor] = [t for t in self.outputs if t.name == processing.postprocess.output]
             check_class_count(processing.postprocess, tensor.dims, source)
+        processing.check_outputs({t.name: tuple(t.dims) for t in self.outputs}, source)
         return processing
 
     # -- description ------------------------------------------------------------------------
@@ -272,8 +281,14 @@ class ModelVersion:
         if callable(hook):
             await asyncio.to_thread(hook)
         samples = self._warmup_inputs()
+        outputs: dict[str, np.ndarray] = {}
         for _ in range(self.config.warmup.count):
-            await self.run_batch(samples)
+            outputs = await self.run_batch(samples)
+        if self.processing is not None and outputs:
+            # Dynamic dims (-1) passed the check at load; the real shapes must fit too.
+            lead = 1 if self.max_batch_size > 0 else 0
+            shapes = {k: tuple(v.shape[lead:]) for k, v in outputs.items()}
+            self.processing.check_outputs(shapes, str(config_file(self.path.parent)))
 
     def _warmup_inputs(self) -> dict[str, np.ndarray]:
         wc = self.config.warmup

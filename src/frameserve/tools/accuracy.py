@@ -22,12 +22,22 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from frameserve.processing.results import Classes, Detections, Mask, Result, Text, Texts
+from frameserve.processing.results import (
+    Classes,
+    Detections,
+    Mask,
+    Moderation,
+    Result,
+    Text,
+    Texts,
+)
 
 MIN_IOU = 0.5
 
 METRICS: dict[str, str] = {
     "ssd_anchors": "box IoU agreement",
+    "yolo": "box IoU agreement",
+    "detr": "box IoU agreement",
     "db_text": "text region polygon IoU agreement",
     "segmentation": "mask IoU",
     "ctc": "exact text match rate",
@@ -130,6 +140,7 @@ _AGREEMENT: dict[type, Callable[..., float]] = {
     Mask: mask_iou,
     Text: text_match,
     Classes: top1_agreement,
+    Moderation: lambda a, b: detection_agreement(a.detections, b.detections),
 }
 
 

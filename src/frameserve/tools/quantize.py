@@ -43,6 +43,7 @@ from frameserve.processing.results import Result
 from frameserve.processing.tasks import DecodeOptions, ModelProcessing
 from frameserve.serving.config import ModelConfig, load_model_config, read_yaml
 from frameserve.serving.local import LocalServer
+from frameserve.serving.model_metadata import onnx_metadata
 from frameserve.serving.pipeline import PIPELINE_FILE
 from frameserve.serving.predict import Timings
 from frameserve.serving.repository import CONFIG_FILE, check_model_name, version_numbers
@@ -238,8 +239,13 @@ def quantize(options: QuantizeOptions) -> QuantizeReport:
     split = split_frames(source.count, options.subset)
     config = target.config
     assert config.preprocess is not None and config.postprocess is not None
-    processing = ModelProcessing(config.preprocess, config.postprocess, target.folder)
     src_folder = target.folder / str(target.source_version)
+    processing = ModelProcessing(
+        config.preprocess,
+        config.postprocess,
+        target.folder,
+        metadata=lambda: onnx_metadata(src_folder, config.model_file),
+    )
     model, inp = read_for_quantization(src_folder, config, _batch_dim(config))
     samples = CalibrationSamples(source, split.calibration, processing, inp)
     quantized = quantize_model(model, samples, len(samples), options.settings)

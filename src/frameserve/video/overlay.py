@@ -29,7 +29,16 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from frameserve.processing.results import Classes, Detections, Mask, Quality, Result, Text, Texts
+from frameserve.processing.results import (
+    Classes,
+    Detections,
+    Mask,
+    Moderation,
+    Quality,
+    Result,
+    Text,
+    Texts,
+)
 
 MaskEffect = Literal["tint", "blur", "none"]
 Colour = tuple[int, int, int]
@@ -121,6 +130,12 @@ def draw(frame: np.ndarray, result: Result, style: OverlayStyle | None = None) -
     elif isinstance(result, Quality):
         if style.draw_labels:
             _draw_caption_block(frame, [f"{result.method} quality {result.score:.1f}"], style)
+    elif isinstance(result, Moderation):
+        _draw_detections(frame, result.detections, style)
+        if style.draw_labels:
+            v = result.verdict
+            caption = "unsafe: " + ", ".join(v.labels) if v.unsafe else "safe"
+            _draw_caption_block(frame, [f"{caption} {v.score:.2f}"], style)
     else:
         raise TypeError(f"draw: expected a task result, got {type(result).__name__}")
     return frame

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from frameserve.errors import FrameserveError, InvalidInput, VideoError
-from frameserve.processing.results import Detections
-from frameserve.processing.tasks import DETECTION_TASKS
+from frameserve.processing.detectors import DETECTION_TASKS
+from frameserve.processing.results import Detections, Moderation
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
@@ -432,6 +432,9 @@ class VideoRun:
         result = output.result
         if st.tracker is not None and isinstance(result, Detections):
             result = st.tracker.update(result, float(frame.seconds))
+        elif st.tracker is not None and isinstance(result, Moderation):
+            tracked = st.tracker.update(result.detections, float(frame.seconds))
+            result = Moderation(tracked, result.verdict)
         st.write(frame, result, output.image)
         encode = st.encode_seconds - encoded  # counted under "encode" at the end
         self.profile.add("sink", time.perf_counter() - started - encode)

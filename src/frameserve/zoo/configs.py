@@ -276,6 +276,61 @@ parameters:   # the defaults; a stream's params override them
   label: motion     # the label of the boxes
 """
 
+# NudeNet 3.4.2's class names, in its order (``__labels`` in nudenet/nudenet.py; the ONNX
+# file's ``names`` metadata agrees).
+NUDENET_LABELS = (
+    "FEMALE_GENITALIA_COVERED",
+    "FACE_FEMALE",
+    "BUTTOCKS_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_BREAST_EXPOSED",
+    "ANUS_EXPOSED",
+    "FEET_EXPOSED",
+    "BELLY_COVERED",
+    "FEET_COVERED",
+    "ARMPITS_COVERED",
+    "ARMPITS_EXPOSED",
+    "FACE_MALE",
+    "BELLY_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "ANUS_COVERED",
+    "FEMALE_BREAST_COVERED",
+    "BUTTOCKS_COVERED",
+)
+
+NSFW = """\
+# NudeNet 3.4.2's 320n detector (Ultralytics YOLOv8n, 18 labels), as nudenet runs it:
+# pad to a square on the right and bottom, 320x320, RGB / 255; boxes above 0.25, one NMS over
+# all classes at IoU 0.45 (nudenet's cv2.dnn.NMSBoxes).
+backend: openvino
+max_batch_size: 8
+dynamic_batching: {max_queue_delay_ms: 2}
+instances: 1
+preprocess:
+  color: rgb
+  resize: {mode: pad, size: [320, 320], interpolation: linear}
+  scale: 0.00392156862745098     # 1/255
+  layout: NCHW
+postprocess:
+  task: yolo
+  format: v8                     # output0 [4 + 18, 2100]
+  output: output0
+  labels: labels.txt
+  score_threshold: 0.25
+  iou_threshold: 0.45
+  class_agnostic: true
+  # A frame is unsafe when exposed genitals, breasts, buttocks or anus score 0.5 or more.
+  verdict:
+    unsafe:
+      - FEMALE_GENITALIA_EXPOSED
+      - MALE_GENITALIA_EXPOSED
+      - FEMALE_BREAST_EXPOSED
+      - BUTTOCKS_EXPOSED
+      - ANUS_EXPOSED
+    min_score: 0.5
+"""
+
 ZOO_FILES: dict[str, dict[str, str]] = {
     "faces": {"model.yaml": FACES},
     "faces-near": {"model.yaml": FACES_NEAR},
@@ -283,6 +338,7 @@ ZOO_FILES: dict[str, dict[str, str]] = {
     "text-det": {"model.yaml": TEXT_DET},
     "text-cls": {"model.yaml": TEXT_CLS},
     "text-rec": {"model.yaml": TEXT_REC},
+    "nsfw": {"model.yaml": NSFW, "labels.txt": "\n".join(NUDENET_LABELS) + "\n"},
     "ocr": {"pipeline.yaml": OCR},
     "fruc": {"model.yaml": FRUC},
     "quality": {"model.yaml": QUALITY},

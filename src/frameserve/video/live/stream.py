@@ -40,8 +40,8 @@ from typing import Any, Literal
 
 from frameserve import logcontext
 from frameserve.errors import FrameDropped, FrameserveError
-from frameserve.processing.results import Detections
-from frameserve.processing.tasks import DETECTION_TASKS
+from frameserve.processing.detectors import DETECTION_TASKS
+from frameserve.processing.results import Detections, Moderation
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
 from frameserve.video.frames import Sampling
@@ -372,6 +372,9 @@ class LiveStream:
         result = done.output.result
         if tracker is not None and isinstance(result, Detections):
             result = tracker.update(result, float(frame.seconds))
+        elif tracker is not None and isinstance(result, Moderation):
+            tracked = tracker.update(result.detections, float(frame.seconds))
+            result = Moderation(tracked, result.verdict)
         fields = result.to_json() if result is not None else {}
         return LiveRecord(self.id, frame.index, frame.pts, frame.time_base, fields)
 
