@@ -174,7 +174,10 @@ class VideoRun:
         if self.isolate:  # FFmpeg reads the header in a child too
             name, doing = f"{self._prefix}probe-{stream_id}", f"reading the header of {path}"
             info = run_isolated(probe, path, name=name, doing=doing, stop=self.stop)
-        return VideoSource(path, stream_id, self.sampling, threads, seek, first, options, info)
+        filters = self.config.filters
+        return VideoSource(
+            path, stream_id, self.sampling, threads, seek, first, options, info, filters
+        )
 
     def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:
         return StreamRun(
@@ -237,7 +240,7 @@ class VideoRun:
         counts = [s.expected_frames() for s in self.sources]
         if any(c == 0 for c in counts):
             return 0
-        return sum(2 * c - 1 if self.config.transforms else c for c in counts)
+        return sum(2 * c - 1 if self.config.interpolates else c for c in counts)
 
     def run(self, progress: Callable[[int], None] | None = None) -> RunSummary:
         """Process every input; raise the first error of any stage after all threads ended."""
@@ -322,7 +325,7 @@ class VideoRun:
 
     def _frame_in(self, st: StreamRun, frame: Frame, previous: Frame | None) -> Frame | None:
         """Send one decoded frame on; returns the frame a transformation pairs with the next."""
-        if not self.config.transforms:
+        if not self.config.interpolates:
             st.pump.submit(frame)
             return None
         # Spare-frame scheme: the time base halves, originals keep their instants
@@ -383,6 +386,7 @@ class VideoRun:
         return WorkerSpec(
             src.path, src.stream_id, self.sampling, src.threads, src.start, src.first_index,
             src.codec_options, spec, fused, full, group, size, f"pipeline {self.name}",
+            src.filters,
         )  # fmt: skip
 
     # -- sink thread ------------------------------------------------------------------------

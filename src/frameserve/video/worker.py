@@ -44,6 +44,7 @@ import numpy as np
 from frameserve.errors import FrameserveError, VideoError
 from frameserve.processing.spec import PreprocessSpec
 from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.video.filters import FilterChain
 from frameserve.video.frames import Frame, Sampling, SeekPoint
 from frameserve.video.prepare import FramePreparer, Prepared
 
@@ -75,6 +76,7 @@ class WorkerSpec:
     group: int
     slot_bytes: int
     where: str = "pipeline"
+    filters: FilterChain | None = None  # the pipeline's FFmpeg filters, run after decoding
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,7 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     try:
         source = VideoSource(
             spec.path, spec.stream_id, spec.sampling, spec.threads, spec.start,
-            spec.first_index, spec.codec_options,
+            spec.first_index, spec.codec_options, filters=spec.filters,
         )  # fmt: skip
         pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
         preparer = FramePreparer(pre, spec.where)
