@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from frameserve.errors import ConfigError, VideoError
+from frameserve.errors import ConfigError, InvalidInput, VideoError
 from frameserve.serving.local import LocalServer
 from frameserve.serving.server import ServerSettings
 from frameserve.video.config import load_video_pipeline, parse_video_pipeline
@@ -206,3 +206,12 @@ def test_filters_before_a_detector_and_before_interpolation(
     t = pan_clip.times
     assert times[::2] == list(t)
     assert times[1::2] == [(a + b) / 2 for a, b in zip(t, t[1:], strict=False)]
+
+
+def test_sampling_is_refused_for_a_filter_only_pipeline(
+    bare_server: LocalServer, noisy_clip: NoisyClip, tmp_path: Path
+) -> None:
+    name, config = load_video_pipeline("enhance", tmp_path)
+    options = RunOptions(out=tmp_path, sample=Sampling.parse("every:2"))
+    with pytest.raises(InvalidInput, match="--sample: pipeline enhance filters every frame"):
+        VideoRun(bare_server, name, config, [noisy_clip.path], options)

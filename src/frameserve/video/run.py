@@ -147,7 +147,8 @@ class VideoRun:
         self.options = options
         self.sampling = options.sample or Sampling.parse(config.sample, f"{name}: sample")
         if config.transforms and self.sampling.mode != "all":
-            raise InvalidInput(f"--sample: pipeline {name} makes new frames, needs all frames")
+            does = "makes new frames" if config.interpolates else "filters every frame"
+            raise InvalidInput(f"--sample: pipeline {name} {does}, needs all frames")
         self.processor = open_processor(server, name, config, admission)
         self._check_sinks()
         plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
