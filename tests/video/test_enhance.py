@@ -161,6 +161,8 @@ def test_the_list_form_and_the_chain_form_are_the_same_chain() -> None:
         ("fps=50", r"filters 'fps=50': expected the frames' count and timestamps kept"),
         ("setpts=2*PTS", r"expected the frames' count and timestamps kept.*0.08"),
         ("[in]unsharp", r"expected a linear chain"),
+        ("unsharp,color", r"filter 'color': takes 0 input\(s\) and gives 1 output"),
+        ("nullsink", r"filter 'nullsink': takes 1 input\(s\) and gives 0 output"),
         ("unsharp,,cas", r"expected a filter name"),
         ("unsharp='5:5", r"unfinished"),
         ([{"name": "unsharp"}], r"item 0: expected a mapping with 'filter'"),

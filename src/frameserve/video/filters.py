@@ -1,14 +1,8 @@
 """FFmpeg filter graphs on decoded frames: a video pipeline's ``filters:`` step.
 
 A pipeline file names a linear chain of FFmpeg filters, in FFmpeg's own syntax (what
-``ffmpeg -vf`` takes) or as a list:
-
-```
-filters: "fftdnoiz=sigma=10,unsharp=5:5:0.4"
-filters:
-  - {filter: fftdnoiz, options: {sigma: 10}}
-  - {filter: unsharp, options: "5:5:0.4"}
-```
+``ffmpeg -vf`` takes: ``"fftdnoiz=sigma=10,unsharp=5:5:0.4"``) or as a list of
+``{filter: NAME, options: STRING | MAPPING}`` (docs/enhance.md).
 
 The chain runs where frames are decoded (``VideoSource``: the decoder thread of ``video run``,
 a job's decode worker), before sampling's kept frames reach models, interpolation or the
@@ -96,8 +90,8 @@ def _output_size(chain: FilterChain, width: int, height: int) -> tuple[int, int]
         raise VideoError(
             f"filters {chain.text!r}: cannot filter {width}x{height} frames: {_said(cause, logs)}"
         ) from None
-    if not frames:  # the load-time check makes sure each frame in gives one out
-        raise VideoError(f"filters {chain.text!r}: gave no frame for a {width}x{height} one")
+    if not frames:  # a chain that drops frames (refused at load): its frames' checks stop it
+        return width, height
     return frames[0].width, frames[0].height
 
 
@@ -222,6 +216,7 @@ def check_chain(chain: FilterChain) -> None:
                 "(it has no GPL filters such as hqdn3d or eq, and no zscale; see docs/enhance.md "
                 "for what is there)"
             )
+        _check_pads(step.name)
     try:
         with _ffmpeg_log() as logs:
             out = _run_probe(chain, PROBE_SIZE, PROBE_FRAMES)
@@ -242,6 +237,23 @@ def check_chain(chain: FilterChain) -> None:
             f"{PROBE_FRAMES} frames in, at {_seconds(times_in)}), got {len(out)} frames at "
             f"{_seconds(times_out)}: filters that change the frame rate or drop, add or move "
             "frames are not supported (interpolate raises the frame rate)"
+        )
+
+
+_DYNAMIC_INPUTS, _DYNAMIC_OUTPUTS = 1, 2  # AVFILTER_FLAG_DYNAMIC_*
+
+
+def _check_pads(name: str) -> None:
+    """A chain's filters take one input and give one output (FFmpeg's own message for a
+    source such as ``color`` is only "Invalid argument")."""
+    spec: Any = av.filter.Filter(name)  # PyAV's stubs lack its pads
+    inputs, outputs = len(spec.inputs), len(spec.outputs)
+    if (inputs != 1 and not spec.flags & _DYNAMIC_INPUTS) or (
+        outputs != 1 and not spec.flags & _DYNAMIC_OUTPUTS
+    ):
+        raise ValueError(
+            f"filter {name!r}: takes {inputs} input(s) and gives {outputs} output(s), expected a "
+            "filter with one input and one output (no sources, sinks or mixers in a chain)"
         )
 
 
