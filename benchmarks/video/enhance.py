@@ -136,7 +136,7 @@ def main() -> None:
             print(f"round {n + 1} {name}: {result['fps']:.1f} fps", file=sys.stderr)  # noqa: T201
     median = {k: statistics.median(r["fps"] for r in v) for k, v in rounds.items()}
     report = {
-        "clip": str(args.clip),
+        "clip": Path(args.clip).name,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": _cores()},
         "median_fps": median,
         "ratio": median["frameserve"] / median["pyav-loop"],
