@@ -19,6 +19,7 @@ import pytest
 from frameserve.errors import ConfigError, InvalidInput, VideoError
 from frameserve.serving.local import LocalServer
 from frameserve.serving.server import ServerSettings
+from frameserve.tools.tune_video import resolve_pipeline
 from frameserve.video.config import load_video_pipeline, parse_video_pipeline
 from frameserve.video.decode import VideoSource
 from frameserve.video.filters import FilterChain, FilterStep, FrameFilter, parse_filters
@@ -217,3 +218,8 @@ def test_sampling_is_refused_for_a_filter_only_pipeline(
     options = RunOptions(out=tmp_path, sample=Sampling.parse("every:2"))
     with pytest.raises(InvalidInput, match="--sample: pipeline enhance filters every frame"):
         VideoRun(bare_server, name, config, [noisy_clip.path], options)
+
+
+def test_tuning_a_filter_only_pipeline_is_refused(noisy_clip: NoisyClip, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="--pipeline enhance: expected a pipeline with models"):
+        resolve_pipeline("enhance", tmp_path, [noisy_clip.path], 25.0)
