@@ -482,6 +482,7 @@ def test_attach_refuses_bad_sources_and_pipelines(
         (spec("tcp://127.0.0.1:5000", loop=True), InvalidInput, "loop: only files"),
         (spec("clip.mp4", pipeline="no-such"), InvalidInput, "pipeline: expected a built-in"),
         (spec("clip.mp4", pipeline="fruc"), InvalidInput, "pipeline: expected an analysis"),
+        (spec("clip.mp4", pipeline="enhance"), InvalidInput, "live streams do not run FFmpeg"),
         (spec("clip.mp4", pipeline="faces-near"), ConfigError, "needs model 'faces-near'"),
     ]
     for bad, error, message in cases:

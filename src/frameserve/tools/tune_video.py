@@ -204,6 +204,9 @@ def resolve_pipeline(
     if not inputs:
         raise InvalidInput("--input: expected at least one video, got none")
     name, config = load_video_pipeline(spec, repository)
+    if not config.models:
+        raise InvalidInput(f"--pipeline {spec}: expected a pipeline with models to tune, got "
+                           "one with FFmpeg filters only")  # fmt: skip
     found = ModelRepository(repository, CpuBudget(1, "check"), None).model_folders()
     missing = [m for m in config.models if m not in found]
     if missing:

@@ -5,7 +5,9 @@ frames to run), ``decode`` (decoder shortcuts), ``track`` (track ids across fram
 ``overlay`` (how ``--video-out`` draws), ``mask_track`` (the polygons of ``--mask-track``),
 ``video_out`` (encoder settings) and ``summary`` (per-video aggregates). A
 transformation pipeline says ``interpolate`` instead of ``steps``: a model makes a new frame
-from two neighbours (frame-rate up-conversion).
+from two neighbours (frame-rate up-conversion). ``filters`` (an FFmpeg filter chain,
+``video.filters``) runs on the decoded frames before the steps or the interpolation; a
+pipeline with ``filters`` alone is a transformation too (filter, then encode).
 
 ``--pipeline`` takes a file, a built-in name (``video/pipelines/*.yaml`` in the package), a
 pipeline folder of the repository or a model of the repository with declared processing.
@@ -24,6 +26,7 @@ from frameserve.errors import ConfigError, InvalidInput
 from frameserve.serving.config import MODEL_NAME_RE, format_validation_error, read_yaml
 from frameserve.serving.pipeline import PIPELINE_FILE, OutputSpec, PipelineConfig, StepSpec
 from frameserve.video.defects import DefectsSpec, check_filters
+from frameserve.video.filters import FiltersField
 from frameserve.video.frames import check_sample
 from frameserve.video.summary_spec import AUTO, SummarySpec
 
@@ -110,6 +113,7 @@ class VideoPipelineConfig(_Strict):
     # per-video aggregates (video.summary_spec); absent: by result kind; false: none
     summary: SummarySpec | None = None
     defects: DefectsSpec | None = None  # flag black, frozen, blocky, blurry frames
+    filters: FiltersField | None = None
 
     @field_validator("sample")
     @classmethod
@@ -119,17 +123,22 @@ class VideoPipelineConfig(_Strict):
 
     @model_validator(mode="after")
     def _kind(self) -> VideoPipelineConfig:
-        if (self.steps is None) == (self.interpolate is None):
+        if self.steps is not None and self.interpolate is not None:
             raise ValueError("a video pipeline has either steps (analysis) or interpolate")
+        if self.steps is None and self.interpolate is None and self.filters is None:
+            raise ValueError("a video pipeline has steps (analysis), interpolate or filters")
         if self.steps is not None:
             self.model_pipeline()  # the steps obey the model-pipeline rules
-        if self.interpolate is not None and self.sample != "all":
-            raise ValueError(f"interpolate needs every frame (sample: all), got {self.sample}")
-        if self.interpolate is not None and self.summary is not None and self.summary.enabled:
-            raise ValueError("summary: a transformation pipeline (interpolate) has no summary")
+        if self.transforms and self.sample != "all":
+            doing = "interpolate" if self.interpolate is not None else "filters without steps"
+            raise ValueError(f"{doing} needs every frame (sample: all), got {self.sample}")
+        if self.transforms and self.summary is not None and self.summary.enabled:
+            raise ValueError(
+                "summary: a transformation pipeline (interpolate, filters) has no summary"
+            )
         if self.defects is not None:
-            if self.interpolate is not None:
-                raise ValueError("defects: analysis pipelines only (steps), not interpolate")
+            if self.steps is None:
+                raise ValueError("defects: analysis pipelines only (steps), not transformations")
             check_filters()
         return self
 
@@ -142,6 +151,11 @@ class VideoPipelineConfig(_Strict):
     @property
     def transforms(self) -> bool:
         """True for a transformation (video in, video out) rather than analysis."""
+        return self.steps is None
+
+    @property
+    def interpolates(self) -> bool:
+        """True when the pipeline makes new frames (twice the frame rate)."""
         return self.interpolate is not None
 
     def model_pipeline(self) -> PipelineConfig:
@@ -152,6 +166,8 @@ class VideoPipelineConfig(_Strict):
     def models(self) -> list[str]:
         if self.interpolate is not None:
             return [self.interpolate.model]
+        if self.steps is None:
+            return []  # filters only
         return self.model_pipeline().models
 
 
@@ -168,7 +184,7 @@ def builtin_pipelines() -> dict[str, str]:
 def parse_video_pipeline(data: object, source: str) -> VideoPipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{source}: expected a mapping with 'steps' or 'interpolate', got {data!r}"
+            f"{source}: expected a mapping with 'steps', 'interpolate' or 'filters', got {data!r}"
         )
     try:
         return VideoPipelineConfig.model_validate(data)

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import av
 import av.error
 
 from frameserve.errors import VideoError
+from frameserve.video.filters import FilterChain, filter_frames
 from frameserve.video.frames import Frame, FrameSelector, Sampling, SeekPoint
 from frameserve.video.inputs import FILE_OPTIONS, check_file_format, format_refused
 
@@ -130,12 +131,15 @@ class VideoSource:
         first_index: int = 0,
         codec_options: dict[str, str] | None = None,
         info: VideoInfo | None = None,
+        filters: FilterChain | None = None,
     ) -> None:
         """``codec_options``: FFmpeg decoder options (a pipeline's ``decode`` block);
         ``info``: the input's header, probed elsewhere (in a worker process); None: probe now.
         ``start``: decode from this keyframe (a resumed job), with the frame indices and the
         sampling decisions of a decode from the beginning; kept frames with an index below
-        ``first_index`` are decoded and sampled but not yielded (they were written before)."""
+        ``first_index`` are decoded and sampled but not yielded (they were written before).
+        ``filters``: a pipeline's FFmpeg filter chain, run on the kept frames (``video.filters``);
+        ``info`` then gives the size of the frames it makes."""
         self.path = path
         self.start = start
         self.first_index = first_index
@@ -145,6 +149,10 @@ class VideoSource:
         self.info = info if info is not None else probe(path)
         self.stats = DecodeStats()
         self.codec_options = dict(codec_options or {})
+        self.filters = filters
+        if filters is not None:
+            width, height = filters.output_size(self.info.width, self.info.height)
+            self.info = replace(self.info, width=width, height=height)
 
     def expected_frames(self) -> int:
         """How many frames the sampling will keep, estimated from the header (0: unknown)."""
@@ -158,7 +166,17 @@ class VideoSource:
         return n
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        """Decode and yield kept frames until the end of the file or ``stop`` is set."""
+        """Decode and yield kept frames until the end of the file or ``stop`` is set (through
+        the pipeline's filters, when it has some: their time counts as decoding)."""
+        if self.filters is None:
+            yield from self._frames(stop)
+            return
+        kept = self._frames(stop)
+        for frame, seconds in filter_frames(kept, self.filters, self.threads, str(self.path)):
+            self.stats.seconds += seconds
+            yield frame
+
+    def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         seek = self.start is not None
         while True:
             container = open_video(self.path)

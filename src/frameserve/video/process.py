@@ -110,6 +110,8 @@ class FrameProcessor:
                 self.server.predictor.processing_version(model)
         if self.config.interpolate is not None:
             return "interpolate"
+        if self.config.steps is None:
+            return "filters"  # filters only: the filtered frames are the product
         if len(self.config.steps or []) > 1:
             return "texts"
         self.single = self.server.repository.get(self.config.models[0])
@@ -185,6 +187,8 @@ class FrameProcessor:
         if self.config.interpolate is not None:
             image = frame.image if not frame.spare else await self._interpolate(frame, timings)
             return FrameOutput(None, image, timings)
+        if self._model_pipeline is None:  # filters only: decoding filtered the frame
+            return FrameOutput(None, frame.image, timings)
         assert frame.image is not None and self._model_pipeline is not None
         result = await self.server.predictor.run_pipeline(
             self.name,

@@ -155,7 +155,8 @@ class VideoRun:
         self.options = options
         self.sampling = options.sample or Sampling.parse(config.sample, f"{name}: sample")
         if config.transforms and self.sampling.mode != "all":
-            raise InvalidInput(f"--sample: pipeline {name} makes new frames, needs all frames")
+            does = "makes new frames" if config.interpolates else "filters every frame"
+            raise InvalidInput(f"--sample: pipeline {name} {does}, needs all frames")
         self.processor = open_processor(server, name, config, admission)
         self._check_sinks()
         plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
@@ -182,7 +183,10 @@ class VideoRun:
         if self.isolate:  # FFmpeg reads the header in a child too
             name, doing = f"{self._prefix}probe-{stream_id}", f"reading the header of {path}"
             info = run_isolated(probe, path, name=name, doing=doing, stop=self.stop)
-        return VideoSource(path, stream_id, self.sampling, threads, seek, first, options, info)
+        filters = self.config.filters
+        return VideoSource(
+            path, stream_id, self.sampling, threads, seek, first, options, info, filters
+        )
 
     def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:
         return StreamRun(
@@ -245,7 +249,7 @@ class VideoRun:
         counts = [s.expected_frames() for s in self.sources]
         if any(c == 0 for c in counts):
             return 0
-        return sum(2 * c - 1 if self.config.transforms else c for c in counts)
+        return sum(2 * c - 1 if self.config.interpolates else c for c in counts)
 
     def run(self, progress: Callable[[int], None] | None = None) -> RunSummary:
         """Process every input; raise the first error of any stage after all threads ended."""
@@ -340,7 +344,7 @@ class VideoRun:
 
     def _frame_in(self, st: StreamRun, frame: Frame, previous: Frame | None) -> Frame | None:
         """Send one decoded frame on; returns the frame a transformation pairs with the next."""
-        if not self.config.transforms:
+        if not self.config.interpolates:
             st.pump.submit(frame)
             return None
         # Spare-frame scheme: the time base halves, originals keep their instants
@@ -401,7 +405,7 @@ class VideoRun:
         return WorkerSpec(
             src.path, src.stream_id, self.sampling, src.threads, src.start, src.first_index,
             src.codec_options, spec, fused, full, group, size, f"pipeline {self.name}",
-            defects=self.config.defects,
+            defects=self.config.defects, filters=src.filters,
         )  # fmt: skip
 
     # -- sink thread ------------------------------------------------------------------------

@@ -139,7 +139,7 @@ class StreamRun:
         o, info = self.outputs, self.source.info
         self._opened = True
         if o.video is not None:
-            scale = 2 if self.config.transforms else 1
+            scale = 2 if self.config.interpolates else 1
             rate = info.rate * scale if info.rate else None
             tb = info.time_base / scale
             self._video = self._sinks["video"] = self.encoder(
@@ -156,10 +156,10 @@ class StreamRun:
         if not self._opened:
             self._open()
         fields = frame_fields(
-            self.written if self.config.transforms else frame.index, frame.pts, frame.time_base
+            self.written if self.config.interpolates else frame.index, frame.pts, frame.time_base
         )
         line: dict[str, Any] = dict(fields)
-        if self.config.transforms:
+        if self.config.interpolates:
             line["generated"] = frame.spare
             if frame.spare:
                 line["between"] = [frame.index, frame.index + 1]

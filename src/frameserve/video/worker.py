@@ -45,6 +45,7 @@ from frameserve.errors import FrameserveError, VideoError
 from frameserve.processing.spec import PreprocessSpec
 from frameserve.processing.transform import Geometry, Preprocessor
 from frameserve.video.defects import DefectsSpec, with_defects
+from frameserve.video.filters import FilterChain
 from frameserve.video.frames import Frame, Sampling, SeekPoint
 from frameserve.video.prepare import FramePreparer, Prepared
 
@@ -77,6 +78,7 @@ class WorkerSpec:
     slot_bytes: int
     where: str = "pipeline"
     defects: DefectsSpec | None = None  # flag each frame's defects (``video.defects``)
+    filters: FilterChain | None = None  # the pipeline's FFmpeg filters, run after decoding
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,7 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     try:
         source = VideoSource(
             spec.path, spec.stream_id, spec.sampling, spec.threads, spec.start,
-            spec.first_index, spec.codec_options,
+            spec.first_index, spec.codec_options, filters=spec.filters,
         )  # fmt: skip
         pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
         preparer = FramePreparer(pre, spec.where)

@@ -228,8 +228,9 @@ class JobQueue:
         name, config = load_named_pipeline(spec.pipeline, root, "pipeline")
         sampling = spec.sampling
         if config.transforms and sampling is not None and sampling.mode != "all":
+            does = "makes new frames" if config.interpolates else "filters every frame"
             raise InvalidInput(
-                f"sample: pipeline {name} makes new frames and needs all of them: expected "
+                f"sample: pipeline {name} {does} and needs all of them: expected "
                 f"all or null, got {spec.sample!r}"
             )
         processor = open_processor(self.handle, name, config)  # raises when models are missing

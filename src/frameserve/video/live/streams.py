@@ -62,6 +62,11 @@ class LiveStreams:
         name, config = load_named_pipeline(
             spec.pipeline, self.handle.server.repository.root, "pipeline"
         )
+        if config.filters is not None:
+            raise InvalidInput(
+                f"pipeline: live streams do not run FFmpeg filters yet, and {name!r} has "
+                "filters: expected a pipeline without them"
+            )
         if config.transforms:
             raise InvalidInput(
                 f"pipeline: expected an analysis pipeline (steps), got {name!r}, which makes "
