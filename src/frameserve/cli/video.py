@@ -23,8 +23,8 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="video files")
     p.add_argument("--pipeline", required=True, metavar="NAME|FILE",
                    help="built-in (faces, person-mask, ocr, classify, moderation, quality, "
-                        "fruc), a pipeline or model of the repository, or a pipeline YAML "
-                        "file")  # fmt: skip
+                        "enhance, fruc), a pipeline or model of the repository, or a pipeline "
+                        "YAML file")  # fmt: skip
     p.add_argument("--repository", type=Path, default=Path("models"), help="default: ./models")
     p.add_argument("--out", type=Path, default=Path("out"), help="default: ./out")
     p.add_argument("--sample", default=None, metavar="all|every:N|fps:F|keyframes",
