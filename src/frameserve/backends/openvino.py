@@ -20,6 +20,7 @@ import openvino as ov
 
 from frameserve.backends._threads import BlockingRunner
 from frameserve.backends.base import BackendSettings, TensorSpec
+from frameserve.backends.openvino_cache import ConvertedModels
 from frameserve.backends.openvino_graph import (
     FRONTEND_EXTENSIONS,
     check_batching,
@@ -167,16 +168,18 @@ class OpenVinoBackend:
         self._settings = settings
         source = find_model_file(settings.path, settings.config.model_file)
         self._core = core_for(settings.config)
-        model = read_model(self._core, source, settings.config, settings.batch_dim)
+        self.properties = compile_properties(settings)
+        model, converted, key = self._read(source)
         self._rebatched = bool(
             settings.config.openvino.rewrite_batch_reshapes and settings.batch_dim
         )
         self.inputs = tuple(_spec(p) for p in model.inputs)
         self.outputs = tuple(_spec(p) for p in model.outputs)
-        self.properties = compile_properties(settings)
         self._compiled = self._compile(model, source)
-        if self._rebatched:
+        if self._rebatched and not (converted and converted.checked(key, self.properties)):
             check_batching(self._compiled, source)
+            if converted is not None:
+                converted.mark_checked(key, self.properties)
         nireq = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.max_concurrency = settings.config.instances or max(1, nireq)
         self._free = self._pool(self._compiled)
@@ -194,6 +197,19 @@ class OpenVinoBackend:
         self._output_names = [o.name for o in self.outputs]
         self._bytes_inputs = {i.name for i in self.inputs if i.datatype == "BYTES"}
         self._bytes_outputs = {i for i, o in enumerate(self.outputs) if o.datatype == "BYTES"}
+
+    def _read(self, source: Path) -> tuple[ov.Model, ConvertedModels | None, str]:
+        """The edited graph: from the converted-model cache, or read and edited (and then
+        cached) when the compiled-model cache is on (``openvino_cache``)."""
+        cfg, batch_dim = self._settings.config, self._settings.batch_dim
+        converted = ConvertedModels.for_properties(self.properties)
+        key = converted.key(source, cfg, batch_dim) if converted is not None else ""
+        model = converted.read(self._core, key) if converted is not None else None
+        if model is None:
+            model = read_model(self._core, source, cfg, batch_dim)
+            if converted is not None:
+                converted.save(model, key)
+        return model, converted, key
 
     def _compile(self, model: ov.Model, source: Path) -> ov.CompiledModel:
         device = self._settings.config.device
