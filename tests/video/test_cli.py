@@ -161,17 +161,21 @@ def test_decode_threads_and_inflight_flags(
 def test_compiled_models_are_cached_where_asked(
     zoo_repository: Path, pan_clip: Clip, tmp_path: Path
 ) -> None:
-    """The compiled-model cache (OpenVINO's CACHE_DIR) fills on the first run; the flag that
-    turns it off leaves it alone."""
+    """The compiled-model cache (OpenVINO's CACHE_DIR) fills on the first run, with the edited
+    graph beside it (``frameserve-converted``); the flag that turns it off leaves it alone."""
     cache = tmp_path / "compiled"
     common = (pan_clip.path, "--pipeline", "faces", "--repository", zoo_repository)
     first = run_cli(*common, "--out", tmp_path / "a", "--model-cache-dir", cache)
     assert first.returncode == 0, first.stderr
-    blobs = sorted(p.name for p in cache.iterdir())
-    assert blobs and all(name.endswith(".blob") for name in blobs), blobs
+    names = sorted(p.name for p in cache.iterdir())
+    blobs = [name for name in names if name.endswith(".blob")]
+    assert blobs and set(names) - set(blobs) == {"frameserve-converted"}, names
+    converted = sorted(p.name for p in (cache / "frameserve-converted").iterdir())
+    assert len(converted) == 1, converted  # faces, edited once
     again = run_cli(*common, "--out", tmp_path / "b", "--model-cache-dir", cache)
     assert again.returncode == 0, again.stderr
-    assert sorted(p.name for p in cache.iterdir()) == blobs  # loaded, not compiled anew
+    assert sorted(p.name for p in cache.iterdir()) == names  # loaded, not compiled anew
+    assert sorted(p.name for p in (cache / "frameserve-converted").iterdir()) == converted
     off = tmp_path / "unused"
     done = run_cli(*common, "--out", tmp_path / "c", "--model-cache-dir", off, "--no-model-cache")
     assert done.returncode == 0, done.stderr

@@ -209,6 +209,9 @@ class OpenVinoBackend:
             model = read_model(self._core, source, cfg, batch_dim)
             if converted is not None:
                 converted.save(model, key)
+                # Compiled as later loads will compile it: OpenVINO's cache key is the graph as
+                # read, and a graph read back from IR hashes unlike the one edited in memory.
+                model = converted.read(self._core, key) or model
         return model, converted, key
 
     def _compile(self, model: ov.Model, source: Path) -> ov.CompiledModel:
