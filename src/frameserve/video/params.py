@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from frameserve.errors import InvalidInput
 
@@ -25,6 +27,16 @@ def check_params_size(params: dict[str, Any]) -> None:
         raise ValueError(f"expected a JSON object, got one that is not: {err}") from None
     if size > MAX_PARAMS_BYTES:
         raise ValueError(f"expected at most {MAX_PARAMS_BYTES} bytes as JSON, got {size}")
+
+
+def _checked(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    if params is not None:
+        check_params_size(params)
+    return params
+
+
+ScriptParams = Annotated[dict[str, Any] | None, AfterValidator(_checked)]
+"""The ``params`` field of job and stream requests: a JSON object of bounded size, or none."""
 
 
 def read_params(text: str) -> dict[str, Any]:

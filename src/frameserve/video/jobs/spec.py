@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.video.frames import Sampling, SeekPoint, check_sample
 from frameserve.video.limits import VideoLimits
-from frameserve.video.params import check_params_size
+from frameserve.video.params import ScriptParams
 
 
 class JobSpec(BaseModel):
@@ -28,19 +28,12 @@ class JobSpec(BaseModel):
     sample: StrictStr | None = None  # None: the pipeline's own ``sample``
     video_out: StrictBool = False
     # Per-stream params for the pipeline's script models (their ``configure``); JSON object
-    params: dict[str, Any] | None = None
+    params: ScriptParams = None
 
     @field_validator("sample")
     @classmethod
     def _sample(cls, v: str | None) -> str | None:
         return check_sample(v)
-
-    @field_validator("params")
-    @classmethod
-    def _params(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            check_params_size(v)
-        return v
 
     @property
     def sampling(self) -> Sampling | None:

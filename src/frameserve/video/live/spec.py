@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,7 +25,7 @@ from frameserve.errors import ConfigError, InvalidInput
 from frameserve.video.frames import check_sample
 from frameserve.video.live.policy import SourcePolicy, redact
 from frameserve.video.media import MediaRoot
-from frameserve.video.params import check_params_size
+from frameserve.video.params import ScriptParams
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp", "http", "https", "srt")
 # What FFmpeg may open on behalf of a network source (sub-protocols of the schemes above: RTSP
@@ -60,15 +60,8 @@ class StreamSpec(BaseModel):
     """Frames of this stream that may wait in a model's queue; older ones are dropped."""
     loop: bool = False
     """Media-root files only: play again from the start at the end instead of stopping."""
-    params: dict[str, Any] | None = None
+    params: ScriptParams = None
     """Settings for the pipeline's script models (their ``configure``), a JSON object."""
-
-    @field_validator("params")
-    @classmethod
-    def _params(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            check_params_size(v)
-        return v
 
     @field_validator("sample")
     @classmethod
