@@ -160,3 +160,26 @@ def test_defects_are_refused_where_they_do_not_apply() -> None:
         parse_video_pipeline(
             {"steps": [{"model": "quality"}], "defects": {"blur_treshold": 3}}, "p.yaml"
         )
+
+
+def test_the_summary_reports_each_defect_at_its_time(
+    video_server: LocalServer, zoo_repository: Path, clip: Path, tmp_path: Path
+) -> None:
+    """End to end: the flags per frame become the summary's time ranges per defect kind."""
+    run(video_server, zoo_repository, clip, tmp_path)
+    summary = json.loads((tmp_path / "defects.summary.json").read_text())
+    defects = summary["quality"]["defects"]
+    for kind in ("black", "frozen", "blocky", "blurry"):
+        flagged = [i for i in range(FRAMES) if kind in expected(i)]
+        runs: list[list[int]] = []
+        for i in flagged:
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        got = [(r["start_frame"], r["end_frame"]) for r in defects[kind]["ranges"]]
+        assert got == [(r[0], r[-1]) for r in runs], kind
+    [black] = defects["black"]["ranges"]
+    assert black["start"] == pytest.approx(BLACK[0] / FPS, abs=1e-3)  # 1.0 s
+    assert black["end"] == pytest.approx((BLACK[-1] + 1) / FPS, abs=1e-3)  # 1.5 s
+    assert summary["quality"]["worst_frame"]["frame"] in [*BLURRED, *BLACK, *BLOCKY]
