@@ -49,8 +49,6 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def run_video(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from frameserve.cli import logs
     from frameserve.errors import FrameserveError
     from frameserve.serving.local import LocalServer
@@ -81,15 +79,19 @@ def run_video(args: argparse.Namespace) -> int:
             print(describe_input(info), file=sys.stderr)  # noqa: T201
         with LocalServer(settings) as local:
             run = VideoRun(local, name, config, args.inputs, options)
-            with tqdm(
-                total=run.expected_frames() or None,
-                unit="frame",
-                desc=name,
-                file=sys.stderr,
-                disable=not sys.stderr.isatty(),
-                dynamic_ncols=True,
-            ) as bar:
-                summary = run.run(bar.update)
+            if not sys.stderr.isatty():  # no bar to draw: tqdm is not even imported
+                summary = run.run()
+            else:
+                from tqdm import tqdm
+
+                with tqdm(
+                    total=run.expected_frames() or None,
+                    unit="frame",
+                    desc=name,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                ) as bar:
+                    summary = run.run(bar.update)
     except FrameserveError as err:
         print(f"frameserve video run: {err}", file=sys.stderr)  # noqa: T201
         return 130 if "interrupted" in err.message else 1
