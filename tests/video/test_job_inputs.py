@@ -57,7 +57,7 @@ def playlists(root: Path, base: str) -> dict[str, str]:
     make_clip(root / "a.mp4", frames=8, size=(64, 48))
     hls = f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{base}/seg.ts\n#EXTINF:1,\na.mp4\n"
     (root / "list.m3u8").write_text(hls + "#EXT-X-ENDLIST\n")
-    (root / "disguised.mp4").write_text("\ufeff" + hls)
+    (root / "disguised.mp4").write_text("\ufeff" + hls, encoding="utf-8")  # a UTF-8 BOM first
     (root / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile 'a.mp4'\nfile '{base}/x'\n")
     (root / "concat.txt").write_text(f"file 'a.mp4'\nfile '{base}/y.mp4'\n")
     (root / "session.sdp").write_text("v=0\no=- 0 0 IN IP4 127.0.0.1\nm=video 5004 RTP/AVP 96\n")
