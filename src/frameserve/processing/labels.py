@@ -9,17 +9,24 @@ from frameserve.errors import ConfigError
 from frameserve.processing.spec import ClassesSpec
 
 
-def read_label_file(path: Path) -> list[str]:
-    """The names, one a line (a final newline starts no name); ConfigError names the file."""
+def read_lines(path: Path, field: str) -> list[str]:
+    """One name a line (a final newline starts no name, ``\r\n`` counts as ``\n``);
+    ConfigError names the file and the field that points at it."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{path}: postprocess.labels_file: cannot read: {err.strerror}") from None
+        raise ConfigError(f"{path}: {field}: cannot read: {err.strerror}") from None
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: postprocess.labels_file: not UTF-8 text: {err}") from None
+        raise ConfigError(f"{path}: {field}: not UTF-8 text: {err}") from None
     lines = [line.rstrip("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
         lines.pop()
+    return lines
+
+
+def read_label_file(path: Path) -> list[str]:
+    """A ``postprocess`` labels file: at least one name."""
+    lines = read_lines(path, "postprocess.labels_file")
     if not lines:
         raise ConfigError(f"{path}: postprocess.labels_file: expected one name a line, got none")
     return lines

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frameserve.errors import ConfigError
+from frameserve.processing.labels import read_lines
 
 # Triton refuses classification for other types (FP16, BF16, BOOL, BYTES)
 CLASSIFIABLE = frozenset(
@@ -24,16 +24,7 @@ CLASSIFIABLE = frozenset(
 
 def read_labels(path: Path) -> tuple[str, ...]:
     """One label a line (Triton's label file); ConfigError names the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: label_filename: cannot read: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: label_filename: not UTF-8 text: {err}") from None
-    lines = text.split("\n")
-    if lines[-1] == "":  # the newline that ends the last line starts no label
-        lines.pop()
-    return tuple(line.rstrip("\r") for line in lines)
+    return tuple(read_lines(path, "label_filename"))
 
 
 def _descending(row: np.ndarray) -> np.ndarray:
