@@ -51,9 +51,10 @@ perf-analyzer:
 	PY=$(BIN)/python scripts/install-perf-analyzer $(PERF_ANALYZER_DIR) || \
 	  echo "perf_analyzer could not be installed here; its tests will skip and say why"
 
-# What the system tests need from Debian (haproxy for the load-balancer test): installed with
+# What the system tests need from Debian (haproxy for the load-balancer test, chromium for the
+# dashboard in a browser, mosquitto for MQTT push): installed with
 # apt-get only when missing (one apt-get update first), so a second run changes nothing.
-SYSTEM_PACKAGES := haproxy
+SYSTEM_PACKAGES := haproxy chromium mosquitto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
