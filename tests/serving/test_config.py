@@ -3,6 +3,9 @@ whose ConfigError names the field and the bad value."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +299,33 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
 def test_parse_model_config_names_its_source() -> None:
     with pytest.raises(ConfigError, match=r"^parameters\.config: bogus: "):
         parse_model_config({"backend": "python", "bogus": True}, "parameters.config")
+
+
+def test_config_files_are_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """model.yaml and config.pbtxt are UTF-8 (YAML and protobuf text say so): a process whose
+    locale encoding is ASCII (no UTF-8 mode) still reads non-ASCII comments and descriptions."""
+    tmp_path = tmp_path / "m"
+    tmp_path.mkdir()
+    (tmp_path / "model.yaml").write_text(
+        "# modèle de détection — visages\nbackend: openvino\n", encoding="utf-8"
+    )
+    (tmp_path / "config.pbtxt").write_text(
+        '# modèle\nname: "m"\nbackend: "onnxruntime"\nmax_batch_size: 4\n', encoding="utf-8"
+    )
+    code = (
+        "import sys, locale; from pathlib import Path\n"
+        "assert locale.getencoding().lower() in ('ansi_x3.4-1968', 'ascii'), locale.getencoding()\n"
+        "from frameserve.serving.config import read_yaml\n"
+        "from frameserve.serving.triton_config import read_triton_config\n"
+        "d = Path(sys.argv[1])\n"
+        "yaml_backend = read_yaml(d / 'model.yaml')['backend']\n"
+        "print(yaml_backend, read_triton_config(d / 'config.pbtxt').backend)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8"))}
+    env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0")
+    out = subprocess.run(
+        [sys.executable, "-X", "utf8=0", "-c", code, str(tmp_path)],
+        env=env, capture_output=True, text=True, check=False, encoding="utf-8",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["openvino", "onnxruntime"]

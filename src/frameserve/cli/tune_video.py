@@ -110,9 +110,9 @@ def write_video_report(
     """report.md and trials.json in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     trials = folder / "trials.json"
-    trials.write_text(json.dumps([t.to_json() for t in result.trials], indent=1))
+    trials.write_text(json.dumps([t.to_json() for t in result.trials], indent=1), encoding="utf-8")
     report = folder / "report.md"
-    report.write_text(markdown(result, written))
+    report.write_text(markdown(result, written), encoding="utf-8")
     return report, trials
 
 

@@ -309,9 +309,11 @@ def parse_model_config(data: Any, source: str) -> ModelConfig:
 def read_yaml(path: Path) -> Any:
     """A YAML file's content, or ConfigError naming the file and what was wrong."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
 

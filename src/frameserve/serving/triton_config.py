@@ -103,7 +103,7 @@ def read_folder_config(folder: Path) -> ModelConfig:
 def read_triton_config(path: Path) -> ModelConfig:
     """Read ``<model>/config.pbtxt``; ConfigError names the file, the line or the fields."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     except UnicodeDecodeError as err:

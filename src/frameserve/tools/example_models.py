@@ -91,7 +91,7 @@ def matmul_relu(path: Path, size: int = 64, seed: int = 0) -> Path:
 def write_model_yaml(folder: Path, config: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
 

@@ -347,7 +347,7 @@ def _comparison_repository(root: Path, target: ModelTarget, staging: Path) -> Pa
     (folder / str(target.out_version)).symlink_to(staging.resolve())
     raw = read_yaml(target.folder / CONFIG_FILE)
     raw["version_policy"] = {"specific": sorted(int(v) for v in versions)}
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return root
 
 

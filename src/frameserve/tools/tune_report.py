@@ -100,7 +100,7 @@ def _flow(value: Any) -> str:
 def write_config(folder: Path, settings: dict[str, Any], header: str) -> tuple[Path, Path]:
     """Back up ``model.yaml``, then replace it atomically with the tuned one (validated first)."""
     path = folder / "model.yaml"
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     new_text = rewrite_config(text, settings, header)
     parsed = parse_model_config(yaml.safe_load(new_text), str(path))
     for key, value in settings.items():
@@ -110,7 +110,7 @@ def write_config(folder: Path, settings: dict[str, Any], header: str) -> tuple[P
     backup = folder / f"model.yaml.{stamp}.bak"
     shutil.copy2(path, backup)
     tmp = folder / ".model.yaml.tuning"
-    tmp.write_text(new_text)
+    tmp.write_text(new_text, encoding="utf-8")
     os.replace(tmp, path)
     return path, backup
 
@@ -136,7 +136,9 @@ def write_report(result: TuneResult, folder: Path, written: Path | None) -> Writ
     """report.md, trials.json and pareto.png in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     trials_path = folder / "trials.json"
-    trials_path.write_text(json.dumps([t.to_json() for t in result.trials], indent=1))
+    trials_path.write_text(
+        json.dumps([t.to_json() for t in result.trials], indent=1), encoding="utf-8"
+    )
     ops = [(t, p) for t in result.trials if t.rung == "screen" for p in t.points]
     coords = [(p.p99_ms, p.throughput) for _, p in ops]
     front = pareto_front(coords)
@@ -155,7 +157,7 @@ def write_report(result: TuneResult, folder: Path, written: Path | None) -> Writ
         log.warning("no Pareto plot: %s", err)
         plot = None
     report = folder / "report.md"
-    report.write_text(markdown(result, written))
+    report.write_text(markdown(result, written), encoding="utf-8")
     return Written(written or Path(), None, report, trials_path, plot)
 
 
