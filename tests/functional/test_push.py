@@ -11,6 +11,7 @@ while their losses are counted in its status and in /metrics. Counters, never wa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,33 @@ def test_a_failing_job_posts_job_failed(server: RunningServer, receiver: Receive
     (hook,) = wait_for(failed, "job.failed", WAIT)
     assert hook.json()["job"]["state"] == "failed" and "still.mp4" in hook.json()["job"]["error"]
     assert "X-Frameserve-Signature" not in hook.headers  # no secret, no signature
+
+
+def test_an_upload_takes_push_as_json_text(server: RunningServer, receiver: Receiver) -> None:
+    media = Path(server.log_path).parent / "media"
+    push = [{"type": "webhook", "url": receiver.url("/upload"), "secret": SECRET}]
+    r = requests.post(
+        url(server, "/v1/jobs"),
+        data={"pipeline": "faces", "sample": "every:8", "push": json.dumps(push)},
+        files={"file": ("clip.mp4", (media / "clip.mp4").read_bytes(), "video/mp4")},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+
+    def finished() -> Any:
+        return [p for p in receiver.events("job.finished") if p.path == "/upload"]
+
+    (hook,) = wait_for(finished, "job.finished of the upload", WAIT)
+    assert hook.json()["job"]["id"] == job_id and verify(SECRET, hook.headers, hook.body)
+    assert hook.json()["job"]["progress"]["frames_done"] == CLIP_FRAMES // 8
+    bad = requests.post(
+        url(server, "/v1/jobs"),
+        data={"pipeline": "faces", "push": "[{"},
+        files={"file": ("clip.mp4", b"\0" * 64, "video/mp4")},
+        timeout=60,
+    )
+    assert bad.status_code == 400 and "multipart field 'push'" in bad.json()["error"]
 
 
 def test_a_stream_pushes_records_over_webhook_and_mqtt(

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from frameserve.errors import FrameserveError
 from frameserve.video.jobs.spec import JobRecord, JobSpec, JobState
 from frameserve.video.live.policy import SourcePolicy
 from frameserve.video.live.records import LiveRecord
@@ -172,7 +173,11 @@ class JobPush(_Group):
         assert self.lookup is not None
         while not self.ended:
             await asyncio.sleep(interval_s)
-            record = await asyncio.to_thread(self.lookup)
+            try:
+                record = await asyncio.to_thread(self.lookup)
+            except FrameserveError as err:  # deleted, or the queue closed: nothing to report
+                log.debug("push: job %s: no progress to report: %s", self.id, err)
+                return
             if record.state is JobState.RUNNING and not self.ended:
                 self.send("job.progress", record)
 
