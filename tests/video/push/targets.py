@@ -8,6 +8,7 @@ Each records what it got, so tests assert on bodies, headers and counts, never o
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import hmac
 import json
@@ -113,16 +114,20 @@ class Receiver:
 class Broker:
     """Mosquitto on 127.0.0.1 on a free port (anonymous, no persistence), ended by PID."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tls: tuple[Path, Path] | None = None) -> None:
         self.folder = folder
         self.port = free_port()
+        self.tls = tls  # (certificate, key): an mqtts listener
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Broker:
         config = self.folder / "mosquitto.conf"
+        tls = f"certfile {self.tls[0]}\nkeyfile {self.tls[1]}\n" if self.tls else ""
+        # as this user (run as root, mosquitto would switch to its own user, which cannot read
+        # the test's files)
         config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "log_dest stderr\n"
+            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\n{tls}"
+            "allow_anonymous true\npersistence false\nlog_dest stderr\n"
         )
         log = (self.folder / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=log, stderr=log)
@@ -144,7 +149,7 @@ class Broker:
         return self
 
     def url(self, topic: str) -> str:
-        return f"mqtt://127.0.0.1:{self.port}/{topic}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}/{topic}"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -179,13 +184,25 @@ class Subscriber:
         self.client.loop_stop()
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by itself (its own CA) and its key (``openssl``)."""
+    cert, key = folder / "broker.pem", folder / "broker.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 def have_mosquitto() -> bool:
     return shutil.which(MOSQUITTO) is not None or Path(MOSQUITTO).is_file()
 
 
 @contextlib.contextmanager
-def broker(folder: Path) -> Iterator[Broker]:
-    running = Broker(folder).start()
+def broker(folder: Path, tls: tuple[Path, Path] | None = None) -> Iterator[Broker]:
+    running = Broker(folder, tls).start()
     try:
         yield running
     finally:

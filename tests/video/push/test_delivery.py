@@ -27,6 +27,7 @@ from video.push.targets import (
     broker,
     closed_port,
     have_mosquitto,
+    self_signed,
     verify,
     wait_for,
 )
@@ -192,3 +193,28 @@ def test_mqtt_one_message_per_record_then_a_stopped_broker_counts_failures(
         assert [p["frame"] for p in subscriber.payloads()] == [0, 1, 2, 3, 4]
         assert status["sent"] == 5 and status["failed"] >= 1
         assert status["sent"] + status["dropped"] + status["failed"] == 8, status
+
+
+@pytest.mark.skipif(not have_mosquitto(), reason=NO_MOSQUITTO)
+def test_mqtts_verifies_the_broker_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS with the system's trust store: a broker whose certificate it does not trust is a
+    failure; trusted (here through OpenSSL's SSL_CERT_FILE), the records arrive."""
+    cert, key = self_signed(tmp_path)
+    with broker(tmp_path, tls=(cert, key)) as running:
+        spec = {"type": "mqtt", "url": running.url("secure/t"), "qos": 1, "max_attempts": 1}
+
+        async def push_one(stream: str) -> dict[str, Any]:
+            hub = PushHub(asyncio.get_running_loop(), PushSettings(POLICY, flush_s=5.0))
+            group = hub.stream(stream, parse_push([spec]))
+            group.deliver(_record(stream, 0))
+            group.end()
+            await hub.close(10.0)
+            return group.status()[0]
+
+        untrusted = asyncio.run(push_one("t1"))
+        assert untrusted["failed"] == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted["last_error"]
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        trusted = asyncio.run(push_one("t2"))
+        assert trusted["sent"] == 1 and trusted["failed"] == 0, trusted
