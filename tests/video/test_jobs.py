@@ -178,7 +178,7 @@ def test_a_job_writes_what_video_run_writes(
     body = record.to_json()
     assert set(body) == {"id", "state", "pipeline", "input", "sample", "video_out", "created",
                          "started", "finished", "progress", "error", "attempts",
-                         "owner", "params"}  # fmt: skip
+                         "owner", "params", "push"}  # fmt: skip
     assert body["state"] == "succeeded" and body["input"] == "short.mp4"
     assert body["owner"] is None  # submitted without an API key
     assert body["attempts"] == 1

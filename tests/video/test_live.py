@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(120)
 
 STATUS_KEYS = {
     "id", "source", "pipeline", "state", "fps_in", "fps_out", "frames_in", "frames_out",
-    "dropped", "lag_ms", "last_error", "started", "reconnects", "owner",
+    "dropped", "lag_ms", "last_error", "started", "reconnects", "owner", "push",
 }  # fmt: skip
 HANG_S = 20.0  # generous limit for anything that should take a second or two
 

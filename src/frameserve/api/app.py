@@ -41,6 +41,8 @@ from frameserve.video.limits import VideoLimits
 from frameserve.video.live import LiveSettings, LiveStreams
 from frameserve.video.live.policy import SourcePolicy
 from frameserve.video.metrics import VideoCollector
+from frameserve.video.push.hub import PushHub, PushSettings
+from frameserve.video.push.metrics import PushCollector
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ class _Video:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         handle = AttachedServer(server, loop)
         self.closing = False
+        # webhook and MQTT outputs of jobs and streams, on this loop; same destination policy
+        self.push = PushHub(loop, PushSettings(policy=settings.source_policy))
         self.jobs = JobQueue(
             handle,
             JobSettings(
@@ -103,6 +107,7 @@ class _Video:
                 max_retries=settings.max_job_retries,
                 limits=settings.limits,
             ),
+            self.push,
         )
         self.streams = LiveStreams(
             handle,
@@ -113,6 +118,7 @@ class _Video:
                 max_subscribers=settings.limits.max_subscribers,
                 max_frame_pixels=settings.limits.max_frame_pixels,
             ),
+            self.push,
         )
         uploads = UploadSettings(
             settings.state_dir / "uploads",
@@ -123,6 +129,7 @@ class _Video:
             self.jobs, self.streams, uploads, lambda: server.accepting and not self.closing
         )
         server.metrics.registry.register(VideoCollector(self.streams, self.jobs))
+        server.metrics.registry.register(PushCollector(self.push))
 
     async def close(self, timeout_s: float) -> None:
         """Stop live streams and running jobs (which stay queued at their last checkpoint),
@@ -130,6 +137,8 @@ class _Video:
         self.closing = True
         await asyncio.to_thread(self.streams.close, timeout_s)
         await asyncio.to_thread(self.jobs.close, timeout_s)
+        # after both: a stopped stream or job hands its last messages over first
+        await self.push.close(min(timeout_s, self.push.settings.flush_s + 1.0))
 
 
 class _HttpServer(uvicorn.Server):

@@ -1,6 +1,7 @@
 """Video over HTTP: durable jobs (``/v1/jobs``) and live streams (``/v1/streams``).
 
-Jobs: ``POST /v1/jobs`` takes JSON ``{"pipeline", "input", "sample", "video_out", "params"}``
+Jobs: ``POST /v1/jobs`` takes JSON ``{"pipeline", "input", "sample", "video_out", "params",
+"push"}``
 (``input`` relative to the media root) or a multipart upload (file field ``file``, the other keys as
 fields) -> 201 with the job; ``GET /v1/jobs[?state=S]``, ``GET /v1/jobs/{id}``, ``DELETE
 /v1/jobs/{id}`` (cancels a queued or running job, removes a finished one with its data),
@@ -9,6 +10,7 @@ fields) -> 201 with the job; ``GET /v1/jobs[?state=S]``, ``GET /v1/jobs/{id}``, 
 summary of a job that succeeded; 409 before).
 
 Streams: ``POST /v1/streams`` with ``{"source", "pipeline", "sample", "max_fps", "max_inflight",
+"push",
 "loop", "params"}`` -> 201; ``GET /v1/streams[/{id}]``; ``DELETE /v1/streams/{id}``; ``GET
 /v1/streams/{id}/events``: Server-Sent Events, one ``result`` event per record, ``end`` when
 the stream stops, a comment every ``KEEPALIVE_S`` so proxies keep the connection.
@@ -102,11 +104,11 @@ def _form_value(form: FormData, key: str) -> Any:
 
 
 def _form_value_of(key: str, value: str | None) -> Any:
-    if key == "params" and value is not None:  # a JSON object in a text field
+    if key in ("params", "push") and value is not None:  # JSON in a text field
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError as err:
-            raise InvalidInput(f"multipart field 'params': expected a JSON object: {err}") from None
+            raise InvalidInput(f"multipart field {key!r}: expected JSON: {err}") from None
     if key == "video_out" and value is not None:
         lowered = value.strip().lower()
         if lowered not in ("true", "false", "1", "0"):

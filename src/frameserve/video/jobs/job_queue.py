@@ -37,6 +37,7 @@ from frameserve.errors import (
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import load_named_pipeline
 from frameserve.video.inputs import check_file_format
+from frameserve.video.jobs.events import JobWatcher
 from frameserve.video.jobs.runner import JobPaths, JobRunner
 from frameserve.video.jobs.spec import Checkpoint, JobProgress, JobRecord, JobSettings, JobSpec
 from frameserve.video.jobs.spec import JobState as S
@@ -75,9 +76,14 @@ class _Active:
 class JobQueue:
     """Video jobs over one server; see the module docstring for threads and limits."""
 
-    def __init__(self, handle: ServerHandle, settings: JobSettings) -> None:
+    def __init__(
+        self, handle: ServerHandle, settings: JobSettings, watcher: JobWatcher | None = None
+    ) -> None:
+        """``watcher``: told when jobs start and end (the server's push outputs); without
+        one, jobs with ``push`` outputs are refused."""
         self.handle = handle
         self.settings = settings
+        self.watcher = watcher
         self.media = MediaRoot(settings.media_root)
         self.uploads = (settings.state_dir / "uploads").resolve()
         self._lock = threading.RLock()
@@ -224,6 +230,10 @@ class JobQueue:
     def _validate(self, spec: JobSpec) -> JobSpec:
         """Refuse what cannot run: unknown pipeline (InvalidInput), models not loaded
         (ConfigError), sampling a pipeline that makes frames. Returns the spec to store."""
+        if spec.push:  # the outputs' fields and destinations
+            if self.watcher is None:
+                raise InvalidInput("push: expected no push outputs here: only a server pushes")
+            self.watcher.check_job(spec)
         root = self.handle.server.repository.root
         name, config = load_named_pipeline(spec.pipeline, root, "pipeline")
         sampling = spec.sampling
@@ -340,9 +350,10 @@ class JobQueue:
         progress = JobProgress(job.frames_done, job.frames_total)
         if active is not None and active.runner is not None and job.state is S.RUNNING:
             progress = active.runner.progress()
+        push = self.watcher.job_status(job.id, job.spec) if self.watcher is not None else ()
         return JobRecord(
             job.id, job.state, job.spec, job.created, job.started, job.finished, progress,
-            job.error, job.attempts, job.owner,
+            job.error, job.attempts, job.owner, push,
         )  # fmt: skip
 
     def _paths(self, job_id: str) -> JobPaths:
@@ -377,7 +388,14 @@ class JobQueue:
             active.reason = "cancel"
             active.stop.set()
         log.info("job %s: cancelled", job.id)
-        return self._record(self._stored(job.id))
+        return self._tell_end(job.id, "job.cancelled")
+
+    def _tell_end(self, job_id: str, event: str) -> JobRecord:
+        """The job's record (it just ended), told to the watcher (under the lock)."""
+        record = self._record(self._stored(job_id))
+        if self.watcher is not None:
+            self.watcher.job_ended(record, event)
+        return record
 
     # -- running ----------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -406,6 +424,8 @@ class JobQueue:
         try:
             with self._lock:
                 job = self._stored(active.id)
+                if self.watcher is not None:
+                    self.watcher.job_started(job.id, job.spec, lambda: self.get(active.id))
                 runner = active.runner = JobRunner(
                     self.handle, self.settings, job, lambda cp: self._commit(active, cp),
                     active.stop,
@@ -460,6 +480,7 @@ class JobQueue:
                 if written is not None:  # the header's estimate gives way to the count
                     store.set_total(active.id, written)
                 log.info("job %s: succeeded (%d frames)", active.id, written)
+                self._tell_end(active.id, "job.finished")
             elif active.reason == "shutdown":  # back to the queue, its checkpoint kept
                 store.end(active.id, S.QUEUED, None)
                 log.info("job %s: stopped for shutdown, queued to resume", active.id)
@@ -473,6 +494,7 @@ class JobQueue:
                 error = error or "stopped before the end of its input"
                 store.end(active.id, S.FAILED, time.time(), error, written)
                 log.warning("job %s: failed: %s", active.id, error)
+                self._tell_end(active.id, "job.failed")
             self._dispatch()
             return True
 

@@ -16,6 +16,7 @@ from frameserve.errors import ConfigError, InvalidInput
 from frameserve.video.frames import Sampling, SeekPoint, check_sample
 from frameserve.video.limits import VideoLimits
 from frameserve.video.params import ScriptParams
+from frameserve.video.push.spec import PushList
 
 
 class JobSpec(BaseModel):
@@ -29,6 +30,8 @@ class JobSpec(BaseModel):
     video_out: StrictBool = False
     # Per-stream params for the pipeline's script models (their ``configure``); JSON object
     params: ScriptParams = None
+    # Webhook and MQTT outputs told of the job's end (and progress): video.push.spec
+    push: PushList = ()
 
     @field_validator("sample")
     @classmethod
@@ -101,6 +104,7 @@ class JobRecord:
     error: str | None = None
     attempts: int = 0  # executions started so far (a retry after a crash, a resume)
     owner: str = ""  # the API key name that submitted it ("": keys off)
+    push: tuple[dict[str, Any], ...] = ()  # its push outputs' status (PushStatus.to_json)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +122,7 @@ class JobRecord:
             "error": self.error,
             "attempts": self.attempts,
             "owner": self.owner or None,
+            "push": [dict(p) for p in self.push],
         }
 
 

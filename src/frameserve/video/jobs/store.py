@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
 _COLUMNS = (
     "id, state, pipeline, input, sample, video_out, upload, created, started, finished, "
-    "frames_done, frames_total, error, checkpoint, crashes, attempts, owner, params"
+    "frames_done, frames_total, error, checkpoint, crashes, attempts, owner, params, push"
 )
 
 # Columns later versions added, with their definitions, for stores that predate them.
@@ -52,6 +52,7 @@ _ADDED_COLUMNS = (
     ("attempts", "INTEGER NOT NULL DEFAULT 0"),
     ("owner", "TEXT NOT NULL DEFAULT ''"),
     ("params", "TEXT"),  # JobSpec.params as JSON (script models' per-stream params), or NULL
+    ("push", "TEXT"),  # JobSpec.push as JSON (secrets included: a resumed job needs them)
 )
 
 
@@ -77,10 +78,10 @@ class StoredJob:
 
 def _job(row: tuple[Any, ...]) -> StoredJob:
     (id_, state, pipeline, input_, sample, video_out, upload, created, started, finished,
-     done, total, error, checkpoint, crashes, attempts, owner, params) = row  # fmt: skip
+     done, total, error, checkpoint, crashes, attempts, owner, params, push) = row  # fmt: skip
     spec = JobSpec(
         pipeline=pipeline, input=input_, sample=sample, video_out=bool(video_out),
-        params=json.loads(params) if params else None,
+        params=json.loads(params) if params else None, push=json.loads(push) if push else (),
     )  # fmt: skip
     return StoredJob(
         id_, JobState(state), spec, upload, created, started, finished, done, total, error,
@@ -123,10 +124,11 @@ class JobStore:
     ) -> None:
         self._db.execute(
             "INSERT INTO jobs (id, state, pipeline, input, sample, video_out, upload, created, "
-            "owner, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "owner, params, push) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (id_, JobState.QUEUED.value, spec.pipeline, spec.input, spec.sample,
              int(spec.video_out), upload, created, owner,
-             json.dumps(spec.params) if spec.params is not None else None),
+             json.dumps(spec.params) if spec.params is not None else None,
+             json.dumps([p.model_dump(mode="json") for p in spec.push]) if spec.push else None),
         )  # fmt: skip
 
     def get(self, id_: str) -> StoredJob | None:

@@ -68,6 +68,7 @@ class StreamStatus:
     started: str  # ISO 8601, UTC, milliseconds
     reconnects: int
     owner: str = ""  # the API key name that attached it ("": keys off)
+    push: tuple[dict[str, Any], ...] = ()  # its push outputs' status (PushStatus.to_json)
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
@@ -86,4 +87,5 @@ class StreamStatus:
             "started": self.started,
             "reconnects": self.reconnects,
             "owner": self.owner or None,
+            "push": [dict(p) for p in self.push],
         }

@@ -26,6 +26,7 @@ from frameserve.video.frames import check_sample
 from frameserve.video.live.policy import SourcePolicy, redact
 from frameserve.video.media import MediaRoot
 from frameserve.video.params import ScriptParams
+from frameserve.video.push.spec import PushList
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp", "http", "https", "srt")
 # What FFmpeg may open on behalf of a network source (sub-protocols of the schemes above: RTSP
@@ -62,6 +63,8 @@ class StreamSpec(BaseModel):
     """Media-root files only: play again from the start at the end instead of stopping."""
     params: ScriptParams = None
     """Settings for the pipeline's script models (their ``configure``), a JSON object."""
+    push: PushList = ()
+    """Webhook and MQTT outputs that receive the stream's records (``video.push``)."""
 
     @field_validator("sample")
     @classmethod

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from frameserve import logcontext
 from frameserve.errors import FrameDropped, FrameserveError
@@ -64,6 +64,9 @@ from frameserve.video.process import FrameProcessor
 from frameserve.video.pump import Finished, FramePump
 from frameserve.video.track import Tracker, TrackerSettings
 from frameserve.video.worker import WorkerDied
+
+if TYPE_CHECKING:
+    from frameserve.video.push.hub import StreamPush
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,7 @@ class LiveStream:
         self._restart = False  # the reader thread replaces the worker at once (a reload)
         self._rates: dict[int, float] = {}  # connection -> its frame rate (the tracker's unit)
         self.on_end: Callable[[], None] | None = None  # the sink ended (script models release)
+        self.push: StreamPush | None = None  # loop-owned push outputs (set before ``start``)
         self._threads = [
             threading.Thread(
                 target=logcontext.bound(self._read, stream_id=stream_id),
@@ -192,6 +196,7 @@ class LiveStream:
         return StreamStatus(
             self.id, redact(self.spec.source), self.spec.pipeline, self._state,
             self.stats.snapshot(), self._last_error, started, self._reconnects, self.owner,
+            self.push.status() if self.push is not None else (),
         )  # fmt: skip
 
     def _set_state(self, state: State) -> None:
@@ -224,7 +229,10 @@ class LiveStream:
         now = time.monotonic()
         lag = now - arrived
         self.stats.frame_out(now, lag)
-        self._subscribers.deliver(replace(record, lag_ms=round(lag * 1000.0, 2)))
+        record = replace(record, lag_ms=round(lag * 1000.0, 2))
+        self._subscribers.deliver(record)
+        if self.push is not None:
+            self.push.deliver(record)  # queued only: a push target never holds the stream
 
     # -- reader thread ----------------------------------------------------------------------
     def _read(self) -> None:
@@ -356,6 +364,8 @@ class LiveStream:
             self._stop.set()
             self._set_state("stopped")
             self._call_loop(self._subscribers.end)
+            if self.push is not None:
+                self._call_loop(self.push.end)  # the outputs flush what is queued, then close
             if self.on_end is not None:
                 self.on_end()
 

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from frameserve.errors import InvalidInput, NotFound, QueueFull, Unavailable
 from frameserve.serving.local import ServerHandle
@@ -29,8 +30,12 @@ from frameserve.video.live.spec import LiveSettings, StreamSpec, resolve_source
 from frameserve.video.live.stream import LiveStream
 from frameserve.video.media import MediaRoot
 from frameserve.video.process import FrameProcessor, open_processor
+from frameserve.video.push.spec import check_destinations, check_stream_push
 from frameserve.video.script_streams import ScriptStreams
 from frameserve.video.worker import run_isolated
+
+if TYPE_CHECKING:
+    from frameserve.video.push.hub import PushHub
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +46,14 @@ SINK_SLACK = 4  # frames answered but not yet taken by the sink, beyond what can
 class LiveStreams:
     """The registry of live streams (see the module docstring)."""
 
-    def __init__(self, handle: ServerHandle, settings: LiveSettings) -> None:
+    def __init__(
+        self, handle: ServerHandle, settings: LiveSettings, push: PushHub | None = None
+    ) -> None:
+        """``push``: the server's push outputs (without it, streams with ``push`` are
+        refused)."""
         self.handle = handle
         self.settings = settings
+        self.push = push
         self.media_root = MediaRoot(settings.media_root)
         self._lock = threading.Lock()
         self._streams: dict[str, LiveStream] = {}  # in attach order
@@ -55,6 +65,11 @@ class LiveStreams:
         with self._lock:
             self._check_room()  # before any work: a full server answers 429 at once
         source = resolve_source(spec.source, self.media_root, spec.loop, self.settings.policy)
+        if spec.push:
+            if self.push is None:
+                raise InvalidInput("push: expected no push outputs here: only a server pushes")
+            check_stream_push(spec.push)
+            check_destinations(spec.push, self.settings.policy)
         if source.path is not None:
             # VideoError now for a file that is not a video; FFmpeg reads it in a child
             doing = f"reading the header of {source.path}"
@@ -93,6 +108,8 @@ class LiveStreams:
                 owner,
             )
             stream.on_end = lambda: scripts.close_all(wait=False)
+            if spec.push and self.push is not None:
+                stream.push = self.push.stream(stream_id, spec.push)
             with self._lock:
                 self._check_room()
                 self._streams[stream_id] = stream

@@ -1,0 +1,1 @@
+"""Tests for frameserve.video.push: webhook and MQTT outputs against real receivers."""
