@@ -37,6 +37,8 @@ WAIT_MS = 60_000
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    """Poll ``check`` from here (Playwright's ``wait_for_function`` compiles its predicate in
+    the page, which the dashboard's Content-Security-Policy refuses: no eval)."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -170,12 +172,11 @@ def test_an_operator_logs_in_runs_a_job_and_watches_a_stream(
     stream_id = row.get_attribute("data-stream")
     image = page.wait_for_selector(f"#previews img[data-stream='{stream_id}']", state="attached")
     assert image.get_attribute("src") == f"/v1/streams/{stream_id}/preview.mjpeg"
-    page.wait_for_function("document.querySelector('#streams-table td.num').textContent !== '–'")
+    fps_in = f"#streams-table tr[data-stream='{stream_id}'] td.num"
+    wait_for(lambda: page.text_content(fps_in) not in ("–", "0"), 60, "the stream's fps")
     page.screenshot(path=str(artifacts / "05-streams.png"))
     if _preview_served(server, stream_id):  # the image changes as the annotated clip plays
-        page.wait_for_function(
-            f"document.querySelector(\"#previews img[data-stream='{stream_id}']\").naturalWidth > 0"
-        )
+        wait_for(lambda: image.evaluate("img => img.naturalWidth") > 0, 60, "a preview frame")
         first = image.screenshot()
         wait_for(lambda: image.screenshot() != first, 30, "the preview to change")
         page.screenshot(path=str(artifacts / "06-preview.png"))
