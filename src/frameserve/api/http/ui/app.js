@@ -215,18 +215,21 @@ function batchHistogram(batchStats) {
 function sparkline(samples, windowS) {
   const width = 160;
   const height = 30;
+  if (!samples || !samples.length) return el("span", { class: "muted" }, "–");
   const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "spark" });
-  if (!samples || !samples.length) return box;
   const now = samples[samples.length - 1].t;
+  // the whole window once the server has that much history; until then the history it has
+  // (at least a minute), so a fresh server's first minutes are not a sliver at the edge
+  const spanS = Math.min(windowS, Math.max(60, now - samples[0].t + samples[0].seconds));
   const peak = Math.max(1e-9, ...samples.map((s) => s.inferences_per_s));
-  const x = (t) => width - ((now - t) / windowS) * width;
+  const x = (t) => width - ((now - t) / spanS) * width;
   const y = (v) => height - 2 - (v / peak) * (height - 4);
   let path = `M ${x(samples[0].t).toFixed(1)} ${height}`;
   for (const s of samples) path += ` L ${x(s.t).toFixed(1)} ${y(s.inferences_per_s).toFixed(1)}`;
   path += ` L ${x(now).toFixed(1)} ${height} Z`;
   box.append(svg("path", { d: path, class: "area" }));
   const title = svg("title");
-  title.textContent = `peak ${fmt(peak, 2)} inferences/s`;
+  title.textContent = `last ${duration(spanS)}: peak ${fmt(peak, 2)} inferences/s`;
   box.append(title);
   return box;
 }
