@@ -84,17 +84,20 @@ def test_the_store_is_bounded_and_drops_the_session_nearest_its_end(keys: Keys) 
 def test_the_login_brake_refuses_a_guessing_client_for_a_while() -> None:
     clock = Clock()
     brake = LoginBrake(max_failures=3, window_s=60, max_clients=2, clock=clock)
-    for _ in range(3):
-        brake.check("10.0.0.1")
-        brake.failed("10.0.0.1")
+    for _ in range(3):  # attempts count as failures until one succeeds, even in parallel
+        brake.attempt("10.0.0.1")
     with pytest.raises(TooManyAttempts, match="3 failed attempts") as refused:
-        brake.check("10.0.0.1")
+        brake.attempt("10.0.0.1")
     assert refused.value.retry_after_s == 60
-    brake.check("10.0.0.2")  # another client is not affected
+    brake.attempt("10.0.0.2")  # another client is not affected
+    brake.succeeded("10.0.0.2")
     clock.now += 61
-    brake.check("10.0.0.1")  # the window passed
+    brake.attempt("10.0.0.1")  # the window passed
+    brake.succeeded("10.0.0.1")  # a login: the failures are forgotten
+    for _ in range(3):
+        brake.attempt("10.0.0.1")
     for client in ("a", "b", "c"):  # at most max_clients are remembered
-        brake.failed(client)
+        brake.attempt(client)
     assert len(brake._failures) == 2
 
 
@@ -196,3 +199,27 @@ def test_without_keys_there_is_nothing_to_log_in_to(tmp_path: Path) -> None:
     assert answer.status == 200 and answer.header("set-cookie") is None
     assert answer.json()["keys_required"] is False
     assert asyncio.run(call(app, "GET", "/v1/session")).json()["keys_required"] is False
+
+
+def test_guessing_in_parallel_is_counted_and_refused_with_retry_after(app: BrowserGuard) -> None:
+    body = orjson.dumps({"key": "a-guess-0123456789abc"})
+    headers = {"Content-Type": "application/json"}
+
+    async def guesses() -> list[Answer]:
+        sent = [
+            call(app, "POST", "/v1/session", body, headers, client="10.1.2.3") for _ in range(12)
+        ]
+        return list(await asyncio.gather(*sent))
+
+    statuses = sorted(a.status for a in asyncio.run(guesses()))
+    assert statuses == [401] * 10 + [429] * 2  # counted before any was answered
+    again = _login_from(app, ALICE, "10.1.2.3")  # even the right key waits now
+    assert again.status == 429 and int(again.header("retry-after") or 0) > 0
+    assert "failed attempts" in again.json()["error"]
+    assert _login_from(app, ALICE, "10.9.9.9").status == 200  # other clients are not slowed
+
+
+def _login_from(app: BrowserGuard, secret: str, client: str) -> Answer:
+    body = orjson.dumps({"key": secret})
+    headers = {"Content-Type": "application/json"}
+    return asyncio.run(call(app, "POST", "/v1/session", body, headers, client=client))

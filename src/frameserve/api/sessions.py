@@ -124,8 +124,10 @@ class LoginBrake:
             del self._failures[client]
         return times
 
-    def check(self, client: str) -> None:
-        """TooManyAttempts when ``client`` may not try now."""
+    def attempt(self, client: str) -> None:
+        """Count an attempt of ``client`` as a failure until it ``succeeded`` (so guesses sent
+        in parallel are counted before any is answered); TooManyAttempts when ``client`` has
+        ``max_failures`` in the window already."""
         now = self._clock()
         times = self._recent(client, now)
         if len(times) >= self.max_failures:
@@ -135,15 +137,12 @@ class LoginBrake:
                 f"{self.window_s:g} s (the limit is {self.max_failures}); try again in {wait} s",
                 retry_after_s=wait,
             )
-
-    def failed(self, client: str) -> None:
-        """Count a failure of ``client`` (forgetting the least recent client when full)."""
-        now = self._clock()
         times = self._failures.pop(client, None) or deque(maxlen=self.max_failures)
         times.append(now)
         self._failures[client] = times  # most recent last
-        while len(self._failures) > self.max_clients:
+        while len(self._failures) > self.max_clients:  # forget the least recent client
             self._failures.popitem(last=False)
 
     def succeeded(self, client: str) -> None:
+        """The client logged in: its failures are forgotten."""
         self._failures.pop(client, None)

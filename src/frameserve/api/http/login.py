@@ -83,12 +83,11 @@ class SessionRoutes:
             return _json(_state(False, None, None))
         client = request.client.host if request.client else ""
         try:
-            self.brake.check(client)
+            self.brake.attempt(client)
         except TooManyAttempts as err:
             return _refusal(err, {"Retry-After": str(err.retry_after_s)})
         key = self.sessions.keys.ring.match(secret.strip())
         if key is None:
-            self.brake.failed(client)
             await asyncio.sleep(self.brake.delay_s)  # every wrong guess costs the guesser
             raise Unauthenticated(
                 "key: not a valid API key; expected the SECRET of a NAME:SECRET line of the "
