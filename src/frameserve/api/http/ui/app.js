@@ -434,8 +434,10 @@ async function refreshJob(id) {
   setProgress($("#job-progress"), fraction, label);
   const base = `/v1/jobs/${encodeURIComponent(job.id)}`;
   const links = [el("a", { href: `${base}/results?follow=false`, download: `${job.id}.jsonl` }, "Results (JSON lines)")];
-  if (job.video_out && job.state === "succeeded") links.push(el("a", { href: `${base}/output` }, "Annotated video (MP4)"));
-  links.push(el("a", { href: `${base}/summary` }, "Summary (JSON)"));
+  if (job.state === "succeeded") {
+    if (job.video_out) links.push(el("a", { href: `${base}/output` }, "Annotated video (MP4)"));
+    links.push(el("a", { href: `${base}/summary` }, "Summary (JSON)"));
+  }
   $("#job-links").replaceChildren(...links);
   const cancel = $("#job-cancel");
   cancel.textContent = FINISHED.has(job.state) ? "Delete" : "Cancel";
