@@ -137,9 +137,11 @@ class LoginBrake:
                 f"{self.window_s:g} s (the limit is {self.max_failures}); try again in {wait} s",
                 retry_after_s=wait,
             )
-        times = self._failures.pop(client, None) or deque(maxlen=self.max_failures)
-        times.append(now)
-        self._failures[client] = times  # most recent last
+        if client in self._failures:
+            self._failures.move_to_end(client)  # most recent last
+        else:
+            self._failures[client] = deque(maxlen=self.max_failures)
+        self._failures[client].append(now)
         while len(self._failures) > self.max_clients:  # forget the least recent client
             self._failures.popitem(last=False)
 
