@@ -61,6 +61,14 @@ class QueueFull(FrameserveError):
     """The model's queue is at ``max_queue_size`` (HTTP 429)."""
 
 
+class TooManyAttempts(FrameserveError):
+    """Too many failed logins from one client in a short time (HTTP 429, with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(FrameserveError):
     """The server or model is not ready, or is draining (HTTP 503)."""
 

@@ -59,6 +59,11 @@ _HTTP_RULES: tuple[tuple[str | None, re.Pattern[str], Rule], ...] = tuple(
         (None, r"/v1/jobs(?:/.*)?", Rule("jobs")),
         (None, r"/v1/streams(?:/.*)?", Rule("streams")),
         (None, r"/metrics", Rule("metrics")),
+        # the dashboard's files hold nothing secret, and the login page must load without a key
+        (None, r"/ui(?:/.*)?", Rule(None, open=True)),
+        (None, r"/v1/session", Rule(None, open=True)),  # logging in: it checks the key itself
+        (None, r"/v1/models/activity", Rule("statistics")),
+        (None, r"/v1/pipelines", Rule("metadata")),
     )
 )  # fmt: skip
 _NO_CATEGORY = Rule(None)
@@ -138,13 +143,24 @@ class AccessPolicy:
         """False when there is nothing to check (no keys, no restricted groups)."""
         return self.keys is not None or bool(self._restricted)
 
-    def check(self, rule: Rule, header: Callable[[str], str | None]) -> ApiKey | None:
+    def check(
+        self,
+        rule: Rule,
+        header: Callable[[str], str | None],
+        session: Callable[[], ApiKey | None] | None = None,
+    ) -> ApiKey | None:
         """The caller's key (None with keys off or on an open route); raises Unauthenticated,
-        Restricted or PermissionDenied. ``header`` looks a header up by lower-case name."""
+        Restricted or PermissionDenied. ``header`` looks a header up by lower-case name;
+        ``session`` (HTTP): the key behind the request's session cookie, asked only when no
+        ``Authorization`` header came (a header that is sent is what counts)."""
         key = None
         open_route = rule.open or (rule.category == "metrics" and self._metrics_open)
         if self.keys is not None and not open_route:
-            key = self.keys.authenticate(header("authorization"))
+            authorization = header("authorization")
+            if not authorization and session is not None:
+                key = session()
+            if key is None:
+                key = self.keys.authenticate(authorization)
         group = self._restricted.get(rule.category or "")
         if group is not None:
             name = self._prefix + group.header

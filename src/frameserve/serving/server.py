@@ -25,6 +25,7 @@ from frameserve.errors import (
 )
 from frameserve.processing.results import Result
 from frameserve.processing.tasks import DecodeOptions
+from frameserve.serving.activity import ActivityRecorder
 from frameserve.serving.config import ModelConfig, parse_model_config
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.pipeline import PIPELINE_FILE, PipelineConfig, load_pipeline_config
@@ -126,6 +127,8 @@ class InferenceServer:
         self._draining = False
         self._leaving = False
         self._poller: asyncio.Task[None] | None = None
+        # recent throughput and times per version (GET /v1/models/activity), sampled on the loop
+        self.activity = ActivityRecorder(self.model_statistics)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -149,6 +152,7 @@ class InferenceServer:
                 self._poll_forever(), name="poller"
             )
         self._started = True
+        self.activity.start()
         log.info("ready: %d model version(s) loaded", len(self.repository.loaded()))
 
     async def _poll_forever(self) -> None:
@@ -175,6 +179,7 @@ class InferenceServer:
         log.info("draining: %d request(s) in flight", inflight)
         if self._poller is not None:
             self._poller.cancel()
+        await self.activity.stop()
         # Each version closes once its queued and running requests are done; whatever is still
         # waiting at the exit timeout is answered with 503 by its scheduler.
         await self.repository.close(timeout=self.settings.exit_timeout_s)

@@ -36,13 +36,17 @@ from frameserve.api import requestid, triton_config
 from frameserve.api.access import AccessPolicy
 from frameserve.api.http import codec, predict
 from frameserve.api.http.body import check_header_length, check_json_size, read_body
+from frameserve.api.http.dashboard import Dashboard
 from frameserve.api.http.deadlines import bounded_receive
 from frameserve.api.http.guard import refuse
+from frameserve.api.http.login import SessionRoutes
 from frameserve.api.http.metrics import metrics_response
+from frameserve.api.http.overview import OverviewRoutes
 from frameserve.api.http.reference import ApiReference
 from frameserve.api.http.response import encode_infer_response
 from frameserve.api.http.tracing import end_trace, start_trace, traced
 from frameserve.api.http.video import VideoRoutes
+from frameserve.api.sessions import SessionStore
 from frameserve.api.shm import SharedMemoryRegistry
 from frameserve.api.status import error_body, http_status
 from frameserve.errors import (
@@ -389,7 +393,12 @@ class HttpApp:
         self._access_log = access_log
         self._tracing = server.tracing
         self._body_timeout_s = server.limits.request_timeout_s
+        # browser logins (POST /v1/session): a session cookie stands for a key of the key file
+        keys = access.keys if access is not None else None
+        self._sessions = SessionStore(keys) if keys is not None else None
         extra = ApiReference(server.version).routes() + (video.routes() if video else [])
+        extra += Dashboard().routes() + SessionRoutes(self._sessions).routes()
+        extra += OverviewRoutes(server).routes()
         routes = _routes(self._routes, server.tracing) + [
             Route(path, _guarded(fn), methods=[method]) for path, fn, method in extra
         ]
@@ -424,7 +433,9 @@ class HttpApp:
 
         try:
             # One check for the fast path and the router, before anything reads the body.
-            refused = refuse(self._access, scope, headers) if self._access is not None else None
+            refused = None
+            if self._access is not None:
+                refused = refuse(self._access, scope, headers, self._sessions)
             if refused is not None:
                 await refused(scope, receive, send_with_id)
                 return
