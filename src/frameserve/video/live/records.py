@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from frameserve.video.live.preview import PreviewStatus
+
 
 @dataclass(frozen=True, slots=True)
 class LiveRecord:
@@ -68,10 +70,11 @@ class StreamStatus:
     started: str  # ISO 8601, UTC, milliseconds
     reconnects: int
     owner: str = ""  # the API key name that attached it ("": keys off)
+    preview: PreviewStatus | None = None  # its annotated preview's watchers and counters
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "source": self.source,
             "pipeline": self.pipeline,
@@ -87,3 +90,6 @@ class StreamStatus:
             "reconnects": self.reconnects,
             "owner": self.owner or None,
         }
+        if self.preview is not None:
+            out["preview"] = self.preview.to_json()
+        return out

@@ -46,6 +46,7 @@ from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
 from frameserve.video.frames import Sampling
 from frameserve.video.live.policy import redact
+from frameserve.video.live.preview import OFF, PreviewRequest, StreamPreview
 from frameserve.video.live.reader import ReaderResume
 from frameserve.video.live.records import LiveRecord, StreamStatus
 from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec
@@ -62,6 +63,7 @@ from frameserve.video.live.worker import (
 )
 from frameserve.video.process import FrameProcessor
 from frameserve.video.pump import Finished, FramePump
+from frameserve.video.streams import overlay_style
 from frameserve.video.track import Tracker, TrackerSettings
 from frameserve.video.worker import WorkerDied
 
@@ -104,6 +106,9 @@ class LiveStream:
         self._pump = FramePump(handle, processor, sink_queue, self._stop, lossy=True)
         self._subscribers = Subscribers(  # loop-owned
             stream_id, settings.subscriber_queue, settings.max_subscribers
+        )
+        self.preview = StreamPreview(  # annotated pictures while watched (video.live.preview)
+            stream_id, settings.preview, self._loop, overlay_style(processor.config)
         )
         self._lock = threading.Lock()
         self._state: State = "connecting"
@@ -192,6 +197,7 @@ class LiveStream:
         return StreamStatus(
             self.id, redact(self.spec.source), self.spec.pipeline, self._state,
             self.stats.snapshot(), self._last_error, started, self._reconnects, self.owner,
+            preview=self.preview.status(),
         )  # fmt: skip
 
     def _set_state(self, state: State) -> None:
@@ -268,14 +274,23 @@ class LiveStream:
         """One worker until it ends (True) or the pre-processing changed (False); raises
         ``WorkerDied`` when it dies."""
         worker = LiveWorker(self._worker_spec(), f"live-{self.id}-worker")
+        told = OFF  # what the worker was told about preview pictures
         try:
             for event in worker.events(self._stop, self._pump.has_room):
+                told = self._tell_preview(worker, told)
                 self._on(event, worker.spec)
                 if self._restart:
                     return False
             return True
         finally:
             worker.close()
+
+    def _tell_preview(self, worker: LiveWorker, told: PreviewRequest) -> PreviewRequest:
+        """Tell the worker when the preview's watchers want other pictures (or none now)."""
+        wanted = self.preview.request()
+        if wanted != told:
+            worker.send(wanted)
+        return wanted
 
     def _worker_spec(self) -> LiveWorkerSpec:
         mv = self.processor.single
@@ -328,6 +343,8 @@ class LiveStream:
                      "worker", self.id)  # fmt: skip
             self._restart = True
             return False
+        if event.preview is not None:
+            self.preview.keep(event.index, event.preview)
         prepared = event.prepared()
         prepared.version = mv
         group = self.processor.group([prepared])  # normalised here (see ``Delivered``)
@@ -355,6 +372,7 @@ class LiveStream:
         finally:
             self._stop.set()
             self._set_state("stopped")
+            self.preview.close()
             self._call_loop(self._subscribers.end)
             if self.on_end is not None:
                 self.on_end()
@@ -375,6 +393,7 @@ class LiveStream:
         elif tracker is not None and isinstance(result, Moderation):
             tracked = tracker.update(result.detections, float(frame.seconds))
             result = Moderation(tracked, result.verdict)
+        self.preview.render(frame.index, frame.seconds, result)  # only while watched
         fields = result.to_json() if result is not None else {}
         return LiveRecord(self.id, frame.index, frame.pts, frame.time_base, fields)
 
