@@ -205,6 +205,11 @@ def test_hls_plays_back_and_stops_when_nobody_reads(server: RunningServer, strea
     assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), pts
     on = status(server, stream)["preview"]
     assert on["hls_frames"] > 0
+    metrics = requests.get(url(server, "/metrics"), timeout=WAIT).text
+    encoded = (
+        f'frameserve_stream_preview_frames_total{{kind="hls",pipeline="faces",stream="{stream}"}}'
+    )
+    assert encoded in metrics
     off = wait_for(lambda: not (p := status(server, stream)["preview"])["hls"] and p, "HLS to stop")
     assert off["watchers"] == 0
     assert requests.get(playlist, timeout=WAIT).status_code == 200  # a new reader starts it again
