@@ -24,7 +24,8 @@ restarts the worker. A network source that fails or ends is reopened with expone
 (reset once a connection delivered frames); a file ends the stream, or plays again with
 ``loop``. One stop event ends both threads and the worker. The state is ``connecting`` until
 the first frame, ``running`` while frames come, ``retrying`` between connections (or workers)
-and ``stopped`` at the end; the last error stays in ``last_error``.
+and ``stopped`` at the end; the last error stays in ``last_error``. While someone watches its
+preview, the sink also draws each result onto a small picture of the frame (``StreamPreview``).
 """
 
 from __future__ import annotations

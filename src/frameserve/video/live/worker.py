@@ -22,9 +22,11 @@ nor makes the source back up into FFmpeg's buffers.
 A child that dies (a signal, ``abort``, the out-of-memory killer) shows as the pipe closing:
 ``events`` raises ``WorkerDied`` and the stream starts a new worker after its backoff, from a
 ``ReaderResume`` so frame numbers, connection numbers and a looping file's timestamps keep
-increasing (the new worker reconnects, or plays the file again from its start). The child ignores
-SIGINT and SIGTERM (a service manager signals every process of the service): the server ends it,
-and a child whose server is gone sees its pipe close and ends by itself.
+increasing (the new worker reconnects, or plays the file again from its start). While the
+stream's preview is watched, the reader says so (a ``PreviewRequest``) and the child attaches a
+small RGB picture to some frames (``video.live.preview``); otherwise it sends none. The child
+ignores SIGINT and SIGTERM (a service manager signals every process of the service): the server
+ends it, and a child whose server is gone sees its pipe close and ends by itself.
 """
 
 from __future__ import annotations
