@@ -111,13 +111,13 @@ def test_pictures_become_jpegs_on_the_loop_only_while_watched(
 
 def test_hls_encoder_writes_a_playlist_that_plays_and_removes_its_folder(tmp_path: Path) -> None:
     settings = HlsSettings(fps=10.0, segment_s=0.5, list_size=4, idle_s=30.0)
-    encoder = HlsEncoder(settings, tmp_path / "hls", "test")
+    encoder = HlsEncoder(settings, tmp_path / "hls", "test", width=256)
     encoder.start()
     try:
         image = picture().image
         for i in range(30):  # 3 s of pictures at a variable rate, each taken before the next
             moved = np.ascontiguousarray(np.roll(image, i * 4, axis=1))
-            encoder.offer(moved, Fraction(7 + i, 10) + Fraction(i % 3, 100))
+            encoder.offer(moved, Fraction(7 + i, 10) + Fraction(i % 3, 100), (512, 512))
             deadline = time.monotonic() + 30
             while encoder.frames <= i and time.monotonic() < deadline:
                 time.sleep(0.01)

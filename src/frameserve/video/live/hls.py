@@ -35,6 +35,7 @@ import av
 import numpy as np
 
 from frameserve.errors import ConfigError
+from frameserve.video.preview import preview_size
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class HlsSettings:
             raise ConfigError(f"HlsSettings.list_size: expected >= 2, got {self.list_size!r}")
 
 
+_Picture = tuple[np.ndarray, Fraction, tuple[int, int]]  # image, stream time, source size
+
+
 class Timeline:
     """Strictly increasing pts (in ``TIME_BASE``) from stream times in seconds."""
 
@@ -86,15 +90,20 @@ class Timeline:
 class HlsEncoder:
     """One HLS output of one stream (see the module docstring); thread-safe."""
 
-    def __init__(self, settings: HlsSettings, root: Path | None, where: str) -> None:
+    def __init__(
+        self, settings: HlsSettings, root: Path | None, where: str, width: int = 640
+    ) -> None:
+        """``width``: the video's width at most (its size is set by the first picture's
+        frame: a smaller picture asked for by an MJPEG viewer is scaled up to it)."""
         self.settings = settings
         self.where = where
+        self.width = width
         if root is not None:
             root.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="hls-", dir=root))
         self.frames = 0  # pictures encoded (written by the thread)
         self.ended = False  # the thread ended: no more segments come
-        self._queue: queue.Queue[tuple[np.ndarray, Fraction]] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[_Picture] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._output: Any = None  # the muxer (the thread's), closed in its finally
         self._last_request = time.monotonic()
@@ -107,12 +116,13 @@ class HlsEncoder:
         """A request read the playlist or a segment: keep encoding."""
         self._last_request = time.monotonic()
 
-    def offer(self, image: np.ndarray, seconds: Fraction) -> None:
-        """A picture to encode; never blocks: when the encoder is behind, the oldest waiting
-        picture makes room."""
+    def offer(self, image: np.ndarray, seconds: Fraction, source: tuple[int, int]) -> None:
+        """A picture to encode (of a ``source`` = (width, height) frame, at ``seconds`` of the
+        stream); never blocks: when the encoder is behind, the oldest waiting picture makes
+        room."""
         while True:
             try:
-                self._queue.put_nowait((image, seconds))
+                self._queue.put_nowait((image, seconds, source))
                 return
             except queue.Full:
                 try:
@@ -159,11 +169,11 @@ class HlsEncoder:
         timeline = Timeline(self.settings.fps)
         while not self._stop.is_set() and not self._idle():
             try:
-                image, seconds = self._queue.get(timeout=POLL_S)
+                image, seconds, source = self._queue.get(timeout=POLL_S)
             except queue.Empty:
                 continue
             if output is None:
-                output, stream = self._open(image.shape[1], image.shape[0])
+                output, stream = self._open(*preview_size(*source, self.width))
                 self._output = output
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             if (frame.width, frame.height) != (stream.width, stream.height):

@@ -244,7 +244,7 @@ class StreamPreview:
             self._failed = True
             return
         if hls is not None:
-            hls.offer(image, seconds)
+            hls.offer(image, seconds, picture.source)
         if data is not None:
             with self._lock:
                 self.jpeg_frames += 1
@@ -333,7 +333,10 @@ class StreamPreview:
                 if hls is not None:
                     self._hls_frames_done += hls.frames
                 hls = self._hls = HlsEncoder(
-                    self.settings.hls, self.settings.folder, f"stream {self.id}"
+                    self.settings.hls,
+                    self.settings.folder,
+                    f"stream {self.id}",
+                    self.settings.width,
                 )
                 hls.start()
             hls.touch()
