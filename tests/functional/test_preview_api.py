@@ -45,7 +45,8 @@ def server(
         "--model-control-mode", "explicit", "--load-model", "faces",
         "--media-root", str(media), "--state-dir", str(folder / "state"),
         "--log-format", "text", "--preview-fps", "8", "--preview-max-connections", "2",
-        "--hls-segment", "0.5", "--hls-idle-timeout", "2",
+        "--hls-segment", "0.5", "--hls-idle-timeout", "2", "--preview-wait", "1",
+        "--allow-network", "127.0.0.0/8",  # a source nobody listens on, to retry
     )  # fmt: skip
     yield running
     assert running.terminate() == 0, running.log()
@@ -191,6 +192,22 @@ def test_jpg_and_limits(server: RunningServer, stream: str) -> None:
     for name in ("..%2Fx", "other.ts", "index.m3u8.tmp"):
         r = requests.get(url(server, f"/v1/streams/{stream}/hls/{name}"), timeout=WAIT)
         assert r.status_code in (400, 404), (name, r.status_code)
+
+
+def test_a_stream_without_pictures_answers_503_with_retry_after(server: RunningServer) -> None:
+    from servers import free_port
+
+    body = {"source": f"tcp://127.0.0.1:{free_port()}", "pipeline": "faces"}
+    r = requests.post(url(server, "/v1/streams"), json=body, timeout=30)
+    assert r.status_code == 201, r.text
+    stream_id = r.json()["id"]
+    try:
+        wait_for(lambda: status(server, stream_id)["state"] == "retrying", "the stream to retry")
+        r = requests.get(url(server, f"/v1/streams/{stream_id}/preview.jpg"), timeout=WAIT)
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+        assert "no preview picture" in r.json()["error"] and "retrying" in r.json()["error"]
+    finally:
+        requests.delete(url(server, f"/v1/streams/{stream_id}"), timeout=60)
 
 
 def test_hls_plays_back_and_stops_when_nobody_reads(server: RunningServer, stream: str) -> None:

@@ -72,8 +72,10 @@ class PreviewRoutes:
     def __init__(self, streams: LiveStreams) -> None:
         self.streams = streams
 
-    def _stream(self, request: Request, allowed: set[str]) -> LiveStream:
-        unknown = sorted(set(request.query_params) - allowed)
+    def _stream(self, request: Request, allowed: set[str] | None) -> LiveStream:
+        """The stream of the path (NotFound, Conflict when stopped); ``allowed``: the query
+        parameters the route takes (None: any, ignored)."""
+        unknown = sorted(set(request.query_params) - allowed) if allowed is not None else []
         if unknown:
             raise InvalidInput(f"query: expected only {sorted(allowed)}, got {unknown}")
         stream_id = request.path_params["stream"]
@@ -117,7 +119,7 @@ class PreviewRoutes:
         return Response(data, media_type="image/jpeg", headers=NO_STORE)
 
     async def hls(self, request: Request) -> Response:
-        stream = self._stream(request, set())
+        stream = self._stream(request, None)  # players may add cache-busting parameters
         name = request.path_params["name"]
         preview = stream.preview
         if name != "index.m3u8" and not _is_segment_name(name):
