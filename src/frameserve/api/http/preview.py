@@ -75,8 +75,7 @@ class PreviewRoutes:
     def _stream(self, request: Request, allowed: set[str] | None) -> LiveStream:
         """The stream of the path (NotFound, Conflict when stopped); ``allowed``: the query
         parameters the route takes (None: any, ignored)."""
-        unknown = sorted(set(request.query_params) - allowed) if allowed is not None else []
-        if unknown:
+        if allowed is not None and (unknown := sorted(set(request.query_params) - allowed)):
             raise InvalidInput(f"query: expected only {sorted(allowed)}, got {unknown}")
         stream_id = request.path_params["stream"]
         if not stream_id or len(stream_id) > 64 or not set(stream_id.lower()) <= _ID_CHARS:
