@@ -212,6 +212,9 @@ def test_streams_belong_to_the_key_that_attached_them(server: RunningServer) -> 
         path = f"/v1/streams/{stream_id}"
         assert http(server, "GET", path, ALICE).status_code == 404
         assert http(server, "GET", path + "/events", ALICE).status_code == 404
+        for preview in ("/preview.jpg", "/preview.mjpeg", "/hls/index.m3u8"):
+            assert http(server, "GET", path + preview, ALICE).status_code == 404
+            assert http(server, "GET", path + preview, None).status_code == 401
         assert http(server, "DELETE", path, ALICE).status_code == 404
         assert http(server, "GET", "/v1/streams", ALICE).json() == {"streams": []}
         assert http(server, "GET", path, ROOT).json()["owner"] == "bob"

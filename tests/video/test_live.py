@@ -37,6 +37,7 @@ pytestmark = pytest.mark.timeout(120)
 STATUS_KEYS = {
     "id", "source", "pipeline", "state", "fps_in", "fps_out", "frames_in", "frames_out",
     "dropped", "lag_ms", "last_error", "started", "reconnects", "owner", "push",
+    "preview",
 }  # fmt: skip
 HANG_S = 20.0  # generous limit for anything that should take a second or two
 
@@ -186,6 +187,7 @@ def test_a_tcp_stream_publishes_face_records_until_detached(
     assert status["dropped"]["failed"] == 0
     assert status["lag_ms"]["p50"] is not None and status["reconnects"] == 0
     assert status["started"].endswith("Z") and status["last_error"] is None
+    assert status["preview"]["pictures"] == 0  # nobody watched: the worker sent no pictures
 
 
 def test_streams_attach_and_detach_while_others_run(

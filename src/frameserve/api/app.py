@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from frameserve.video.jobs import JobQueue, JobSettings
 from frameserve.video.limits import VideoLimits
 from frameserve.video.live import LiveSettings, LiveStreams
 from frameserve.video.live.policy import SourcePolicy
+from frameserve.video.live.preview import PreviewSettings
 from frameserve.video.metrics import VideoCollector
 from frameserve.video.push.hub import PushHub, PushSettings
 from frameserve.video.push.metrics import PushCollector
@@ -79,6 +81,7 @@ class VideoServiceSettings:
     max_streams: int = 16
     source_policy: SourcePolicy = SourcePolicy()  # where network stream sources may connect
     limits: VideoLimits = field(default_factory=VideoLimits)
+    preview: PreviewSettings = PreviewSettings()  # live previews (MJPEG, JPEG, HLS)
 
 
 class _Video:
@@ -92,6 +95,9 @@ class _Video:
     ) -> None:
         settings.media_root.mkdir(parents=True, exist_ok=True)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+        # HLS folders of live previews live as long as their encoder: any here are a killed
+        # server's
+        shutil.rmtree(settings.state_dir / "preview", ignore_errors=True)
         handle = AttachedServer(server, loop)
         self.closing = False
         # webhook and MQTT outputs of jobs and streams, on this loop; same destination policy
@@ -117,6 +123,7 @@ class _Video:
                 policy=settings.source_policy,
                 max_subscribers=settings.limits.max_subscribers,
                 max_frame_pixels=settings.limits.max_frame_pixels,
+                preview=replace(settings.preview, folder=settings.state_dir / "preview"),
             ),
             self.push,
         )

@@ -22,6 +22,7 @@ from frameserve.cli.args import (
     positive_int,
 )
 from frameserve.cli.serve_limits import add_limits, request_limits, video_limits
+from frameserve.cli.serve_preview import add_preview, preview_settings
 
 if TYPE_CHECKING:
     from frameserve.api.auth import AuthSettings
@@ -71,6 +72,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     _add_video(p)
     _add_access(p)
     _add_sources(p)
+    add_preview(p)
     add_limits(p)
     add_model_cache(p)
     p.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
@@ -294,6 +296,7 @@ def run_serve(args: argparse.Namespace) -> int:
             args.allow_network, args.deny_network, args.allow_udp_sources
         ),
         limits=video_limits(args),
+        preview=preview_settings(args),
     )
     try:
         listen = ListenSettings(

@@ -51,6 +51,7 @@ class VideoCollector(Collector):
             log.exception("reading video metrics failed")
             return
         yield from _stream_metrics(statuses)
+        yield from _preview_metrics(statuses)
         yield from _job_metrics(records)
 
 
@@ -111,6 +112,29 @@ def _stream_metrics(statuses: list[StreamStatus]) -> Iterator[Metric]:
     streams = GaugeMetricFamily("frameserve_streams", "Live streams attached")
     streams.add_metric([], len(statuses))
     yield from (streams, frames_in, frames_out, dropped, reconnects, fps, lag, lag_histogram, state)
+
+
+def _preview_metrics(statuses: list[StreamStatus]) -> Iterator[Metric]:
+    """Live previews: who watches, and the pictures encoded for them (their cost)."""
+    labels = ["stream", "pipeline"]
+    watchers = GaugeMetricFamily(
+        "frameserve_stream_preview_watchers",
+        "Open preview.mjpeg connections, a recent preview.jpg request and an HLS reader",
+        labels=labels,
+    )
+    frames = CounterMetricFamily(
+        "frameserve_stream_preview_frames",
+        "Annotated pictures a live stream encoded for previews, by kind (jpeg, hls)",
+        labels=[*labels, "kind"],
+    )
+    for s in statuses:
+        if s.preview is None:
+            continue
+        key = [s.id, s.pipeline]
+        watchers.add_metric(key, s.preview.watchers)
+        frames.add_metric([*key, "jpeg"], s.preview.jpeg_frames)
+        frames.add_metric([*key, "hls"], s.preview.hls_frames)
+    yield from (watchers, frames)
 
 
 def _job_metrics(records: list[dict[str, Any]]) -> Iterator[Metric]:

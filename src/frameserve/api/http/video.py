@@ -40,6 +40,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from frameserve.api.auth import new_owner, owner_scope
 from frameserve.api.http.body import check_content_length, read_body
 from frameserve.api.http.codec import parse_json_object
+from frameserve.api.http.preview import PreviewRoutes
 from frameserve.errors import InvalidInput, PayloadTooLarge, QueueFull, Unavailable
 from frameserve.serving.config import format_validation_error
 
@@ -134,6 +135,7 @@ class VideoRoutes:
         self.uploads = uploads
         self._ready = ready
         self._receiving = 0  # uploads being received now (on the loop: no lock)
+        self.preview = PreviewRoutes(streams)  # annotated previews of live streams
 
     def _check_ready(self) -> None:
         if not self._ready():
@@ -348,6 +350,7 @@ class VideoRoutes:
             ("/v1/streams/{stream}", self.get_stream, "GET"),
             ("/v1/streams/{stream}", self.detach_stream, "DELETE"),
             ("/v1/streams/{stream}/events", self.stream_events, "GET"),
+            *self.preview.routes(),
         ]
 
 

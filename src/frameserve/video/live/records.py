@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from frameserve.video.live.preview import PreviewStatus
+
 
 @dataclass(frozen=True, slots=True)
 class LiveRecord:
@@ -69,10 +71,11 @@ class StreamStatus:
     reconnects: int
     owner: str = ""  # the API key name that attached it ("": keys off)
     push: tuple[dict[str, Any], ...] = ()  # its push outputs' status (PushStatus.to_json)
+    preview: PreviewStatus | None = None  # its annotated preview's watchers and counters
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "source": self.source,
             "pipeline": self.pipeline,
@@ -89,3 +92,6 @@ class StreamStatus:
             "owner": self.owner or None,
             "push": [dict(p) for p in self.push],
         }
+        if self.preview is not None:
+            out["preview"] = self.preview.to_json()
+        return out

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from frameserve.errors import ConfigError, InvalidInput
 from frameserve.video.frames import check_sample
 from frameserve.video.live.policy import SourcePolicy, redact
+from frameserve.video.live.preview import PreviewSettings
 from frameserve.video.media import MediaRoot
 from frameserve.video.params import ScriptParams
 from frameserve.video.push.spec import PushList
@@ -94,6 +95,7 @@ class LiveSettings:
     policy: SourcePolicy = SourcePolicy()  # where network sources may connect
     max_subscribers: int = 16  # event subscribers of one stream (QueueFull above)
     max_frame_pixels: int | None = 3840 * 2160  # a larger frame stops the stream
+    preview: PreviewSettings = PreviewSettings()  # annotated previews (MJPEG, JPEG, HLS)
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "subscriber_queue", "decode_threads", "max_subscribers"):

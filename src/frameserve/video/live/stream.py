@@ -24,7 +24,8 @@ restarts the worker. A network source that fails or ends is reopened with expone
 (reset once a connection delivered frames); a file ends the stream, or plays again with
 ``loop``. One stop event ends both threads and the worker. The state is ``connecting`` until
 the first frame, ``running`` while frames come, ``retrying`` between connections (or workers)
-and ``stopped`` at the end; the last error stays in ``last_error``.
+and ``stopped`` at the end; the last error stays in ``last_error``. While someone watches its
+preview, the sink also draws each result onto a small picture of the frame (``StreamPreview``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from frameserve.serving.local import ServerHandle
 from frameserve.video.config import TrackSpec
 from frameserve.video.frames import Sampling
 from frameserve.video.live.policy import redact
+from frameserve.video.live.preview import OFF, PreviewRequest, StreamPreview
 from frameserve.video.live.reader import ReaderResume
 from frameserve.video.live.records import LiveRecord, StreamStatus
 from frameserve.video.live.spec import LiveSettings, LiveSource, StreamSpec
@@ -62,6 +64,7 @@ from frameserve.video.live.worker import (
 )
 from frameserve.video.process import FrameProcessor
 from frameserve.video.pump import Finished, FramePump
+from frameserve.video.streams import overlay_style
 from frameserve.video.track import Tracker, TrackerSettings
 from frameserve.video.worker import WorkerDied
 
@@ -107,6 +110,9 @@ class LiveStream:
         self._pump = FramePump(handle, processor, sink_queue, self._stop, lossy=True)
         self._subscribers = Subscribers(  # loop-owned
             stream_id, settings.subscriber_queue, settings.max_subscribers
+        )
+        self.preview = StreamPreview(  # annotated pictures while watched (video.live.preview)
+            stream_id, settings.preview, self._loop, overlay_style(processor.config)
         )
         self._lock = threading.Lock()
         self._state: State = "connecting"
@@ -197,6 +203,7 @@ class LiveStream:
             self.id, redact(self.spec.source), self.spec.pipeline, self._state,
             self.stats.snapshot(), self._last_error, started, self._reconnects, self.owner,
             self.push.status() if self.push is not None else (),
+            preview=self.preview.status(),
         )  # fmt: skip
 
     def _set_state(self, state: State) -> None:
@@ -276,14 +283,23 @@ class LiveStream:
         """One worker until it ends (True) or the pre-processing changed (False); raises
         ``WorkerDied`` when it dies."""
         worker = LiveWorker(self._worker_spec(), f"live-{self.id}-worker")
+        told = OFF  # what the worker was told about preview pictures
         try:
             for event in worker.events(self._stop, self._pump.has_room):
+                told = self._tell_preview(worker, told)
                 self._on(event, worker.spec)
                 if self._restart:
                     return False
             return True
         finally:
             worker.close()
+
+    def _tell_preview(self, worker: LiveWorker, told: PreviewRequest) -> PreviewRequest:
+        """Tell the worker when the preview's watchers want other pictures (or none now)."""
+        wanted = self.preview.request()
+        if wanted != told:
+            worker.send(wanted)
+        return wanted
 
     def _worker_spec(self) -> LiveWorkerSpec:
         mv = self.processor.single
@@ -336,6 +352,8 @@ class LiveStream:
                      "worker", self.id)  # fmt: skip
             self._restart = True
             return False
+        if event.preview is not None:
+            self.preview.keep(event.index, event.preview)
         prepared = event.prepared()
         prepared.version = mv
         group = self.processor.group([prepared])  # normalised here (see ``Delivered``)
@@ -363,6 +381,7 @@ class LiveStream:
         finally:
             self._stop.set()
             self._set_state("stopped")
+            self.preview.close()
             self._call_loop(self._subscribers.end)
             if self.push is not None:
                 self._call_loop(self.push.end)  # the outputs flush what is queued, then close
@@ -385,6 +404,7 @@ class LiveStream:
         elif tracker is not None and isinstance(result, Moderation):
             tracked = tracker.update(result.detections, float(frame.seconds))
             result = Moderation(tracked, result.verdict)
+        self.preview.render(frame.index, frame.seconds, result)  # only while watched
         fields = result.to_json() if result is not None else {}
         return LiveRecord(self.id, frame.index, frame.pts, frame.time_base, fields)
 

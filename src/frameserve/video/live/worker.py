@@ -22,9 +22,11 @@ nor makes the source back up into FFmpeg's buffers.
 A child that dies (a signal, ``abort``, the out-of-memory killer) shows as the pipe closing:
 ``events`` raises ``WorkerDied`` and the stream starts a new worker after its backoff, from a
 ``ReaderResume`` so frame numbers, connection numbers and a looping file's timestamps keep
-increasing (the new worker reconnects, or plays the file again from its start). The child ignores
-SIGINT and SIGTERM (a service manager signals every process of the service): the server ends it,
-and a child whose server is gone sees its pipe close and ends by itself.
+increasing (the new worker reconnects, or plays the file again from its start). While the
+stream's preview is watched, the reader says so (a ``PreviewRequest``) and the child attaches a
+small RGB picture to some frames (``video.live.preview``); otherwise it sends none. The child
+ignores SIGINT and SIGTERM (a service manager signals every process of the service): the server
+ends it, and a child whose server is gone sees its pipe close and ends by itself.
 """
 
 from __future__ import annotations
@@ -39,15 +41,18 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import av.error
+import cv2
 import numpy as np
 
 from frameserve.errors import FrameserveError
 from frameserve.processing.spec import PreprocessSpec
 from frameserve.processing.transform import Geometry, Preprocessor
 from frameserve.video.frames import Frame, Sampling
+from frameserve.video.live.preview import OFF, PictureGate, PreviewPicture, PreviewRequest
 from frameserve.video.live.reader import ReaderResume, SourceReader
 from frameserve.video.live.spec import LiveSettings, LiveSource
 from frameserve.video.prepare import FramePreparer, Prepared
+from frameserve.video.preview import preview_size
 from frameserve.video.worker import POLL_S, WorkerProcess
 
 log = logging.getLogger(__name__)
@@ -112,6 +117,7 @@ class Delivered:
     placed: np.ndarray | None
     tensor: np.ndarray | None
     image: np.ndarray | None
+    preview: PreviewPicture | None = None  # only while the reader asks for pictures
 
     def prepared(self) -> Prepared:
         """The frame as the pump takes it (still to be grouped: ``FrameProcessor.group``)."""
@@ -179,16 +185,20 @@ class _SourceLoop:
         pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
         self.preparer = FramePreparer(pre, spec.where)
         self.connection = spec.resume.connection
+        self.preview = OFF  # pictures for the stream's preview (``video.live.preview``)
+        self.gate = PictureGate(0.0)
         self.listener = threading.Thread(target=self._listen, name="listen", daemon=True)
         self.listener.start()
 
     def _listen(self) -> None:
-        """Credits and the stop request from the server; a closed pipe (the server is gone)
-        stops the worker too."""
+        """Credits, preview requests and the stop request from the server; a closed pipe (the
+        server is gone) stops the worker too."""
         try:
             while (message := self.conn.recv()) != "stop":
                 if message == "credit":
                     self.credits.release()
+                elif isinstance(message, PreviewRequest):
+                    self.preview = message
         except (EOFError, OSError):
             pass
         self.stop.set()
@@ -274,16 +284,37 @@ class _SourceLoop:
             self.conn.send(Busy(frame.index, frame.pts))
             return
         try:
+            picture = self._preview(frame, arrived)
             p = self.preparer.prepare(frame)
             image = None if p.model_input else frame.image
             message = Delivered(
                 frame.index, frame.pts, frame.time_base, frame.keyframe, arrived,
-                self.connection, p.geometry, p.seconds, p.placed, p.tensor, image,
+                self.connection, p.geometry, p.seconds, p.placed, p.tensor, image, picture,
             )  # fmt: skip
             self.conn.send(message)
         except BaseException:
             self.credits.release()  # nothing reached the server: its credit is still ours
             raise
+
+    def _preview(self, frame: Frame, arrived: float) -> PreviewPicture | None:
+        """The frame scaled down for the stream's preview, while the server asks for pictures
+        and one is due (``PreviewRequest``); made here from the decoder's picture, before it is
+        let go, so the server process spends nothing on scaling (multi-model pipelines too,
+        whose whole frame also comes: scaling it in the server would cost its cores)."""
+        request = self.preview
+        if self.gate.fps != request.fps:
+            self.gate = PictureGate(request.fps)
+        size = frame.size
+        if not request.on or size is None or not self.gate.due(arrived):
+            return None
+        w, h = preview_size(size[0], size[1], request.width)
+        if frame.picture is not None:
+            small = frame.picture.reformat(width=w, height=h, format="rgb24",
+                                           interpolation="BILINEAR").to_ndarray()  # fmt: skip
+        else:
+            assert frame.image is not None
+            small = cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_AREA)
+        return PreviewPicture(small, size)
 
 
 # -- the server's side -------------------------------------------------------------------------
