@@ -1,0 +1,331 @@
+"""The coordinator of one distributed job: plan, place, commit, merge.
+
+Runs in the job's thread (``video run --ray``: the main thread). It plans the chunks by
+demuxing (``chunks.plan_chunks``), copies each chunk's packets into a piece beside the job,
+starts one ``ChunkWorker`` actor per live node (hard node affinity; named by job, node and
+attempt, since a dead actor's name is not freed at once) and keeps at most two chunks queued
+on each, so the next piece travels while one runs. Ray is called per chunk, never per frame.
+
+Each finished chunk is committed once to the ``ChunkStore`` (only this thread writes). A
+worker that dies (its node killed, the OOM killer) gives its chunks back to the queue; a
+worker that cannot start (no model repository on its node) marks the node unusable with that
+reason. A chunk that fails by itself three times fails the job. When every chunk is in, the
+lines are joined in order with track ids stitched (``stitch``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from frameserve.errors import NotSupported, Unavailable, VideoError
+from frameserve.scale.chunks import ChunkPlan, piece_path, plan_chunks, write_pieces
+from frameserve.scale.cluster import Node, RaySettings, alive_nodes
+from frameserve.scale.stitch import stitch
+from frameserve.scale.store import ChunkStore
+from frameserve.scale.worker import ChunkResult, ChunkWorker, WorkerSetup
+from frameserve.video.decode import probe
+from frameserve.video.frames import Sampling
+
+log = logging.getLogger(__name__)
+
+QUEUED_PER_WORKER = 2  # one running, one whose piece is on its way
+MAX_CHUNK_FAILURES = 3  # a chunk that fails by itself (not its worker) this often fails the job
+MAX_WORKER_STARTS = 3  # per node: then the node is left out of this job
+NO_NODE_TIMEOUT_S = 60.0  # no usable node for this long: the job fails
+REFRESH_S = 1.0  # how often the node list is read
+
+
+@dataclass(frozen=True)
+class ChunkProgress:
+    """What ``progress.chunks`` shows."""
+
+    done: int = 0
+    running: int = 0
+    total: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"done": self.done, "running": self.running, "total": self.total}
+
+
+@dataclass
+class _Worker:
+    node: Node
+    actor: Any
+    attempt: int
+    ready: Any  # the ref of ``ready()`` until it answered, then None
+    queued: dict[Any, int] = field(default_factory=dict)  # ref -> chunk number
+
+
+@dataclass
+class _Stats:
+    """Counters the benchmark reads."""
+
+    coordinator_cpu_s: float = 0.0
+    chunks_run: int = 0
+    workers_lost: int = 0
+    duplicates: int = 0
+    recovered_at: list[float] = field(default_factory=list)
+
+
+class Coordinator:
+    """Runs one input's chunks across the cluster; see the module docstring."""
+
+    def __init__(
+        self,
+        ray: Any,
+        settings: RaySettings,
+        store: ChunkStore,
+        setup: WorkerSetup,
+        source: Path,
+        folder: Path,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """``folder``: where the pieces go (kept until the job ends, for a restart)."""
+        self.ray = ray
+        self.settings = settings
+        self.store = store
+        self.setup = setup
+        self.source = source
+        self.pieces = folder
+        self.stop = stop or threading.Event()
+        self.plan: ChunkPlan | None = None
+        self.stats = _Stats()
+        self._done: set[int] = set()
+        self._running = 0
+        self._workers: dict[str, _Worker] = {}
+        self._unusable: dict[str, str] = {}  # node id -> why it is left out
+        self._starts: dict[str, int] = {}
+        self._failures: dict[int, int] = {}
+        self._remote = ray.remote(ChunkWorker)
+
+    # -- planning -----------------------------------------------------------------------------
+    def prepare(self) -> ChunkPlan:
+        """The plan (the stored one on a resume) and the pieces of the chunks not committed."""
+        job = self.setup.job
+        plan = self.store.plan(job)
+        if plan is None or plan.sampling != self.setup.sampling:
+            plan = self._new_plan()
+            self.store.save_plan(job, plan)
+        self._done = self.store.committed(job)
+        missing = [c for c in plan.chunks if c.number not in self._done
+                   and not piece_path(self.pieces, c.number).is_file()]  # fmt: skip
+        if missing:
+            write_pieces(self.source, plan, self.pieces)
+        self.plan = plan
+        if self._done:
+            log.info("job %s: resuming, %d of %d chunks committed", job, len(self._done),
+                     len(plan.chunks))  # fmt: skip
+        return plan
+
+    def _new_plan(self) -> ChunkPlan:
+        info = probe(self.source)
+        rate = float(info.rate) if info.rate else 25.0
+        frames = max(1, round(self.settings.chunk_seconds * rate))
+        sampling = Sampling.parse(self.setup.sampling)
+        return plan_chunks(self.source, sampling, frames, self.settings.overlap)
+
+    def progress(self) -> tuple[int, ChunkProgress]:
+        """Frames committed and the chunk counts (any thread)."""
+        plan = self.plan
+        if plan is None:
+            return 0, ChunkProgress()
+        done = set(self._done)
+        frames = sum(c.kept for c in plan.chunks if c.number in done)
+        return frames, ChunkProgress(len(done), self._running, len(plan.chunks))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> bool:
+        """Run every chunk not committed; True when all are, False when stopped first."""
+        plan = self.plan or self.prepare()
+        pending = deque(c.number for c in plan.chunks if c.number not in self._done)
+        cpu0, last_refresh, no_node_since = time.process_time(), 0.0, time.monotonic()
+        try:
+            while len(self._done) < len(plan.chunks):
+                if self.stop.is_set():
+                    return False
+                now = time.monotonic()
+                if now - last_refresh >= REFRESH_S:
+                    self._refresh(pending)
+                    last_refresh = now
+                if self._workers:
+                    no_node_since = now
+                elif now - no_node_since > NO_NODE_TIMEOUT_S:
+                    raise Unavailable(self._no_node_reason())
+                self._fill(pending)
+                self._collect(pending)
+        finally:
+            self.stats.coordinator_cpu_s += time.process_time() - cpu0
+            self._stop_workers()
+        return True
+
+    def _refresh(self, pending: deque[int]) -> None:
+        """Start a worker on each new usable node; give back the chunks of gone ones."""
+        nodes = {n.id: n for n in alive_nodes(self.ray)}
+        for node_id in list(self._workers):
+            if node_id not in nodes:
+                self._lose(self._workers[node_id], pending, "its node is gone")
+        for node in nodes.values():
+            if node.id not in self._workers and node.id not in self._unusable:
+                self._start(node)
+
+    def _start(self, node: Node) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        attempt = self._starts.get(node.id, 0) + 1
+        if attempt > MAX_WORKER_STARTS:
+            self._unusable[node.id] = f"its worker died {attempt - 1} times"
+            return
+        self._starts[node.id] = attempt
+        cpus = self.settings.worker_cpus or node.cpus
+        setup = WorkerSetup(**{**self.setup.__dict__, "cpus": cpus})
+        actor = self._remote.options(
+            name=f"{self.setup.job[:12]}-{node.id[:8]}-a{attempt}",
+            num_cpus=cpus,
+            max_restarts=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False),
+        ).remote(setup)
+        self._workers[node.id] = _Worker(node, actor, attempt, actor.ready.remote())
+
+    def _fill(self, pending: deque[int]) -> None:
+        assert self.plan is not None
+        for worker in self._workers.values():
+            while worker.ready is None and pending and len(worker.queued) < QUEUED_PER_WORKER:
+                number = pending.popleft()
+                chunk = self.plan.chunks[number]
+                piece = self.ray.put(piece_path(self.pieces, number).read_bytes())
+                ref = worker.actor.run.remote(chunk.to_json(), piece)
+                worker.queued[ref] = number
+        self._running = sum(len(w.queued) for w in self._workers.values())
+
+    def _collect(self, pending: deque[int]) -> None:
+        refs = {}
+        for worker in self._workers.values():
+            if worker.ready is not None:
+                refs[worker.ready] = worker
+            for ref in worker.queued:
+                refs[ref] = worker
+        if not refs:
+            time.sleep(0.1)
+            return
+        ready, _ = self.ray.wait(list(refs), num_returns=1, timeout=0.5)
+        for ref in ready:
+            worker = refs[ref]
+            if self._workers.get(worker.node.id) is worker:
+                self._answer(worker, ref, pending)
+
+    def _answer(self, worker: _Worker, ref: Any, pending: deque[int]) -> None:
+        exc = self.ray.exceptions
+        try:
+            value = self.ray.get(ref)
+        except exc.RayActorError as err:
+            starting = worker.ready is ref
+            self._lose(worker, pending, _reason(err))
+            if starting:  # it never ran: its node cannot take this job's work
+                self._unusable[worker.node.id] = _reason(err)
+            return
+        except exc.RayTaskError as err:
+            number = worker.queued.pop(ref)
+            self._chunk_failed(number, _reason(err), pending)
+            return
+        if worker.ready is ref:
+            worker.ready = None
+            log.info("job %s: worker %d ready on node %s", self.setup.job, worker.attempt,
+                     worker.node.address)  # fmt: skip
+            return
+        worker.queued.pop(ref)
+        self._commit(value, worker.node.id)
+        self.stats.chunks_run += 1
+
+    def _commit(self, result: ChunkResult, node: str) -> None:
+        if self.store.commit(self.setup.job, result.number, result.lines, result.overlap,
+                             node, result.seconds):  # fmt: skip
+            self._done.add(result.number)
+        else:
+            self.stats.duplicates += 1
+        piece_path(self.pieces, result.number).unlink(missing_ok=True)
+
+    def _chunk_failed(self, number: int, reason: str, pending: deque[int]) -> None:
+        n = self._failures[number] = self._failures.get(number, 0) + 1
+        if n >= MAX_CHUNK_FAILURES:
+            raise VideoError(f"chunk {number}: failed {n} times: {reason}")
+        log.warning("job %s: chunk %d failed (%s); running it again", self.setup.job, number,
+                    reason)  # fmt: skip
+        pending.appendleft(number)
+
+    def _lose(self, worker: _Worker, pending: deque[int], reason: str) -> None:
+        """A worker is gone: its chunks go back to the front of the queue."""
+        self._workers.pop(worker.node.id, None)
+        self.stats.workers_lost += 1
+        self.stats.recovered_at.append(time.monotonic())
+        lost = sorted(n for n in worker.queued.values() if n not in self._done)
+        pending.extendleft(reversed(lost))
+        log.warning("job %s: worker on node %s lost (%s); chunks %s run elsewhere",
+                    self.setup.job, worker.node.address, reason, lost)  # fmt: skip
+        self._kill(worker)
+
+    def _kill(self, worker: _Worker) -> None:
+        try:
+            self.ray.kill(worker.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - an actor on a dead node may be gone already
+            log.debug("killing a lost worker failed", exc_info=True)
+
+    def _stop_workers(self) -> None:
+        for worker in list(self._workers.values()):
+            self._kill(worker)
+        self._workers.clear()
+        self._running = 0
+
+    def _no_node_reason(self) -> str:
+        why = "; ".join(f"node {n[:8]}: {r}" for n, r in self._unusable.items())
+        return f"job {self.setup.job}: no node can run its chunks" + (f" ({why})" if why else "")
+
+    # -- the end ----------------------------------------------------------------------------
+    def merge(self, out: Path) -> int:
+        """Join the committed chunks into ``out`` (whole or absent); returns the lines."""
+        assert self.plan is not None
+        partial = out.with_name(out.name + ".partial")
+        count = 0
+        with partial.open("wb") as f:
+            for line in stitch(self.store.results(self.setup.job, len(self.plan.chunks))):
+                f.write(line)
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, out)
+        if count != self.plan.kept:
+            raise VideoError(f"job {self.setup.job}: joined {count} lines, expected "
+                             f"{self.plan.kept}")  # fmt: skip
+        return count
+
+    def finish(self) -> None:
+        """Forget the job's chunks and pieces once its results are written."""
+        self.store.drop(self.setup.job)
+        for path in self.pieces.glob("*.mp4"):
+            path.unlink(missing_ok=True)
+
+
+def _reason(err: BaseException) -> str:
+    """The useful line of a Ray error: the cause a worker raised, else Ray's own words."""
+    text = str(err)
+    for line in reversed(text.splitlines()):
+        if "Error:" in line and "ray." not in line.split("Error:")[0]:
+            return line.strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_pipeline(name: str, interpolates: bool, video_out: bool) -> None:
+    """What a distributed job cannot do yet, refused before any work."""
+    if interpolates:
+        raise NotSupported(f"--ray: pipeline {name} makes new frames; run it on one node")
+    if video_out:
+        raise NotSupported(
+            f"--ray: pipeline {name}: encoded output (video_out) is not distributed yet; "
+            "run it on one node"
+        )

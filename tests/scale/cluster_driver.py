@@ -1,0 +1,213 @@
+"""A Ray cluster of N nodes on this machine, and a distributed job over it; run inside a
+private network namespace (Ray binds wildcard addresses): ``unshare -n`` then
+``ip link set lo up`` (``tests/scale/test_ray_jobs.py`` and ``benchmarks/ray/run.py`` do).
+
+Each node is ``ray start --block`` with ``--num-cpus 1``, pinned with ``taskset`` to a core of
+its own, ``--node-ip-address=127.0.0.1``, token authentication with a token file this script
+writes (and removes), health checks every 500 ms so a dead node is seen in about 3 s, and every
+Ray temp dir under ``--tmp``. Every process ended is one this script started, by PID.
+
+``--kill-at F``: SIGKILL the last node's raylet once F of the chunks are committed. The job's
+result lines go to ``--out``; what happened (timings, chunks, recoveries) is printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+PORT = 6390
+
+
+def _env(tmp: Path, token: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HOME=str(tmp / "home"),
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token),
+        RAY_health_check_period_ms="500",
+        RAY_health_check_failure_threshold="3",
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    env.pop("RAY_AUTH_TOKEN", None)
+    return env
+
+
+def start_nodes(n: int, tmp: Path, token: Path, cores: list[int]) -> list[subprocess.Popen[bytes]]:
+    ray = str(Path(sys.executable).with_name("ray"))
+    env = _env(tmp, token)
+    (tmp / "home").mkdir(parents=True, exist_ok=True)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("RAY")})
+    nodes = []
+    for i in range(n):
+        args = ["taskset", "-c", str(cores[i % len(cores)]), ray, "start", "--block",
+                "--num-cpus", "1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
+        if i == 0:
+            args += ["--head", f"--port={PORT}", f"--temp-dir={tmp / 'ray'}",
+                     "--include-dashboard=false"]  # fmt: skip
+        else:
+            args += [f"--address=127.0.0.1:{PORT}"]
+        log = (tmp / f"node{i}.log").open("wb")
+        nodes.append(subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True))
+        if i == 0:
+            _wait_port(PORT, 60.0, nodes[0])
+    return nodes
+
+
+def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the head exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the head did not listen on {port} in {timeout_s} s")
+
+
+def descendants(procs: list[subprocess.Popen[bytes]]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            out.append(psutil.Process(p.pid))
+            out.extend(psutil.Process(p.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def raylet_of(node: subprocess.Popen[bytes]) -> psutil.Process:
+    for child in psutil.Process(node.pid).children(recursive=True):
+        if child.name() == "raylet":
+            return child
+    raise RuntimeError(f"no raylet under the node started as PID {node.pid}")
+
+
+def stop_nodes(nodes: list[subprocess.Popen[bytes]]) -> None:
+    """End every process the nodes started (by PID), then the nodes themselves."""
+    procs = descendants(nodes)
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+    for node in nodes:
+        node.wait(10)
+
+
+def run_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    from frameserve.scale.cluster import RaySettings, alive_nodes, connect
+    from frameserve.scale.coordinator import Coordinator
+    from frameserve.scale.store import ChunkStore
+    from frameserve.scale.worker import WorkerSetup
+    from frameserve.video.config import load_video_pipeline
+
+    settings = RaySettings(f"127.0.0.1:{PORT}", Path(args.token), chunk_seconds=args.chunk_s)
+    ray = connect(settings)
+    deadline = time.monotonic() + 60
+    while len(alive_nodes(ray)) < args.nodes and time.monotonic() < deadline:
+        time.sleep(0.2)
+    name, config = load_video_pipeline(args.pipeline, Path(args.repository))
+    setup = WorkerSetup("testjob", name, config, Path(args.repository), args.sample, 1)
+    store = ChunkStore(Path(args.tmp) / "chunks.db")
+    coord = Coordinator(ray, settings, store, setup, Path(args.input), Path(args.tmp) / "pieces")
+    started = time.monotonic()
+    plan = coord.prepare()
+    killed: dict[str, float] = {}
+    if args.kill_at:
+        watcher = threading.Thread(target=_killer, args=(coord, nodes[-1], args.kill_at, killed))
+        watcher.daemon = True
+        watcher.start()
+    cpu0 = time.process_time()
+    coord.run()
+    run_s = time.monotonic() - started
+    lines = coord.merge(Path(args.out))
+    return {
+        "chunks": len(plan.chunks),
+        "lines": lines,
+        "wall_s": run_s,
+        "coordinator_cpu_s": time.process_time() - cpu0,
+        "workers_lost": coord.stats.workers_lost,
+        "lost_at_s": [t - started for t in coord.stats.recovered_at],
+        "killed_at_s": killed.get("at", 0) - started if killed else None,
+        "duplicates": coord.stats.duplicates,
+        "nodes_by_chunk": _nodes(store),
+        "ray_memory": _memory(nodes),
+    }
+
+
+def _killer(coord: Any, node: subprocess.Popen[bytes], at: float, out: dict[str, float]) -> None:
+    while True:
+        _, chunks = coord.progress()
+        if chunks.total and chunks.done >= at * chunks.total:
+            break
+        time.sleep(0.05)
+    raylet_of(node).kill()
+    out["at"] = time.monotonic()
+
+
+def _nodes(store: Any) -> list[str]:
+    rows = store._db.execute("SELECT node FROM ray_chunks ORDER BY number").fetchall()
+    return [r[0] for r in rows]
+
+
+def _memory(nodes: list[subprocess.Popen[bytes]]) -> list[int]:
+    """Resident bytes of each node's Ray processes (workers included)."""
+    out = []
+    for node in nodes:
+        total = 0
+        for p in descendants([node]):
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        out.append(total)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    for flag in ("--tmp", "--input", "--repository", "--out", "--pipeline"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--sample", default="all")
+    p.add_argument("--chunk-s", type=float, default=6.0)
+    p.add_argument("--kill-at", type=float, default=0.0)
+    args = p.parse_args()
+    tmp = Path(args.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    token = tmp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    args.token = str(token)
+    cores = sorted(os.sched_getaffinity(0))
+    nodes = start_nodes(args.nodes, tmp, token, cores)
+    try:
+        report = run_job(args, nodes)
+    finally:
+        import ray
+
+        ray.shutdown()
+        stop_nodes(nodes)
+        token.unlink(missing_ok=True)
+    print(json.dumps(report))  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
