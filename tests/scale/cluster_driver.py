@@ -17,9 +17,11 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,7 +46,10 @@ def _env(tmp: Path, token: Path) -> dict[str, str]:
     return env
 
 
-def start_nodes(n: int, tmp: Path, token: Path, cores: list[int]) -> list[subprocess.Popen[bytes]]:
+def start_nodes(
+    n: int, tmp: Path, token: Path, cores: list[int], ray_tmp: Path
+) -> list[subprocess.Popen[bytes]]:
+    """``ray_tmp``: Ray's temp dir, short (its socket paths must fit in 107 bytes)."""
     ray = str(Path(sys.executable).with_name("ray"))
     env = _env(tmp, token)
     (tmp / "home").mkdir(parents=True, exist_ok=True)
@@ -52,14 +57,17 @@ def start_nodes(n: int, tmp: Path, token: Path, cores: list[int]) -> list[subpro
     nodes = []
     for i in range(n):
         args = ["taskset", "-c", str(cores[i % len(cores)]), ray, "start", "--block",
-                "--num-cpus", "1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
+                "--num-cpus", "1", "--node-ip-address=127.0.0.1",
+                "--disable-usage-stats"]  # fmt: skip
         if i == 0:
-            args += ["--head", f"--port={PORT}", f"--temp-dir={tmp / 'ray'}",
+            args += ["--head", f"--port={PORT}", f"--temp-dir={ray_tmp}",
                      "--include-dashboard=false"]  # fmt: skip
         else:
             args += [f"--address=127.0.0.1:{PORT}"]
         log = (tmp / f"node{i}.log").open("wb")
-        nodes.append(subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True))
+        nodes.append(
+            subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True)
+        )
         if i == 0:
             _wait_port(PORT, 60.0, nodes[0])
     return nodes
@@ -196,7 +204,8 @@ def main() -> int:
     token.write_text(secrets.token_hex(32))
     args.token = str(token)
     cores = sorted(os.sched_getaffinity(0))
-    nodes = start_nodes(args.nodes, tmp, token, cores)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="fsray-"))
+    nodes = start_nodes(args.nodes, tmp, token, cores, ray_tmp)
     try:
         report = run_job(args, nodes)
     finally:
@@ -205,6 +214,7 @@ def main() -> int:
         ray.shutdown()
         stop_nodes(nodes)
         token.unlink(missing_ok=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     print(json.dumps(report))  # noqa: T201
     return 0
 

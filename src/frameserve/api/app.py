@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry, ShmSettings
 from frameserve.api.tls import ServerTls, TlsSettings, load_tls
+from frameserve.scale.cluster import RaySettings
 from frameserve.serving.local import AttachedServer
 from frameserve.serving.server import InferenceServer, RequestLimits, ServerSettings
 from frameserve.video.jobs import JobQueue, JobSettings
@@ -77,6 +79,7 @@ class VideoServiceSettings:
     max_streams: int = 16
     source_policy: SourcePolicy = SourcePolicy()  # where network stream sources may connect
     limits: VideoLimits = field(default_factory=VideoLimits)
+    ray: RaySettings | None = None  # serve --ray: jobs run across a Ray cluster (scale/)
 
 
 class _Video:
@@ -103,6 +106,7 @@ class _Video:
                 max_retries=settings.max_job_retries,
                 limits=settings.limits,
             ),
+            runner_factory=_ray_jobs(settings.ray),
         )
         self.streams = LiveStreams(
             handle,
@@ -130,6 +134,15 @@ class _Video:
         self.closing = True
         await asyncio.to_thread(self.streams.close, timeout_s)
         await asyncio.to_thread(self.jobs.close, timeout_s)
+
+
+def _ray_jobs(settings: RaySettings | None) -> Callable[..., Any] | None:
+    """``--ray``: jobs run their chunks on the cluster (Ray imported only then)."""
+    if settings is None:
+        return None
+    from frameserve.scale.jobs import ray_runner_factory
+
+    return ray_runner_factory(settings)
 
 
 class _HttpServer(uvicorn.Server):

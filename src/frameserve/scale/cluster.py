@@ -107,7 +107,9 @@ def connect(settings: RaySettings) -> Any:
         hint = ""
         if "auth" in str(err).lower() or "token" in str(err).lower():
             hint = " (token authentication: give --ray-auth-token-file, the head's token)"
-        raise Unavailable(f"--ray {settings.address}: cannot join the cluster: {err}{hint}") from None
+        raise Unavailable(
+            f"--ray {settings.address}: cannot join the cluster: {err}{hint}"
+        ) from None
     nodes = alive_nodes(ray)
     log.info("ray: joined %s as coordinator, %d node(s) alive", settings.address, len(nodes))
     return ray

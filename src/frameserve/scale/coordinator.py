@@ -20,9 +20,10 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from frameserve.errors import NotSupported, Unavailable, VideoError
 from frameserve.scale.chunks import ChunkPlan, piece_path, plan_chunks, write_pieces
@@ -32,8 +33,10 @@ from frameserve.scale.store import ChunkStore
 from frameserve.scale.worker import ChunkResult, ChunkWorker, WorkerSetup
 from frameserve.video.decode import probe
 from frameserve.video.frames import Sampling
+from frameserve.video.worker import run_isolated
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUED_PER_WORKER = 2  # one running, one whose piece is on its way
 MAX_CHUNK_FAILURES = 3  # a chunk that fails by itself (not its worker) this often fails the job
@@ -86,8 +89,11 @@ class Coordinator:
         source: Path,
         folder: Path,
         stop: threading.Event | None = None,
+        isolate: bool = False,
     ) -> None:
-        """``folder``: where the pieces go (kept until the job ends, for a restart)."""
+        """``folder``: where the pieces go (kept until the job ends, for a restart);
+        ``isolate``: demux in a child process (``run_isolated``: FFmpeg reading an untrusted
+        file in ``frameserve serve``)."""
         self.ray = ray
         self.settings = settings
         self.store = store
@@ -95,6 +101,7 @@ class Coordinator:
         self.source = source
         self.pieces = folder
         self.stop = stop or threading.Event()
+        self.isolate = isolate
         self.plan: ChunkPlan | None = None
         self.stats = _Stats()
         self._done: set[int] = set()
@@ -117,7 +124,7 @@ class Coordinator:
         missing = [c for c in plan.chunks if c.number not in self._done
                    and not piece_path(self.pieces, c.number).is_file()]  # fmt: skip
         if missing:
-            write_pieces(self.source, plan, self.pieces)
+            self._demux(write_pieces, self.source, plan, self.pieces, doing="cutting")
         self.plan = plan
         if self._done:
             log.info("job %s: resuming, %d of %d chunks committed", job, len(self._done),
@@ -125,11 +132,19 @@ class Coordinator:
         return plan
 
     def _new_plan(self) -> ChunkPlan:
-        info = probe(self.source)
+        info = self._demux(probe, self.source, doing="reading the header of")
         rate = float(info.rate) if info.rate else 25.0
         frames = max(1, round(self.settings.chunk_seconds * rate))
         sampling = Sampling.parse(self.setup.sampling)
-        return plan_chunks(self.source, sampling, frames, self.settings.overlap)
+        overlap = self.settings.overlap
+        return self._demux(plan_chunks, self.source, sampling, frames, overlap, doing="planning")
+
+    def _demux(self, target: Callable[..., T], *args: Any, doing: str) -> T:
+        if not self.isolate:
+            return target(*args)
+        name = f"job-{self.setup.job[:8]}-plan"
+        return run_isolated(target, *args, name=name, doing=f"{doing} {self.source}",
+                            timeout_s=3600.0, stop=self.stop)  # fmt: skip
 
     def progress(self) -> tuple[int, ChunkProgress]:
         """Frames committed and the chunk counts (any thread)."""

@@ -65,12 +65,12 @@ class TrackStitcher:
             if joined is None:
                 continue
             theirs = _tracked(orjson.loads(joined))
-            for mine in _tracked(line):
-                for other in theirs:
-                    if mine.get("label") != other.get("label"):
+            for det in _tracked(line):
+                for prev in theirs:
+                    if det.get("label") != prev.get("label"):
                         continue
-                    key = (int(mine["track_id"]), int(other["track_id"]))
-                    scores[key] = scores.get(key, 0.0) + _iou(mine["box"], other["box"])
+                    key = (int(det["track_id"]), int(prev["track_id"]))
+                    scores[key] = scores.get(key, 0.0) + _iou(det["box"], prev["box"])
         frames = max(1, len(self._previous))
         mapping: dict[int, int] = {}
         used: set[int] = set()

@@ -122,7 +122,8 @@ class ChunkWorker:
 def split_lines(data: bytes, chunk: Chunk) -> tuple[bytes, bytes]:
     """The chunk's own lines and its overlap lines; frames at or after its bound (decoded
     only because they came before a needed packet in decode order) are dropped."""
-    own, overlap = [], []
+    own: list[bytes] = []
+    overlap: list[bytes] = []
     for raw in data.splitlines():
         if not raw:
             continue

@@ -22,8 +22,10 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from frameserve import logcontext
 from frameserve.errors import (
@@ -75,9 +77,17 @@ class _Active:
 class JobQueue:
     """Video jobs over one server; see the module docstring for threads and limits."""
 
-    def __init__(self, handle: ServerHandle, settings: JobSettings) -> None:
+    def __init__(
+        self,
+        handle: ServerHandle,
+        settings: JobSettings,
+        runner_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        """``runner_factory``: makes each execution's runner (default ``JobRunner``; ``serve
+        --ray``: one that runs the job's chunks across a cluster, ``scale.jobs``)."""
         self.handle = handle
         self.settings = settings
+        self._runner_factory = runner_factory or JobRunner
         self.media = MediaRoot(settings.media_root)
         self.uploads = (settings.state_dir / "uploads").resolve()
         self._lock = threading.RLock()
@@ -406,7 +416,7 @@ class JobQueue:
         try:
             with self._lock:
                 job = self._stored(active.id)
-                runner = active.runner = JobRunner(
+                runner = active.runner = self._runner_factory(
                     self.handle, self.settings, job, lambda cp: self._commit(active, cp),
                     active.stop,
                 )  # fmt: skip
