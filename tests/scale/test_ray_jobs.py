@@ -18,12 +18,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from video.media import make_clip
 
 from frameserve.serving.local import LocalServer
 from frameserve.serving.server import ServerSettings
 from frameserve.video.config import load_video_pipeline
 from frameserve.video.run import RunOptions, VideoRun
-from video.media import make_clip
 
 pytest.importorskip("ray", reason="the ray extra (frameserve[ray]) is not installed")
 
