@@ -24,12 +24,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 PORT = 6390
+HTTP_PORT = 18000
 
 
 def _env(tmp: Path, token: Path) -> dict[str, str]:
@@ -47,9 +49,10 @@ def _env(tmp: Path, token: Path) -> dict[str, str]:
 
 
 def start_nodes(
-    n: int, tmp: Path, token: Path, cores: list[int], ray_tmp: Path
+    n: int, tmp: Path, token: Path, cores: list[int], ray_tmp: Path, hide: Path | None = None
 ) -> list[subprocess.Popen[bytes]]:
-    """``ray_tmp``: Ray's temp dir, short (its socket paths must fit in 107 bytes)."""
+    """``ray_tmp``: Ray's temp dir, short (its socket paths must fit in 107 bytes); ``hide``:
+    a folder the last node does not see (a tmpfs over it, in a mount namespace of its own)."""
     ray = str(Path(sys.executable).with_name("ray"))
     env = _env(tmp, token)
     (tmp / "home").mkdir(parents=True, exist_ok=True)
@@ -64,6 +67,9 @@ def start_nodes(
                      "--include-dashboard=false"]  # fmt: skip
         else:
             args += [f"--address=127.0.0.1:{PORT}"]
+        if hide is not None and i == n - 1:
+            shell = f"mount -t tmpfs tmpfs {hide} && exec {' '.join(args)}"
+            args = ["unshare", "-m", "--propagation", "private", "bash", "-c", shell]
         log = (tmp / f"node{i}.log").open("wb")
         nodes.append(
             subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True)
@@ -189,6 +195,82 @@ def _memory(nodes: list[subprocess.Popen[bytes]]) -> list[int]:
     return out
 
 
+def serve_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    """``frameserve serve --ray`` takes a job; the server is killed (SIGKILL) at ``--kill-at``
+    of the chunks and started again: the job resumes from its committed chunks."""
+    tmp, clip = Path(args.tmp), Path(args.input)
+    media = tmp / "media"
+    media.mkdir(exist_ok=True)
+    shutil.copyfile(clip, media / clip.name)  # the media root refuses links out of it
+    server = _start_server(args, tmp, 0)
+    seen: list[dict[str, int]] = []
+    try:
+        job = _http("POST", "/v1/jobs", {"pipeline": args.pipeline, "input": clip.name})
+        record = _poll(job["id"], seen, lambda r: _chunks_done(r) >= args.kill_at)
+        server.kill()
+        server.wait(30)
+        server = _start_server(args, tmp, 1)
+        record = _poll(job["id"], seen, lambda r: r["state"] in ("succeeded", "failed"))
+        results = _http_bytes(f"/v1/jobs/{job['id']}/results")
+    finally:
+        server.kill()
+        server.wait(30)
+    Path(args.out).write_bytes(results)
+    logs = "".join((tmp / f"server{i}.log").read_text() for i in range(2))
+    return {"job": record, "chunks_seen": seen, "log": logs[-20000:]}
+
+
+def _chunks_done(record: dict[str, Any]) -> float:
+    chunks = record["progress"].get("chunks")
+    return chunks["done"] / chunks["total"] if chunks and chunks["total"] else 0.0
+
+
+def _start_server(args: argparse.Namespace, tmp: Path, n: int) -> subprocess.Popen[bytes]:
+    exe = str(Path(sys.executable).with_name("frameserve"))
+    command = [exe, "serve", "--repository", args.repository, "--ray", f"127.0.0.1:{PORT}",
+               "--ray-auth-token-file", args.token, "--ray-chunk-seconds", str(args.chunk_s),
+               "--media-root", str(tmp / "media"), "--state-dir", str(tmp / "state"),
+               "--http-port", str(HTTP_PORT), "--grpc-port", str(HTTP_PORT + 1),
+               "--log-format", "text"]  # fmt: skip
+    log = (tmp / f"server{n}.log").open("wb")
+    server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}")
+        try:
+            _http_bytes("/v2/health/ready")
+            return server
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("the server did not get ready in 90 s")
+
+
+def _poll(job_id: str, seen: list[dict[str, int]], until: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        record = _http("GET", f"/v1/jobs/{job_id}")
+        if "chunks" in record["progress"]:
+            seen.append(record["progress"]["chunks"])
+        if until(record):
+            return record
+        time.sleep(0.1)
+    raise RuntimeError(f"job {job_id}: still {record['state']} after 150 s")
+
+
+def _http(method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{HTTP_PORT}{path}", data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _http_bytes(path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}{path}", timeout=30) as response:
+        return bytes(response.read())
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     for flag in ("--tmp", "--input", "--repository", "--out", "--pipeline"):
@@ -197,6 +279,9 @@ def main() -> int:
     p.add_argument("--sample", default="all")
     p.add_argument("--chunk-s", type=float, default=6.0)
     p.add_argument("--kill-at", type=float, default=0.0)
+    p.add_argument("--serve", action="store_true", help="the job through frameserve serve --ray")
+    p.add_argument("--hide-repository", action="store_true",
+                   help="the last node does not see the repository's folder")  # fmt: skip
     args = p.parse_args()
     tmp = Path(args.tmp)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -205,9 +290,10 @@ def main() -> int:
     args.token = str(token)
     cores = sorted(os.sched_getaffinity(0))
     ray_tmp = Path(tempfile.mkdtemp(prefix="fsray-"))
-    nodes = start_nodes(args.nodes, tmp, token, cores, ray_tmp)
+    hide = Path(args.repository).parent if args.hide_repository else None
+    nodes = start_nodes(args.nodes, tmp, token, cores, ray_tmp, hide)
     try:
-        report = run_job(args, nodes)
+        report = serve_job(args, nodes) if args.serve else run_job(args, nodes)
     finally:
         import ray
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import orjson
@@ -63,12 +63,21 @@ def _single_node(clip: Path, repository: Path, out: Path) -> list[dict]:
     return [orjson.loads(line) for line in (out / f"{clip.stem}.jsonl").read_bytes().splitlines()]
 
 
-def _run_driver(tmp: Path, clip: Path, repository: Path, out: Path) -> dict:
+@pytest.fixture(scope="module")
+def reference(
+    long_clip: Path, zoo_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict]:
+    """The lines of a single-node run of the clip."""
+    return _single_node(long_clip, zoo_repository, tmp_path_factory.mktemp("one-node"))
+
+
+def _run_driver(tmp: Path, clip: Path, repository: Path, out: Path, *extra: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(DRIVER.parents[1])])
     command = (
         f"ip link set lo up && exec {sys.executable} {DRIVER} --tmp {tmp} --input {clip} "
-        f"--repository {repository} --out {out} --pipeline faces --kill-at 0.3 --chunk-s 6"
+        f"--repository {repository} --out {out} --pipeline faces --kill-at 0.3 --chunk-s 6 "
+        + " ".join(extra)
     )
     done = subprocess.run(
         ["unshare", "-n", "bash", "-c", command], env=env, capture_output=True, timeout=170
@@ -77,27 +86,45 @@ def _run_driver(tmp: Path, clip: Path, repository: Path, out: Path) -> dict:
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
-def test_a_job_survives_a_killed_node(
-    tmp_path: Path, long_clip: Path, zoo_repository: Path
-) -> None:
-    out = tmp_path / "ray.jsonl"
-    reference: list[dict] = []
-    local = threading.Thread(
-        target=lambda: reference.extend(_single_node(long_clip, zoo_repository, tmp_path / "one"))
-    )
-    local.start()  # the single-node reference runs while the cluster starts
-    try:
-        report = _run_driver(tmp_path / "cluster", long_clip, zoo_repository, out)
-    finally:
-        local.join()
-    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
-
-    assert report["workers_lost"] >= 1, report  # the killed node's worker was noticed
-    assert report["killed_at_s"] is not None
-    assert len(set(report["nodes_by_chunk"])) == 2, report  # both nodes committed chunks
+def _same_as(lines: list[dict], reference: list[dict]) -> None:
     assert [line["frame"] for line in lines] == list(range(1500))  # every frame once, in order
     assert len(reference) == 1500
     for mine, theirs in zip(lines, reference, strict=True):
         assert mine["pts_ticks"] == theirs["pts_ticks"]
         assert mine["detections"] == theirs["detections"], mine["frame"]  # boxes and track ids
+
+
+def test_a_job_survives_a_killed_node(
+    tmp_path: Path, long_clip: Path, zoo_repository: Path, reference: list[dict]
+) -> None:
+    out = tmp_path / "ray.jsonl"
+    report = _run_driver(tmp_path / "cluster", long_clip, zoo_repository, out)
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+
+    assert report["workers_lost"] >= 1, report  # the killed node's worker was noticed
+    assert report["killed_at_s"] is not None
+    assert len(set(report["nodes_by_chunk"])) == 2, report  # both nodes committed chunks
+    _same_as(lines, reference)
     assert not (tmp_path / "cluster" / "auth_token").exists()  # the token file was removed
+
+
+def test_serve_resumes_after_a_coordinator_crash_and_skips_a_node_without_models(
+    tmp_path: Path, long_clip: Path, zoo_repository: Path, reference: list[dict]
+) -> None:
+    """``serve --ray``: the job JSON shows chunks; the server is SIGKILLed at 30% of the
+    chunks and started again; the second node has no repository (a tmpfs over its folder)."""
+    repository = tmp_path / "hidden" / "models"
+    shutil.copytree(zoo_repository / "faces", repository / "faces")
+    out = tmp_path / "served.jsonl"
+    report = _run_driver(
+        tmp_path / "cluster", long_clip, repository, out, "--serve", "--hide-repository"
+    )
+    job = report["job"]
+    assert job["state"] == "succeeded", job
+    assert job["attempts"] == 2  # the crashed coordinator's execution, then the resumed one
+    seen = [c for c in report["chunks_seen"] if c["total"]]
+    assert seen and all(c["total"] == seen[0]["total"] for c in seen)
+    assert seen[-1]["done"] >= seen[0]["done"]
+    assert "resuming, " in report["log"]  # committed chunks were not run again
+    assert "lacks faces" in report["log"]  # why the second node took no chunks
+    _same_as([orjson.loads(line) for line in out.read_bytes().splitlines()], reference)

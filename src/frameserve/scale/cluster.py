@@ -123,6 +123,11 @@ class Node:
     address: str
     cpus: int
 
+    @property
+    def name(self) -> str:
+        """How logs and status name it: its address and the start of its id."""
+        return f"{self.address} ({self.id[:8]})"
+
 
 def alive_nodes(ray: Any) -> list[Node]:
     """Nodes that are alive and have CPUs, in a stable order."""

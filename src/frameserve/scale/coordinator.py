@@ -240,10 +240,14 @@ class Coordinator:
         try:
             value = self.ray.get(ref)
         except exc.RayActorError as err:
-            starting = worker.ready is ref
-            self._lose(worker, pending, _reason(err))
-            if starting:  # it never ran: its node cannot take this job's work
+            if worker.ready is ref:  # it never ran: its node cannot take this job's work
                 self._unusable[worker.node.id] = _reason(err)
+                log.warning("job %s: no worker on node %s (%s); its chunks go to other nodes",
+                            self.setup.job, worker.node.name, _reason(err))  # fmt: skip
+                self._workers.pop(worker.node.id, None)
+                self._kill(worker)
+                return
+            self._lose(worker, pending, _reason(err))
             return
         except exc.RayTaskError as err:
             number = worker.queued.pop(ref)
@@ -252,7 +256,7 @@ class Coordinator:
         if worker.ready is ref:
             worker.ready = None
             log.info("job %s: worker %d ready on node %s", self.setup.job, worker.attempt,
-                     worker.node.address)  # fmt: skip
+                     worker.node.name)  # fmt: skip
             return
         worker.queued.pop(ref)
         self._commit(value, worker.node.id)
@@ -282,7 +286,7 @@ class Coordinator:
         lost = sorted(n for n in worker.queued.values() if n not in self._done)
         pending.extendleft(reversed(lost))
         log.warning("job %s: worker on node %s lost (%s); chunks %s run elsewhere",
-                    self.setup.job, worker.node.address, reason, lost)  # fmt: skip
+                    self.setup.job, worker.node.name, reason, lost)  # fmt: skip
         self._kill(worker)
 
     def _kill(self, worker: _Worker) -> None:

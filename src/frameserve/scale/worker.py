@@ -71,10 +71,12 @@ class ChunkWorker:
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.node = socket.gethostname()
-        if not setup.repository.is_dir():
+        missing = [m for m in setup.config.models if not (setup.repository / m).is_dir()]
+        if missing:
             raise ConfigError(
-                f"node {self.node}: no model repository at {setup.repository}: every node "
-                "needs the repository at the same path as the coordinator's"
+                f"node {self.node}: the model repository at {setup.repository} is missing "
+                f"or lacks {', '.join(missing)}: every node needs the repository at the same "
+                "path as the coordinator's"
             )
         settings = ServerSettings(
             repository=setup.repository,
