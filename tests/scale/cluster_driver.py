@@ -150,18 +150,26 @@ def run_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> d
         watcher.start()
     cpu0 = time.process_time()
     coord.run()
-    run_s = time.monotonic() - started
+    ended = time.monotonic()
+    run_s = ended - started
+    ready = coord.stats.ready_at[: args.nodes]
     lines = coord.merge(Path(args.out))
     return {
         "chunks": len(plan.chunks),
         "lines": lines,
         "wall_s": run_s,
+        "processing_s": ended - max(ready) if ready else run_s,
         "coordinator_cpu_s": time.process_time() - cpu0,
         "workers_lost": coord.stats.workers_lost,
         "lost_at_s": [t - started for t in coord.stats.recovered_at],
         "killed_at_s": killed.get("at", 0) - started if killed else None,
         "duplicates": coord.stats.duplicates,
         "nodes_by_chunk": _nodes(store),
+        "chunk_worker_s": [
+            r[0]
+            for r in store._db.execute("SELECT seconds FROM ray_chunks ORDER BY number").fetchall()
+        ],
+        "frames": plan.kept,
         "ray_memory": _memory(nodes),
     }
 

@@ -75,6 +75,7 @@ class _Stats:
     workers_lost: int = 0
     duplicates: int = 0
     recovered_at: list[float] = field(default_factory=list)
+    ready_at: list[float] = field(default_factory=list)  # when each worker had its models
 
 
 class Coordinator:
@@ -255,6 +256,7 @@ class Coordinator:
             return
         if worker.ready is ref:
             worker.ready = None
+            self.stats.ready_at.append(time.monotonic())
             log.info("job %s: worker %d ready on node %s", self.setup.job, worker.attempt,
                      worker.node.name)  # fmt: skip
             return
