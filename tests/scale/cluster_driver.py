@@ -140,7 +140,11 @@ def run_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> d
     name, config = load_video_pipeline(args.pipeline, Path(args.repository))
     setup = WorkerSetup("testjob", name, config, Path(args.repository), args.sample, 1)
     store = ChunkStore(Path(args.tmp) / "chunks.db")
-    coord = Coordinator(ray, settings, store, setup, Path(args.input), Path(args.tmp) / "pieces")
+    segments = Path(args.tmp) / "segments" if args.video_out else None
+    coord = Coordinator(
+        ray, settings, store, setup, Path(args.input), Path(args.tmp) / "pieces",
+        segments=segments,
+    )  # fmt: skip
     started = time.monotonic()
     plan = coord.prepare()
     killed: dict[str, float] = {}
@@ -154,6 +158,10 @@ def run_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> d
     run_s = ended - started
     ready = coord.stats.ready_at[: args.nodes]
     lines = coord.merge(Path(args.out))
+    if segments is not None:
+        from frameserve.video.jobs.segments import join_segments
+
+        join_segments(coord.segment_files(), Path(args.input), Path(args.out + ".mp4"))
     return {
         "chunks": len(plan.chunks),
         "lines": lines,
@@ -213,13 +221,16 @@ def serve_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) ->
     server = _start_server(args, tmp, 0)
     seen: list[dict[str, int]] = []
     try:
-        job = _http("POST", "/v1/jobs", {"pipeline": args.pipeline, "input": clip.name})
+        body = {"pipeline": args.pipeline, "input": clip.name, "video_out": args.video_out}
+        job = _http("POST", "/v1/jobs", body)
         record = _poll(job["id"], seen, lambda r: _chunks_done(r) >= args.kill_at)
         server.kill()
         server.wait(30)
         server = _start_server(args, tmp, 1)
         record = _poll(job["id"], seen, lambda r: r["state"] in ("succeeded", "failed"))
         results = _http_bytes(f"/v1/jobs/{job['id']}/results")
+        if args.video_out:
+            Path(args.out + ".mp4").write_bytes(_http_bytes(f"/v1/jobs/{job['id']}/output"))
     finally:
         server.kill()
         server.wait(30)
@@ -287,6 +298,7 @@ def main() -> int:
     p.add_argument("--sample", default="all")
     p.add_argument("--chunk-s", type=float, default=6.0)
     p.add_argument("--kill-at", type=float, default=0.0)
+    p.add_argument("--video-out", action="store_true", help="also encode OUT.mp4")
     p.add_argument("--serve", action="store_true", help="the job through frameserve serve --ray")
     p.add_argument("--hide-repository", action="store_true",
                    help="the last node does not see the repository's folder")  # fmt: skip

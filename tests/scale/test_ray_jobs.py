@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import orjson
 import pytest
 from video.media import make_clip
@@ -112,13 +113,15 @@ def test_serve_resumes_after_a_coordinator_crash_and_skips_a_node_without_models
     tmp_path: Path, long_clip: Path, zoo_repository: Path, reference: list[dict]
 ) -> None:
     """``serve --ray``: the job JSON shows chunks; the server is SIGKILLed at 30% of the
-    chunks and started again; the second node has no repository (a tmpfs over its folder)."""
+    chunks and started again; the second node has no repository (a tmpfs over its folder);
+    the job asks for video, which is encoded in segments across the cluster and joined."""
     repository = tmp_path / "hidden" / "models"
     shutil.copytree(zoo_repository / "faces", repository / "faces")
     out = tmp_path / "served.jsonl"
     report = _run_driver(
-        tmp_path / "cluster", long_clip, repository, out, "--serve", "--hide-repository"
-    )
+        tmp_path / "cluster", long_clip, repository, out, "--serve", "--hide-repository",
+        "--video-out",
+    )  # fmt: skip
     job = report["job"]
     assert job["state"] == "succeeded", job
     assert job["attempts"] == 2  # the crashed coordinator's execution, then the resumed one
@@ -128,3 +131,7 @@ def test_serve_resumes_after_a_coordinator_crash_and_skips_a_node_without_models
     assert "resuming, " in report["log"]  # committed chunks were not run again
     assert "lacks faces" in report["log"]  # why the second node took no chunks
     _same_as([orjson.loads(line) for line in out.read_bytes().splitlines()], reference)
+    # the encoded output: every frame once, at the input's timestamps, joined from segments
+    with av.open(str(long_clip)) as source, av.open(str(out) + ".mp4") as video:
+        expected = sorted(p.pts for p in source.demux(video=0) if p.size)
+        assert [f.pts for f in video.decode(video=0)] == expected

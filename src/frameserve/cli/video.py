@@ -71,13 +71,15 @@ def _run_on_ray(args: argparse.Namespace, name: str, config: object, sample: obj
     from frameserve.video.run import RunOptions, plan_outputs
 
     settings = RaySettings(args.ray, args.ray_auth_token_file, chunk_seconds=args.ray_chunk_seconds)
-    if args.video_out or args.mask_track:
-        print("frameserve video run: --ray writes results and summaries only "  # noqa: T201
-              "(no --video-out or --mask-track yet)", file=sys.stderr)  # fmt: skip
+    if args.mask_track:
+        print("frameserve video run: --ray: --mask-track is not distributed; "  # noqa: T201
+              "run it without --ray", file=sys.stderr)  # fmt: skip
         return 2
-    outputs = plan_outputs(args.inputs, RunOptions(args.out), config)  # type: ignore[arg-type]
+    options = RunOptions(args.out, video_out=args.video_out)
+    outputs = plan_outputs(args.inputs, options, config)  # type: ignore[arg-type]
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [FileJob(p, o.jsonl, o.summary) for p, o in zip(args.inputs, outputs, strict=True)]
+    jobs = [FileJob(p, o.jsonl, o.summary, o.video)
+            for p, o in zip(args.inputs, outputs, strict=True)]  # fmt: skip
     results = run_files(settings, name, config, jobs, args.out, args.repository, sample, params)  # type: ignore[arg-type]
     for r in results:
         lost = f", {r.workers_lost} worker(s) lost and replaced" if r.workers_lost else ""

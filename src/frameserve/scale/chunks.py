@@ -42,6 +42,7 @@ class Chunk:
     overlap: tuple[int, ...]  # kept indices of the next chunk this one also runs (stitching)
     bound_pts: int | None  # frames at this pts or later are not this chunk's (None: the end)
     packets: tuple[int, int]  # decode-order positions [from, to] the piece holds
+    end_pts: int | None = None  # pts of frame ``end`` (None: the last chunk)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,6 +60,7 @@ class Chunk:
         return cls(
             d["number"], SeekPoint(s["pts"], s["index"], tick), d["first"], d["end"], d["kept"],
             tuple(d["overlap"]), d["bound_pts"], (d["packets"][0], d["packets"][1]),
+            d.get("end_pts"),
         )  # fmt: skip
 
 
@@ -149,9 +151,9 @@ def plan_chunks(path: Path, sampling: Sampling, chunk_frames: int, overlap: int)
         bound = sorted_pts[last + 1] if last + 1 < total else None
         start_pos = position[seek.pts]
         needed = [position[sorted_pts[i]] for i in range(first, last + 1)]
-        chunks.append(
-            Chunk(number, seek, first, end, hi - lo, tail, bound, (start_pos, max(needed)))
-        )
+        end_pts = sorted_pts[end] if end < total else None
+        held = (start_pos, max(needed))
+        chunks.append(Chunk(number, seek, first, end, hi - lo, tail, bound, held, end_pts))
     return ChunkPlan(tuple(chunks), str(sampling), total, len(kept))
 
 

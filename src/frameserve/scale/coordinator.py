@@ -28,11 +28,13 @@ from typing import Any, TypeVar
 from frameserve.errors import NotSupported, Unavailable, VideoError
 from frameserve.scale.chunks import ChunkPlan, piece_path, plan_chunks, write_pieces
 from frameserve.scale.cluster import Node, RaySettings, alive_nodes
+from frameserve.scale.render import IdsByPts, ids_by_chunk
 from frameserve.scale.stitch import stitch
 from frameserve.scale.store import ChunkStore
 from frameserve.scale.worker import ChunkResult, ChunkWorker, WorkerSetup
 from frameserve.video.decode import probe
 from frameserve.video.frames import Sampling
+from frameserve.video.jobs.segments import segment_path
 from frameserve.video.worker import run_isolated
 
 log = logging.getLogger(__name__)
@@ -91,10 +93,12 @@ class Coordinator:
         folder: Path,
         stop: threading.Event | None = None,
         isolate: bool = False,
+        segments: Path | None = None,
     ) -> None:
         """``folder``: where the pieces go (kept until the job ends, for a restart);
         ``isolate``: demux in a child process (``run_isolated``: FFmpeg reading an untrusted
-        file in ``frameserve serve``)."""
+        file in ``frameserve serve``); ``segments``: encode video (``render``) into segments
+        there."""
         self.ray = ray
         self.settings = settings
         self.store = store
@@ -103,6 +107,9 @@ class Coordinator:
         self.pieces = folder
         self.stop = stop or threading.Event()
         self.isolate = isolate
+        self.segments = segments
+        self._rendered: set[int] = set()  # chunks whose segment is written
+        self._render: list[IdsByPts] | None = None  # the render pass's ids, per chunk
         self.plan: ChunkPlan | None = None
         self.stats = _Stats()
         self._done: set[int] = set()
@@ -122,7 +129,10 @@ class Coordinator:
             plan = self._new_plan()
             self.store.save_plan(job, plan)
         self._done = self.store.committed(job)
-        missing = [c for c in plan.chunks if c.number not in self._done
+        if self.segments is not None:
+            self._rendered = {c.number for c in plan.chunks
+                              if segment_path(self.segments, c.number).is_file()}  # fmt: skip
+        missing = [c for c in plan.chunks if self._needs_piece(c.number)
                    and not piece_path(self.pieces, c.number).is_file()]  # fmt: skip
         if missing:
             self._demux(write_pieces, self.source, plan, self.pieces, doing="cutting")
@@ -131,6 +141,11 @@ class Coordinator:
             log.info("job %s: resuming, %d of %d chunks committed", job, len(self._done),
                      len(plan.chunks))  # fmt: skip
         return plan
+
+    def _needs_piece(self, number: int) -> bool:
+        return number not in self._done or (
+            self.segments is not None and number not in self._rendered
+        )
 
     def _new_plan(self) -> ChunkPlan:
         info = self._demux(probe, self.source, doing="reading the header of")
@@ -154,16 +169,37 @@ class Coordinator:
             return 0, ChunkProgress()
         done = set(self._done)
         frames = sum(c.kept for c in plan.chunks if c.number in done)
-        return frames, ChunkProgress(len(done), self._running, len(plan.chunks))
+        passes = 2 if self.segments is not None else 1  # results, then segments
+        total = passes * len(plan.chunks)
+        return frames, ChunkProgress(len(done) + len(self._rendered), self._running, total)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> bool:
-        """Run every chunk not committed; True when all are, False when stopped first."""
+        """Run every chunk not committed (then, for video, render every segment not written);
+        True when all are, False when stopped first."""
         plan = self.plan or self.prepare()
-        pending = deque(c.number for c in plan.chunks if c.number not in self._done)
+        try:
+            if not self._loop(deque(c.number for c in plan.chunks if c.number not in self._done)):
+                return False
+            if self.segments is None:
+                return True
+            self._render = self._render_inputs()
+            return self._loop(deque(c.number for c in plan.chunks
+                                    if c.number not in self._rendered))  # fmt: skip
+        finally:
+            self._stop_workers()
+
+    def _render_inputs(self) -> list[IdsByPts]:
+        assert self.plan is not None
+        chunks = self.plan.chunks
+        lines = list(stitch(self.store.results(self.setup.job, len(chunks))))
+        return ids_by_chunk(lines, [c.end for c in chunks])
+
+    def _loop(self, pending: deque[int]) -> bool:
+        """Place ``pending`` chunks until every one answered; False when stopped first."""
         cpu0, last_refresh, no_node_since = time.process_time(), 0.0, time.monotonic()
         try:
-            while len(self._done) < len(plan.chunks):
+            while pending or any(w.queued for w in self._workers.values()):
                 if self.stop.is_set():
                     return False
                 now = time.monotonic()
@@ -178,7 +214,6 @@ class Coordinator:
                 self._collect(pending)
         finally:
             self.stats.coordinator_cpu_s += time.process_time() - cpu0
-            self._stop_workers()
         return True
 
     def _refresh(self, pending: deque[int]) -> None:
@@ -216,7 +251,8 @@ class Coordinator:
                 number = pending.popleft()
                 chunk = self.plan.chunks[number]
                 piece = self.ray.put(piece_path(self.pieces, number).read_bytes())
-                ref = worker.actor.run.remote(chunk.to_json(), piece)
+                render = self._render[number] if self._render is not None else None
+                ref = worker.actor.run.remote(chunk.to_json(), piece, render)
                 worker.queued[ref] = number
         self._running = sum(len(w.queued) for w in self._workers.values())
 
@@ -265,12 +301,31 @@ class Coordinator:
         self.stats.chunks_run += 1
 
     def _commit(self, result: ChunkResult, node: str) -> None:
-        if self.store.commit(self.setup.job, result.number, result.lines, result.overlap,
+        if result.video is not None:
+            self._write_segment(result.number, result.video)
+        elif self.store.commit(self.setup.job, result.number, result.lines, result.overlap,
                              node, result.seconds):  # fmt: skip
             self._done.add(result.number)
         else:
             self.stats.duplicates += 1
-        piece_path(self.pieces, result.number).unlink(missing_ok=True)
+        if not self._needs_piece(result.number):
+            piece_path(self.pieces, result.number).unlink(missing_ok=True)
+
+    def _write_segment(self, number: int, data: bytes) -> None:
+        """A chunk's segment, whole or absent (a rename); the first one written wins."""
+        assert self.segments is not None
+        path = segment_path(self.segments, number)
+        if path.exists():
+            self.stats.duplicates += 1
+            return
+        self.segments.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        self._rendered.add(number)
 
     def _chunk_failed(self, number: int, reason: str, pending: deque[int]) -> None:
         n = self._failures[number] = self._failures.get(number, 0) + 1
@@ -285,7 +340,8 @@ class Coordinator:
         self._workers.pop(worker.node.id, None)
         self.stats.workers_lost += 1
         self.stats.recovered_at.append(time.monotonic())
-        lost = sorted(n for n in worker.queued.values() if n not in self._done)
+        finished = self._rendered if self._render is not None else self._done
+        lost = sorted(n for n in worker.queued.values() if n not in finished)
         pending.extendleft(reversed(lost))
         log.warning("job %s: worker on node %s lost (%s); chunks %s run elsewhere",
                     self.setup.job, worker.node.name, reason, lost)  # fmt: skip
@@ -325,6 +381,11 @@ class Coordinator:
                              f"{self.plan.kept}")  # fmt: skip
         return count
 
+    def segment_files(self) -> list[Path]:
+        """The rendered segments in order (``join_segments`` makes the video of them)."""
+        assert self.plan is not None and self.segments is not None
+        return [segment_path(self.segments, c.number) for c in self.plan.chunks]
+
     def finish(self) -> None:
         """Forget the job's chunks and pieces once its results are written."""
         self.store.drop(self.setup.job)
@@ -341,12 +402,7 @@ def _reason(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def check_pipeline(name: str, interpolates: bool, video_out: bool) -> None:
-    """What a distributed job cannot do yet, refused before any work."""
+def check_pipeline(name: str, interpolates: bool) -> None:
+    """What a distributed job cannot do, refused before any work."""
     if interpolates:
         raise NotSupported(f"--ray: pipeline {name} makes new frames; run it on one node")
-    if video_out:
-        raise NotSupported(
-            f"--ray: pipeline {name}: encoded output (video_out) is not distributed yet; "
-            "run it on one node"
-        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from frameserve.scale.store import ChunkStore
 from frameserve.scale.worker import WorkerSetup
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.frames import Sampling
+from frameserve.video.jobs.segments import join_segments
 from frameserve.video.summary import summarize_file, write_summary
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class FileJob:
     input: Path
     jsonl: Path
     summary: Path | None
+    video: Path | None = None  # OUT/<stem>.mp4 (--video-out)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def run_files(
     params: dict[str, Any] | None = None,
 ) -> list[FileResult]:
     """Run every input across the cluster, one after the other (each uses every node)."""
-    check_pipeline(name, config.interpolates, False)
+    check_pipeline(name, config.interpolates)
     ray = connect(settings)
     sampling = str(sample or Sampling.parse(config.sample, f"{name}: sample"))
     store = ChunkStore(out / ".frameserve-ray.db")
@@ -72,15 +75,21 @@ def run_files(
             key = job_key(job.input, name, sampling)
             setup = WorkerSetup(key, name, config, repository.resolve(), sampling, 1, params)
             pieces = out / ".frameserve-ray" / key
-            coordinator = Coordinator(ray, settings, store, setup, job.input, pieces)
+            segments = pieces / "segments" if job.video is not None else None
+            coordinator = Coordinator(
+                ray, settings, store, setup, job.input, pieces, segments=segments
+            )
             started = time.monotonic()
             plan = coordinator.prepare()
             coordinator.run()
             frames = coordinator.merge(job.jsonl)
+            if job.video is not None:
+                join_segments(coordinator.segment_files(), job.input, job.video)
             spec = config.summary_spec()
             if spec is not None and job.summary is not None:
                 write_summary(job.summary, summarize_file(job.jsonl, spec, name))
             coordinator.finish()
+            shutil.rmtree(pieces, ignore_errors=True)
             wall = time.monotonic() - started
             lost = coordinator.stats.workers_lost
             results.append(FileResult(job.input, frames, len(plan.chunks), wall, lost))

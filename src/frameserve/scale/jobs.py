@@ -25,6 +25,7 @@ from frameserve.serving.local import ServerHandle
 from frameserve.video.config import load_named_pipeline
 from frameserve.video.decode import probe
 from frameserve.video.jobs.runner import JobPaths
+from frameserve.video.jobs.segments import join_segments
 from frameserve.video.jobs.spec import Checkpoint, JobProgress, JobSettings
 from frameserve.video.jobs.store import StoredJob
 from frameserve.video.media import MediaRoot
@@ -69,7 +70,7 @@ class RayJobRunner:
     def prepare(self, media: MediaRoot) -> PlannedJob:
         job, root = self.job, self.handle.server.repository.root
         name, config = load_named_pipeline(job.spec.pipeline, root, "pipeline")
-        check_pipeline(name, config.interpolates, bool(job.spec.video_out))
+        check_pipeline(name, config.interpolates)
         path = self.input = self.paths.input(job, media)
         self.paths.folder.mkdir(parents=True, exist_ok=True)
         self._check_header(path)
@@ -78,9 +79,11 @@ class RayJobRunner:
         setup = WorkerSetup(job.id, name, config, root.resolve(), sample, 1, job.spec.params,
                             self.handle.server.settings.model_cache_dir)  # fmt: skip
         store = ChunkStore(self.settings.state_dir / "jobs.db")
+        video = bool(job.spec.video_out or config.transforms)
         coordinator = Coordinator(
             connect(self.ray_settings), self.ray_settings, store, setup, path,
             self.paths.folder / "pieces", self.stop, isolate=self.settings.isolate,
+            segments=self.paths.segments if video else None,
         )  # fmt: skip
         self._coordinator = coordinator
         plan = coordinator.prepare()
@@ -106,6 +109,8 @@ class RayJobRunner:
             if not coordinator.run():
                 return False
             coordinator.merge(self.paths.results)
+            if coordinator.segments is not None:
+                self._join(coordinator.segment_files())
             name, config = coordinator.setup.pipeline, coordinator.setup.config
             spec = config.summary_spec()
             if spec is not None:
@@ -114,6 +119,17 @@ class RayJobRunner:
             return True
         finally:
             coordinator.store.close()
+
+    def _join(self, segments: list[Path]) -> None:
+        """The segments into ``output.mp4`` with the input's audio (FFmpeg in a child)."""
+        assert self.input is not None
+        args = (segments, self.input, self.paths.output)
+        if self.settings.isolate:
+            run_isolated(join_segments, *args, name=f"job-{self.job.id[:8]}-join",
+                         doing=f"copying the audio of {self.input}", timeout_s=3600.0,
+                         stop=self.stop)  # fmt: skip
+        else:
+            join_segments(*args)
 
     def progress(self) -> JobProgress:
         coordinator = self._coordinator
@@ -133,6 +149,7 @@ class RayJobRunner:
 
     def remove_segments(self) -> None:
         shutil.rmtree(self.paths.folder / "pieces", ignore_errors=True)
+        shutil.rmtree(self.paths.segments, ignore_errors=True)
 
 
 def ray_runner_factory(ray_settings: RaySettings) -> Callable[..., Any]:

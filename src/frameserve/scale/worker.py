@@ -29,6 +29,7 @@ import orjson
 from frameserve.cpu import CpuBudget
 from frameserve.errors import ConfigError
 from frameserve.scale.chunks import Chunk
+from frameserve.scale.render import GivenIds, IdsByPts, segment_encoder
 from frameserve.serving.local import LocalServer
 from frameserve.serving.server import ServerSettings
 from frameserve.serving.types import Admission
@@ -63,6 +64,7 @@ class ChunkResult:
     overlap: bytes
     node: str
     seconds: float
+    video: bytes | None = None  # the encoded segment (the render pass)
 
 
 class ChunkWorker:
@@ -92,30 +94,50 @@ class ChunkWorker:
         """Answers once the models are loaded (the coordinator waits on it)."""
         return self.node
 
-    def run(self, chunk_json: dict[str, Any], piece: bytes) -> ChunkResult:
+    def run(
+        self, chunk_json: dict[str, Any], piece: bytes, render: IdsByPts | None = None
+    ) -> ChunkResult:
+        """Run one chunk: its result lines, or with ``render`` (the joined track ids of its
+        frames) its encoded segment, drawn with those ids."""
         chunk = Chunk.from_json(chunk_json)
         started = time.monotonic()
         path = self._folder / f"{chunk.number:05d}.mp4"
         path.write_bytes(piece)
         out = self._folder / f"{chunk.number:05d}.jsonl"
-        out.unlink(missing_ok=True)
-        s = self.setup
+        video = self._folder / f"{chunk.number:05d}.out.mp4" if render is not None else None
+        for leftover in (out, video):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
         try:
-            run = VideoRun(
-                self.local, s.pipeline, s.config, [path],
-                RunOptions(out=self._folder, sample=Sampling.parse(s.sampling),
-                           decode_threads=max(1, s.cpus), summary=False, params=s.params),
-                admission=Admission(stream_id=f"job-{s.job}-{chunk.number}", background=True),
-                plans=[StreamPlan(StreamOutputs(out, None, None),
-                                  StreamStart(chunk.seek, chunk.first, 0))],
-                stop=threading.Event(),
-            )  # fmt: skip
+            run = self._run(chunk, path, StreamOutputs(out, None, video), render)
             run.run()
             lines, overlap = split_lines(out.read_bytes(), chunk)
+            segment = video.read_bytes() if video is not None else None
         finally:
-            path.unlink(missing_ok=True)
-            out.unlink(missing_ok=True)
-        return ChunkResult(chunk.number, lines, overlap, self.node, time.monotonic() - started)
+            for done in (path, out, video):
+                if done is not None:
+                    done.unlink(missing_ok=True)
+        seconds = time.monotonic() - started
+        return ChunkResult(chunk.number, lines, overlap, self.node, seconds, segment)
+
+    def _run(
+        self, chunk: Chunk, path: Path, outputs: StreamOutputs, render: IdsByPts | None
+    ) -> VideoRun:
+        s = self.setup
+        encoder = segment_encoder(chunk.end_pts)
+        run = VideoRun(
+            self.local, s.pipeline, s.config, [path],
+            RunOptions(out=self._folder, sample=Sampling.parse(s.sampling),
+                       video_out=render is not None, decode_threads=max(1, s.cpus),
+                       summary=False, params=s.params),
+            admission=Admission(stream_id=f"job-{s.job}-{chunk.number}", background=True),
+            plans=[StreamPlan(outputs, StreamStart(chunk.seek, chunk.first, 0), encoder)],
+            stop=threading.Event(),
+        )  # fmt: skip
+        stream = run.streams[0]
+        if render is not None and stream.tracker is not None:
+            stream.tracker = GivenIds(render)  # type: ignore[assignment]
+        return run
 
     def close(self) -> None:
         self.local.close()
