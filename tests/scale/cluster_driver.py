@@ -239,6 +239,59 @@ def serve_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) ->
     return {"job": record, "chunks_seen": seen, "log": logs[-20000:]}
 
 
+def streams_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    """Two live streams (the clip from a media root, looped) placed on the nodes; the last
+    node's raylet is killed once both deliver records; both must deliver again."""
+    from frameserve.scale.cluster import RaySettings, alive_nodes, connect
+    from frameserve.scale.streams import RayStreams
+    from frameserve.video.live import StreamSpec
+
+    tmp, clip = Path(args.tmp), Path(args.input)
+    media = tmp / "media"
+    media.mkdir(exist_ok=True)
+    shutil.copyfile(clip, media / clip.name)
+    ray = connect(RaySettings(f"127.0.0.1:{PORT}", Path(args.token)))
+    deadline = time.monotonic() + 60
+    while len(alive_nodes(ray)) < args.nodes and time.monotonic() < deadline:
+        time.sleep(0.2)
+    arrived: dict[str, list[float]] = {}
+
+    def on_records(stream_id: str, records: list[Any]) -> None:
+        arrived.setdefault(stream_id, []).extend(time.monotonic() for _ in records)
+
+    streams = RayStreams(ray, Path(args.repository), media, on_records)
+    try:
+        spec = StreamSpec(source=clip.name, pipeline=args.pipeline, loop=True)
+        ids = [streams.attach(spec).id for _ in range(2)]
+        placed_on = [streams.get(i).node.id for i in ids]
+        _wait(lambda: all(arrived.get(i) for i in ids), 90, "both streams deliver")
+        killed = time.monotonic()
+        raylet_of(nodes[-1]).kill()
+        again: dict[str, float] = {}  # stream -> seconds from the kill to records again
+        moved_at: dict[str, float] = {}
+        while len(again) < 2 and time.monotonic() - killed < 60:
+            for i in ids:
+                if streams.get(i).moves and i not in moved_at:
+                    moved_at[i] = time.monotonic()
+                since = moved_at.get(i, killed + 5.0)  # a stream that did not move: 5 s on
+                later = [t for t in arrived.get(i, []) if t > since]
+                if i not in again and later:
+                    again[i] = later[0] - killed
+            time.sleep(0.1)
+        statuses = [streams.status(i) for i in ids]
+    finally:
+        streams.close()
+    return {"placed_on": placed_on, "running_again_s": again, "statuses": statuses}
+
+
+def _wait(check: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected {what} within {timeout_s} s")
+        time.sleep(0.1)
+
+
 def _chunks_done(record: dict[str, Any]) -> float:
     chunks = record["progress"].get("chunks")
     return chunks["done"] / chunks["total"] if chunks and chunks["total"] else 0.0
@@ -299,6 +352,7 @@ def main() -> int:
     p.add_argument("--chunk-s", type=float, default=6.0)
     p.add_argument("--kill-at", type=float, default=0.0)
     p.add_argument("--video-out", action="store_true", help="also encode OUT.mp4")
+    p.add_argument("--streams", action="store_true", help="two live streams, a node killed")
     p.add_argument("--serve", action="store_true", help="the job through frameserve serve --ray")
     p.add_argument("--hide-repository", action="store_true",
                    help="the last node does not see the repository's folder")  # fmt: skip
@@ -313,7 +367,10 @@ def main() -> int:
     hide = Path(args.repository).parent if args.hide_repository else None
     nodes = start_nodes(args.nodes, tmp, token, cores, ray_tmp, hide)
     try:
-        report = serve_job(args, nodes) if args.serve else run_job(args, nodes)
+        if args.streams:
+            report = streams_job(args, nodes)
+        else:
+            report = serve_job(args, nodes) if args.serve else run_job(args, nodes)
     finally:
         import ray
 

@@ -1,10 +1,11 @@
-"""A job across a real 2-node Ray cluster on this machine, one node killed while it runs.
+"""A real 2-node Ray cluster on this machine, one node killed while jobs or streams run.
 
 The cluster runs inside a private network namespace (Ray binds wildcard addresses), driven by
 ``cluster_driver.py``: each node ``--num-cpus 1`` pinned to a core of its own, token
 authentication, health checks every 500 ms. At about 30% of the chunks the second node's
 raylet is killed; the job must still write every frame exactly once, in order, with the same
-boxes and track ids as a single-node run of the same clip.
+boxes and track ids as a single-node run of the same clip. Live streams placed on both nodes
+must run again within 15 s of the kill.
 """
 
 from __future__ import annotations
@@ -135,3 +136,24 @@ def test_serve_resumes_after_a_coordinator_crash_and_skips_a_node_without_models
     with av.open(str(long_clip)) as source, av.open(str(out) + ".mp4") as video:
         expected = sorted(p.pts for p in source.demux(video=0) if p.size)
         assert [f.pts for f in video.decode(video=0)] == expected
+
+
+def test_streams_are_placed_apart_and_moved_when_a_node_dies(
+    tmp_path: Path, long_clip: Path, zoo_repository: Path
+) -> None:
+    """Two live streams (the clip, looped) are placed on the two nodes by load; the second
+    node's raylet is killed; both deliver records again within 15 s, and the moved one's
+    status says where it runs now and that it moved."""
+    report = _run_driver(
+        tmp_path / "cluster", long_clip, zoo_repository, tmp_path / "unused", "--streams"
+    )
+    assert len(set(report["placed_on"])) == 2, report  # one stream per node
+    again = report["running_again_s"]
+    assert len(again) == 2 and all(s < 15 for s in again.values()), report
+    moved = [s for s in report["statuses"] if s["placement"]["moved"]]
+    stayed = [s for s in report["statuses"] if not s["placement"]["moved"]]
+    assert len(moved) == 1 and len(stayed) == 1, report["statuses"]
+    placement = moved[0]["placement"]
+    assert moved[0]["state"] == "running"
+    assert placement["node"] == stayed[0]["placement"]["node"]  # the surviving node
+    assert "left the cluster" in placement["moves"][0] or "Error" in placement["moves"][0]
