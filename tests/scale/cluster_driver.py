@@ -1,14 +1,20 @@
-"""A Ray cluster of N nodes on this machine, and a distributed job over it; run inside a
-private network namespace (Ray binds wildcard addresses): ``unshare -n`` then
+"""A Ray cluster of N nodes on this machine, and a distributed job or streams over it; run
+inside a private network namespace (Ray binds wildcard addresses): ``unshare -n`` then
 ``ip link set lo up`` (``tests/scale/test_ray_jobs.py`` and ``benchmarks/ray/run.py`` do).
 
 Each node is ``ray start --block`` with ``--num-cpus 1``, pinned with ``taskset`` to a core of
 its own, ``--node-ip-address=127.0.0.1``, token authentication with a token file this script
-writes (and removes), health checks every 500 ms so a dead node is seen in about 3 s, and every
-Ray temp dir under ``--tmp``. Every process ended is one this script started, by PID.
+writes (and removes), health checks every 500 ms so a dead node is seen in about 3 s; Ray's
+temp dir is a short folder under the system's (its socket paths must fit in 107 bytes),
+removed at the end with ``--tmp``'s logs kept. Every process ended is one this script
+started, by PID.
 
-``--kill-at F``: SIGKILL the last node's raylet once F of the chunks are committed. The job's
-result lines go to ``--out``; what happened (timings, chunks, recoveries) is printed as JSON.
+Scenarios: a job through the ``Coordinator`` (default; ``--kill-at F`` SIGKILLs the last
+node's raylet once F of the chunks are committed; ``--video-out``); ``--serve``: the job through
+``frameserve serve --ray``, the server SIGKILLed at F and started again (``--hide-repository``:
+the last node does not see the repository); ``--streams``: two live streams through ``serve
+--ray``, the last node's raylet killed once both run. Results go to ``--out``; what happened
+is printed as JSON on the last line.
 """
 
 from __future__ import annotations
@@ -239,49 +245,55 @@ def serve_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) ->
     return {"job": record, "chunks_seen": seen, "log": logs[-20000:]}
 
 
-def streams_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
-    """Two live streams (the clip from a media root, looped) placed on the nodes; the last
-    node's raylet is killed once both deliver records; both must deliver again."""
-    from frameserve.scale.cluster import RaySettings, alive_nodes, connect
-    from frameserve.scale.streams import RayStreams
-    from frameserve.video.live import StreamSpec
-
+def serve_streams(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+    """``frameserve serve --ray``: two streams over HTTP, the last node's raylet killed once
+    both run; both must run again, and a subscriber (SSE) must get records after the move."""
     tmp, clip = Path(args.tmp), Path(args.input)
-    media = tmp / "media"
-    media.mkdir(exist_ok=True)
-    shutil.copyfile(clip, media / clip.name)
-    ray = connect(RaySettings(f"127.0.0.1:{PORT}", Path(args.token)))
-    deadline = time.monotonic() + 60
-    while len(alive_nodes(ray)) < args.nodes and time.monotonic() < deadline:
-        time.sleep(0.2)
-    arrived: dict[str, list[float]] = {}
-
-    def on_records(stream_id: str, records: list[Any]) -> None:
-        arrived.setdefault(stream_id, []).extend(time.monotonic() for _ in records)
-
-    streams = RayStreams(ray, Path(args.repository), media, on_records)
+    (tmp / "media").mkdir(exist_ok=True)
+    shutil.copyfile(clip, tmp / "media" / clip.name)
+    server = _start_server(args, tmp, 0)
     try:
-        spec = StreamSpec(source=clip.name, pipeline=args.pipeline, loop=True)
-        ids = [streams.attach(spec).id for _ in range(2)]
-        placed_on = [streams.get(i).node.id for i in ids]
-        _wait(lambda: all(arrived.get(i) for i in ids), 90, "both streams deliver")
+        body = {"source": clip.name, "pipeline": args.pipeline, "loop": True}
+        ids = [_http("POST", "/v1/streams", body)["id"] for _ in range(2)]
+
+        def statuses() -> list[dict[str, Any]]:
+            return [_http("GET", f"/v1/streams/{i}") for i in ids]
+
+        _wait(lambda: all(s["frames_out"] > 0 for s in statuses()), 90, "both streams run")
+        before = statuses()
         killed = time.monotonic()
         raylet_of(nodes[-1]).kill()
-        again: dict[str, float] = {}  # stream -> seconds from the kill to records again
-        moved_at: dict[str, float] = {}
-        while len(again) < 2 and time.monotonic() - killed < 60:
-            for i in ids:
-                if streams.get(i).moves and i not in moved_at:
-                    moved_at[i] = time.monotonic()
-                since = moved_at.get(i, killed + 5.0)  # a stream that did not move: 5 s on
-                later = [t for t in arrived.get(i, []) if t > since]
-                if i not in again and later:
-                    again[i] = later[0] - killed
-            time.sleep(0.1)
-        statuses = [streams.status(i) for i in ids]
+        counts = {s["id"]: s["frames_out"] for s in before}
+
+        def both_run() -> bool:  # the moved one delivers again, the other one goes on
+            now = statuses()
+            moved = [s for s in now if s["placement"]["moved"]]
+            stayed = [s for s in now if not s["placement"]["moved"]]
+            return (
+                bool(moved)
+                and all(s["state"] == "running" and s["frames_out"] > 0 for s in moved)
+                and all(s["frames_out"] > counts[s["id"]] + 24 for s in stayed)
+            )
+
+        _wait(both_run, 60, "both streams to run again, one moved")
+        again_s = time.monotonic() - killed
+        moved = next(s for s in statuses() if s["placement"]["moved"])
+        event = _first_event(moved["id"])
     finally:
-        streams.close()
-    return {"placed_on": placed_on, "running_again_s": again, "statuses": statuses}
+        server.kill()
+        server.wait(30)
+    return {"before": before, "moved": moved, "again_s": again_s, "event": event}
+
+
+def _first_event(stream_id: str) -> dict[str, Any]:
+    """The first record a new SSE subscriber of the stream gets."""
+    url = f"http://127.0.0.1:{HTTP_PORT}/v1/streams/{stream_id}/events"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        for raw in response:
+            line = raw.decode().strip()
+            if line.startswith("data:"):
+                return dict(json.loads(line[5:]))
+    raise RuntimeError(f"stream {stream_id}: the events ended without a record")
 
 
 def _wait(check: Any, timeout_s: float, what: str) -> None:
@@ -352,7 +364,8 @@ def main() -> int:
     p.add_argument("--chunk-s", type=float, default=6.0)
     p.add_argument("--kill-at", type=float, default=0.0)
     p.add_argument("--video-out", action="store_true", help="also encode OUT.mp4")
-    p.add_argument("--streams", action="store_true", help="two live streams, a node killed")
+    p.add_argument("--streams", action="store_true",
+                   help="two live streams through serve --ray, a node killed")  # fmt: skip
     p.add_argument("--serve", action="store_true", help="the job through frameserve serve --ray")
     p.add_argument("--hide-repository", action="store_true",
                    help="the last node does not see the repository's folder")  # fmt: skip
@@ -368,7 +381,7 @@ def main() -> int:
     nodes = start_nodes(args.nodes, tmp, token, cores, ray_tmp, hide)
     try:
         if args.streams:
-            report = streams_job(args, nodes)
+            report = serve_streams(args, nodes)
         else:
             report = serve_job(args, nodes) if args.serve else run_job(args, nodes)
     finally:

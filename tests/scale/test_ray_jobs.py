@@ -138,22 +138,25 @@ def test_serve_resumes_after_a_coordinator_crash_and_skips_a_node_without_models
         assert [f.pts for f in video.decode(video=0)] == expected
 
 
-def test_streams_are_placed_apart_and_moved_when_a_node_dies(
+def test_serve_places_streams_apart_and_moves_them_when_a_node_dies(
     tmp_path: Path, long_clip: Path, zoo_repository: Path
 ) -> None:
-    """Two live streams (the clip, looped) are placed on the two nodes by load; the second
-    node's raylet is killed; both deliver records again within 15 s, and the moved one's
-    status says where it runs now and that it moved."""
+    """``serve --ray``: two live streams (the clip, looped) attached over HTTP are placed on
+    the two nodes by load; the second node's raylet is killed; within 15 s the moved stream
+    delivers again on the other node (a new SSE subscriber gets its records) and the other
+    stream goes on; the moved one's status says where it runs now and why it moved."""
     report = _run_driver(
-        tmp_path / "cluster", long_clip, zoo_repository, tmp_path / "unused", "--streams"
-    )
-    assert len(set(report["placed_on"])) == 2, report  # one stream per node
-    again = report["running_again_s"]
-    assert len(again) == 2 and all(s < 15 for s in again.values()), report
-    moved = [s for s in report["statuses"] if s["placement"]["moved"]]
-    stayed = [s for s in report["statuses"] if not s["placement"]["moved"]]
-    assert len(moved) == 1 and len(stayed) == 1, report["statuses"]
-    placement = moved[0]["placement"]
-    assert moved[0]["state"] == "running"
-    assert placement["node"] == stayed[0]["placement"]["node"]  # the surviving node
+        tmp_path / "cluster", long_clip, zoo_repository, tmp_path / "unused", "--streams",
+        "--serve",
+    )  # fmt: skip
+    before = report["before"]
+    assert len({s["placement"]["node"] for s in before}) == 2, before  # one stream per node
+    assert report["again_s"] < 15, report
+    moved = report["moved"]
+    placement = moved["placement"]
+    assert moved["state"] == "running" and placement["moved"] == 1
+    assert placement["node"] != next(s for s in before if s["id"] == moved["id"])["placement"][
+        "node"]  # fmt: skip
     assert "left the cluster" in placement["moves"][0] or "Error" in placement["moves"][0]
+    event = report["event"]
+    assert event["stream"] == moved["id"] and "detections" in event

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 import uvloop
@@ -108,16 +108,16 @@ class _Video:
             ),
             runner_factory=_ray_jobs(settings.ray),
         )
-        self.streams = LiveStreams(
-            handle,
-            LiveSettings(
-                media_root=settings.media_root,
-                max_streams=settings.max_streams,
-                policy=settings.source_policy,
-                max_subscribers=settings.limits.max_subscribers,
-                max_frame_pixels=settings.limits.max_frame_pixels,
-            ),
+        live = LiveSettings(
+            media_root=settings.media_root,
+            max_streams=settings.max_streams,
+            policy=settings.source_policy,
+            max_subscribers=settings.limits.max_subscribers,
+            max_frame_pixels=settings.limits.max_frame_pixels,
         )
+        self.streams = LiveStreams(handle, live) if settings.ray is None else _ray_streams(
+            server, loop, settings.ray, live
+        )  # fmt: skip
         uploads = UploadSettings(
             settings.state_dir / "uploads",
             settings.max_upload_bytes,
@@ -143,6 +143,21 @@ def _ray_jobs(settings: RaySettings | None) -> Callable[..., Any] | None:
     from frameserve.scale.jobs import ray_runner_factory
 
     return ray_runner_factory(settings)
+
+
+def _ray_streams(
+    server: InferenceServer, loop: asyncio.AbstractEventLoop, ray: RaySettings,
+    live: LiveSettings,
+) -> LiveStreams:  # fmt: skip
+    """``--ray``: streams placed on the cluster's nodes, behind the ``LiveStreams`` interface
+    (``scale.live.ClusterStreams`` has its methods; the routes see no difference)."""
+    from frameserve.scale.cluster import connect
+    from frameserve.scale.live import ClusterStreams
+
+    streams = ClusterStreams(
+        connect(ray), loop, server.repository.root, live, server.settings.model_cache_dir
+    )
+    return cast(LiveStreams, streams)
 
 
 class _HttpServer(uvicorn.Server):

@@ -32,17 +32,18 @@ class StreamHost:
     """Live streams on one node; every method runs on the actor's one thread."""
 
     def __init__(
-        self, repository: Path, media_root: Path, cpus: int, model_cache_dir: Path | None
+        self, repository: Path, settings: LiveSettings, cpus: int, model_cache_dir: Path | None
     ) -> None:
+        """``settings``: the coordinator's (media root at the same path, source policy)."""
         self.node = socket.gethostname()
-        settings = ServerSettings(
+        server = ServerSettings(
             repository=repository,
             model_control_mode="explicit",
             budget=CpuBudget(max(1, cpus), "ray --num-cpus"),
             model_cache_dir=model_cache_dir,
         )
-        self.local = LocalServer(settings)
-        self.streams = LiveStreams(self.local, LiveSettings(media_root=media_root))
+        self.local = LocalServer(server)
+        self.streams = LiveStreams(self.local, settings)
         self._buffers: dict[str, deque[LiveRecord]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 

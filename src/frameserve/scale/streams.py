@@ -14,6 +14,7 @@ Threads: ``attach``/``detach``/``status`` from any thread (under the lock); one 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import uuid
@@ -25,7 +26,7 @@ from typing import Any
 from frameserve.errors import NotFound, Unavailable
 from frameserve.scale.cluster import Node, alive_nodes
 from frameserve.scale.stream_host import StreamHost
-from frameserve.video.live import StreamSpec
+from frameserve.video.live import LiveSettings, StreamSpec
 from frameserve.video.live.records import LiveRecord, StreamStatus
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,15 @@ class RayStreams:
         self,
         ray: Any,
         repository: Path,
-        media_root: Path,
+        settings: LiveSettings,
         on_records: RecordSink | None = None,
         model_cache_dir: Path | None = None,
     ) -> None:
+        """``settings``: what every host's streams get (the media root, resolved here, must
+        be at the same path on every node)."""
         self.ray = ray
         self.repository = repository.resolve()
-        self.media_root = media_root.resolve()
+        self.settings = dataclasses.replace(settings, media_root=settings.media_root.resolve())
         self.model_cache_dir = model_cache_dir
         self.on_records = on_records
         self._remote = ray.remote(StreamHost)
@@ -178,7 +181,7 @@ class RayStreams:
                 num_cpus=0,
                 max_restarts=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False),
-            ).remote(self.repository, self.media_root, node.cpus, self.model_cache_dir)
+            ).remote(self.repository, self.settings, node.cpus, self.model_cache_dir)
             host = self._hosts[node.id] = _Host(node, actor, attempt)
         return host
 

@@ -68,10 +68,11 @@ class StreamStatus:
     started: str  # ISO 8601, UTC, milliseconds
     reconnects: int
     owner: str = ""  # the API key name that attached it ("": keys off)
+    placement: dict[str, Any] | None = None  # serve --ray: node, moved, moves (scale/)
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "source": self.source,
             "pipeline": self.pipeline,
@@ -87,3 +88,6 @@ class StreamStatus:
             "reconnects": self.reconnects,
             "owner": self.owner or None,
         }
+        if self.placement is not None:
+            out["placement"] = self.placement
+        return out
