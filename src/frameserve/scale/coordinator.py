@@ -32,6 +32,7 @@ from frameserve.scale.render import IdsByPts, ids_by_chunk
 from frameserve.scale.stitch import stitch
 from frameserve.scale.store import ChunkStore
 from frameserve.scale.worker import ChunkResult, ChunkWorker, WorkerSetup
+from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import probe
 from frameserve.video.frames import Sampling
 from frameserve.video.jobs.segments import segment_path
@@ -402,7 +403,14 @@ def _reason(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def check_pipeline(name: str, interpolates: bool) -> None:
-    """What a distributed job cannot do, refused before any work."""
-    if interpolates:
+def check_pipeline(name: str, config: VideoPipelineConfig) -> None:
+    """What a distributed job cannot do, refused before any work: what carries state from
+    frame to frame across a chunk's border other than tracks (which are stitched)."""
+    if config.interpolates:
         raise NotSupported(f"--ray: pipeline {name} makes new frames; run it on one node")
+    for what, present in (("filters", config.filters), ("defects", config.defects)):
+        if present is not None:
+            raise NotSupported(
+                f"--ray: pipeline {name} has {what}: (FFmpeg's filters and freeze detection "
+                "keep state across frames, which chunks would cut); run it on one node"
+            )

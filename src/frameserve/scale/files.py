@@ -65,7 +65,7 @@ def run_files(
     params: dict[str, Any] | None = None,
 ) -> list[FileResult]:
     """Run every input across the cluster, one after the other (each uses every node)."""
-    check_pipeline(name, config.interpolates)
+    check_pipeline(name, config)
     ray = connect(settings)
     sampling = str(sample or Sampling.parse(config.sample, f"{name}: sample"))
     store = ChunkStore(out / ".frameserve-ray.db")

@@ -70,7 +70,7 @@ class RayJobRunner:
     def prepare(self, media: MediaRoot) -> PlannedJob:
         job, root = self.job, self.handle.server.repository.root
         name, config = load_named_pipeline(job.spec.pipeline, root, "pipeline")
-        check_pipeline(name, config.interpolates)
+        check_pipeline(name, config)
         path = self.input = self.paths.input(job, media)
         self.paths.folder.mkdir(parents=True, exist_ok=True)
         self._check_header(path)

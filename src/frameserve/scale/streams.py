@@ -81,7 +81,8 @@ class RayStreams:
         self.model_cache_dir = model_cache_dir
         self.on_records = on_records
         self._remote = ray.remote(StreamHost)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the dicts below, held briefly
+        self._placing = threading.Lock()  # one placement at a time (a host may load models)
         self._streams: dict[str, PlacedStream] = {}
         self._hosts: dict[str, _Host] = {}
         self._attempts: dict[str, int] = {}
@@ -94,9 +95,10 @@ class RayStreams:
     def attach(self, spec: StreamSpec, owner: str = "") -> PlacedStream:
         """Place a stream on the least loaded node and start it there."""
         stream_id = uuid.uuid4().hex[:12]
-        with self._lock:
+        with self._placing:
             node, remote_id = self._place(spec, owner, exclude=set())
-            placed = PlacedStream(stream_id, spec, owner, node, remote_id)
+        placed = PlacedStream(stream_id, spec, owner, node, remote_id)
+        with self._lock:
             self._streams[stream_id] = placed
         log.info("live stream %s: placed on node %s", stream_id, node.name)
         return placed
@@ -140,25 +142,27 @@ class RayStreams:
         for host in hosts:
             self._kill(host)
 
-    # -- placement (under the lock) ---------------------------------------------------------
+    # -- placement (under ``_placing``) -----------------------------------------------------
     def _place(self, spec: StreamSpec, owner: str, exclude: set[str]) -> tuple[Node, str]:
         """Start the stream on the least loaded usable node; a node whose host cannot start
         is left out (with its reason) and the next one tried."""
         while True:
-            node = self._least_loaded(exclude)
-            host = self._host(node)
+            nodes = alive_nodes(self.ray)
+            with self._lock:
+                node = self._least_loaded(nodes, exclude)
+                host = self._host(node)
             try:
                 ref = host.actor.attach.remote(spec.model_dump(), owner)
                 return node, str(self.ray.get(ref, timeout=ATTACH_TIMEOUT_S))
             except self.ray.exceptions.RayActorError as err:
-                self._unusable[node.id] = _first_line(err)
-                self._hosts.pop(node.id, None)
+                with self._lock:
+                    self._unusable[node.id] = _first_line(err)
+                    self._hosts.pop(node.id, None)
                 log.warning("live streams: node %s cannot host streams (%s)", node.name,
-                            self._unusable[node.id])  # fmt: skip
+                            _first_line(err))  # fmt: skip
 
-    def _least_loaded(self, exclude: set[str]) -> Node:
-        nodes = [n for n in alive_nodes(self.ray)
-                 if n.id not in exclude and n.id not in self._unusable]  # fmt: skip
+    def _least_loaded(self, alive: list[Node], exclude: set[str]) -> Node:
+        nodes = [n for n in alive if n.id not in exclude and n.id not in self._unusable]
         if not nodes:
             why = "; ".join(f"{n[:8]}: {r}" for n, r in self._unusable.items())
             raise Unavailable(
@@ -236,17 +240,20 @@ class RayStreams:
             if self._hosts.get(host.node.id) is host:
                 del self._hosts[host.node.id]
             moving = [s for s in self._streams.values() if s.node.id == host.node.id]
-            for placed in moving:
-                try:
+        self._kill(host)
+        for placed in moving:
+            try:
+                with self._placing:
                     node, remote_id = self._place(placed.spec, placed.owner, {host.node.id})
-                except Unavailable as err:
+            except Unavailable as err:
+                with self._lock:
                     placed.moves.append(f"from {host.node.name}: {why}; nowhere to go: {err}")
-                    continue
+                continue
+            with self._lock:
                 placed.moves.append(f"from {host.node.name}: {why}")
                 placed.node, placed.remote_id, placed.status = node, remote_id, None
-                log.warning("live stream %s: moved from node %s to %s (%s)", placed.id,
-                            host.node.name, node.name, why)  # fmt: skip
-        self._kill(host)
+            log.warning("live stream %s: moved from node %s to %s (%s)", placed.id,
+                        host.node.name, node.name, why)  # fmt: skip
 
     def _kill(self, host: _Host) -> None:
         try:
