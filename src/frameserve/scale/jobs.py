@@ -86,7 +86,11 @@ class RayJobRunner:
             segments=self.paths.segments if video else None,
         )  # fmt: skip
         self._coordinator = coordinator
-        plan = coordinator.prepare()
+        try:
+            plan = coordinator.prepare()
+        except BaseException:
+            store.close()  # execute, which closes it, will not run
+            raise
         self._before, _ = coordinator.progress()
         return PlannedJob(plan.kept)
 
