@@ -78,10 +78,11 @@ class RayJobRunner:
         sample = str(sampling) if sampling is not None else config.sample
         setup = WorkerSetup(job.id, name, config, root.resolve(), sample, 1, job.spec.params,
                             self.handle.server.settings.model_cache_dir)  # fmt: skip
+        ray = connect(self.ray_settings)
         store = ChunkStore(self.settings.state_dir / "jobs.db")
         video = bool(job.spec.video_out or config.transforms)
         coordinator = Coordinator(
-            connect(self.ray_settings), self.ray_settings, store, setup, path,
+            ray, self.ray_settings, store, setup, path,
             self.paths.folder / "pieces", self.stop, isolate=self.settings.isolate,
             segments=self.paths.segments if video else None,
         )  # fmt: skip
