@@ -79,7 +79,7 @@ class VideoServiceSettings:
     max_streams: int = 16
     source_policy: SourcePolicy = SourcePolicy()  # where network stream sources may connect
     limits: VideoLimits = field(default_factory=VideoLimits)
-    ray: RaySettings | None = None  # serve --ray: jobs run across a Ray cluster (scale/)
+    ray: RaySettings | None = None  # serve --ray: jobs and live streams on a Ray cluster
 
 
 class _Video:
@@ -108,16 +108,18 @@ class _Video:
             ),
             runner_factory=_ray_jobs(settings.ray),
         )
-        live = LiveSettings(
-            media_root=settings.media_root,
-            max_streams=settings.max_streams,
-            policy=settings.source_policy,
-            max_subscribers=settings.limits.max_subscribers,
-            max_frame_pixels=settings.limits.max_frame_pixels,
+        self.streams = LiveStreams(
+            handle,
+            LiveSettings(
+                media_root=settings.media_root,
+                max_streams=settings.max_streams,
+                policy=settings.source_policy,
+                max_subscribers=settings.limits.max_subscribers,
+                max_frame_pixels=settings.limits.max_frame_pixels,
+            ),
         )
-        self.streams = LiveStreams(handle, live) if settings.ray is None else _ray_streams(
-            server, loop, settings.ray, live
-        )  # fmt: skip
+        if settings.ray is not None:  # --ray: the streams are placed on the cluster's nodes
+            self.streams = _ray_streams(server, loop, settings.ray, self.streams.settings)
         uploads = UploadSettings(
             settings.state_dir / "uploads",
             settings.max_upload_bytes,

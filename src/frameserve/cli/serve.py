@@ -258,7 +258,8 @@ def _add_ray(p: argparse.ArgumentParser) -> None:
     """Issue 17: jobs across a Ray cluster (docs/scale-out.md)."""
     r = p.add_argument_group("Ray scale-out")
     r.add_argument("--ray", default=None, metavar="auto|HOST:PORT",
-                   help="run video jobs across this Ray cluster, this server coordinating "
+                   help="run video jobs and live streams across this Ray cluster, this "
+                        "server coordinating "
                         "(needs frameserve[ray]; every node needs the repository at the same "
                         "path); an unreachable address fails start-up")  # fmt: skip
     r.add_argument("--ray-auth-token-file", type=Path, default=None, metavar="FILE",
