@@ -168,7 +168,9 @@ def run_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> d
         from frameserve.video.jobs.segments import join_segments
 
         join_segments(coord.segment_files(), Path(args.input), Path(args.out + ".mp4"))
+    cli = _video_run_cli(args) if args.cli else None
     return {
+        "cli": cli,
         "chunks": len(plan.chunks),
         "lines": lines,
         "wall_s": run_s,
@@ -186,6 +188,18 @@ def run_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> d
         "frames": plan.kept,
         "ray_memory": _memory(nodes),
     }
+
+
+def _video_run_cli(args: argparse.Namespace) -> dict[str, Any]:
+    """``frameserve video run --ray`` on the same cluster (what is left of it)."""
+    from frameserve.cli.main import main
+
+    out = Path(args.tmp) / "cli"
+    code = main(["video", "run", args.input, "--pipeline", args.pipeline, "--repository",
+                 args.repository, "--out", str(out), "--ray", f"127.0.0.1:{PORT}",
+                 "--ray-auth-token-file", args.token,
+                 "--ray-chunk-seconds", str(args.chunk_s)])  # fmt: skip
+    return {"rc": code, "jsonl": str(out / f"{Path(args.input).stem}.jsonl")}
 
 
 def _killer(coord: Any, node: subprocess.Popen[bytes], at: float, out: dict[str, float]) -> None:
@@ -364,6 +378,7 @@ def main() -> int:
     p.add_argument("--chunk-s", type=float, default=6.0)
     p.add_argument("--kill-at", type=float, default=0.0)
     p.add_argument("--video-out", action="store_true", help="also encode OUT.mp4")
+    p.add_argument("--cli", action="store_true", help="then the same job by video run --ray")
     p.add_argument("--streams", action="store_true",
                    help="two live streams through serve --ray, a node killed")  # fmt: skip
     p.add_argument("--serve", action="store_true", help="the job through frameserve serve --ray")

@@ -100,7 +100,7 @@ def test_a_job_survives_a_killed_node(
     tmp_path: Path, long_clip: Path, zoo_repository: Path, reference: list[dict]
 ) -> None:
     out = tmp_path / "ray.jsonl"
-    report = _run_driver(tmp_path / "cluster", long_clip, zoo_repository, out)
+    report = _run_driver(tmp_path / "cluster", long_clip, zoo_repository, out, "--cli")
     lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
 
     assert report["workers_lost"] >= 1, report  # the killed node's worker was noticed
@@ -108,6 +108,10 @@ def test_a_job_survives_a_killed_node(
     assert len(set(report["nodes_by_chunk"])) == 2, report  # both nodes committed chunks
     _same_as(lines, reference)
     assert not (tmp_path / "cluster" / "auth_token").exists()  # the token file was removed
+    # then ``frameserve video run --ray`` on what is left of the cluster: the same lines
+    assert report["cli"]["rc"] == 0, report["cli"]
+    cli = Path(report["cli"]["jsonl"]).read_bytes().splitlines()
+    _same_as([orjson.loads(line) for line in cli], reference)
 
 
 def test_serve_resumes_after_a_coordinator_crash_and_skips_a_node_without_models(
