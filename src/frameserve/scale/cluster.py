@@ -105,8 +105,11 @@ def connect(settings: RaySettings) -> Any:
         )
     except (ConnectionError, RuntimeError) as err:
         hint = ""
-        if "auth" in str(err).lower() or "token" in str(err).lower():
-            hint = " (token authentication: give --ray-auth-token-file, the head's token)"
+        if settings.address != "auto":  # the head answered the TCP check: most often the token
+            hint = (
+                " (the head answers there: check that --ray-auth-token-file holds its token "
+                "(Ray logs InvalidAuthToken otherwise) and that Ray's versions match)"
+            )
         raise Unavailable(
             f"--ray {settings.address}: cannot join the cluster: {err}{hint}"
         ) from None
