@@ -291,6 +291,9 @@ class Coordinator:
             number = worker.queued.pop(ref)
             self._chunk_failed(number, _reason(err), pending)
             return
+        except exc.RayError as err:  # the worker's process or node, in other words
+            self._lose(worker, pending, _reason(err))
+            return
         if worker.ready is ref:
             worker.ready = None
             self.stats.ready_at.append(time.monotonic())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from frameserve.cpu import CpuBudget
+from frameserve.errors import NotFound
 from frameserve.serving.local import LocalServer
 from frameserve.serving.server import ServerSettings
 from frameserve.video.config import load_named_pipeline
@@ -74,7 +75,10 @@ class StreamHost:
         out = {}
         for stream_id, buffer in list(self._buffers.items()):
             records = [buffer.popleft() for _ in range(len(buffer))]
-            out[stream_id] = (records, self.streams.get(stream_id).status())
+            try:
+                out[stream_id] = (records, self.streams.get(stream_id).status())
+            except NotFound:  # stopped and forgotten here: nothing more will come
+                self._buffers.pop(stream_id, None)
         return out
 
     def detach(self, stream_id: str) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frameserve.errors import NotFound, Unavailable
+from frameserve.errors import FrameserveError, NotFound, Unavailable
 from frameserve.scale.cluster import Node, alive_nodes
 from frameserve.scale.stream_host import StreamHost
 from frameserve.video.live import LiveSettings, StreamSpec
@@ -154,7 +154,12 @@ class RayStreams:
             try:
                 ref = host.actor.attach.remote(spec.model_dump(), owner)
                 return node, str(self.ray.get(ref, timeout=ATTACH_TIMEOUT_S))
-            except self.ray.exceptions.RayActorError as err:
+            except self.ray.exceptions.RayTaskError as err:  # the stream's own error (a 400)
+                cause = getattr(err, "cause", None)
+                if isinstance(cause, FrameserveError):
+                    raise cause from None
+                raise Unavailable(f"live stream: node {node.name}: {_first_line(err)}") from None
+            except self.ray.exceptions.RayError as err:  # the host died, or never started
                 with self._lock:
                     self._unusable[node.id] = _first_line(err)
                     self._hosts.pop(node.id, None)
@@ -213,7 +218,11 @@ class RayStreams:
             host = refs[ref]
             try:
                 answer = self.ray.get(ref)
-            except self.ray.exceptions.RayActorError as err:
+            except self.ray.exceptions.RayTaskError as err:  # the host is alive: next round
+                log.warning("live streams: polling node %s failed: %s", host.node.name,
+                            _first_line(err))  # fmt: skip
+                continue
+            except self.ray.exceptions.RayError as err:
                 self._replace(host, _first_line(err))
                 continue
             self._deliver(host, answer)
