@@ -31,6 +31,7 @@ from frameserve.scale.cluster import Node, RaySettings, alive_nodes
 from frameserve.scale.render import IdsByPts, ids_by_chunk
 from frameserve.scale.stitch import stitch
 from frameserve.scale.store import ChunkStore
+from frameserve.scale.tracing import ChunkAttempt
 from frameserve.scale.worker import ChunkResult, ChunkWorker, WorkerSetup
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import probe
@@ -119,6 +120,8 @@ class Coordinator:
         self._unusable: dict[str, str] = {}  # node id -> why it is left out
         self._starts: dict[str, int] = {}
         self._failures: dict[int, int] = {}
+        self._sent: dict[Any, int] = {}  # a queued chunk's ref -> when it was sent (ns)
+        self.on_chunk: Callable[[ChunkAttempt], None] | None = None  # trace spans
         self._remote = ray.remote(ChunkWorker)
 
     # -- planning -----------------------------------------------------------------------------
@@ -255,6 +258,7 @@ class Coordinator:
                 render = self._render[number] if self._render is not None else None
                 ref = worker.actor.run.remote(chunk.to_json(), piece, render)
                 worker.queued[ref] = number
+                self._sent[ref] = time.perf_counter_ns()
         self._running = sum(len(w.queued) for w in self._workers.values())
 
     def _collect(self, pending: deque[int]) -> None:
@@ -279,16 +283,13 @@ class Coordinator:
             value = self.ray.get(ref)
         except exc.RayActorError as err:
             if worker.ready is ref:  # it never ran: its node cannot take this job's work
-                self._unusable[worker.node.id] = _reason(err)
-                log.warning("job %s: no worker on node %s (%s); its chunks go to other nodes",
-                            self.setup.job, worker.node.name, _reason(err))  # fmt: skip
-                self._workers.pop(worker.node.id, None)
-                self._kill(worker)
-                return
-            self._lose(worker, pending, _reason(err))
+                self._not_started(worker, _reason(err))
+            else:
+                self._lose(worker, pending, _reason(err))
             return
         except exc.RayTaskError as err:
             number = worker.queued.pop(ref)
+            self._report(worker, ref, number, "failed")
             self._chunk_failed(number, _reason(err), pending)
             return
         except exc.RayError as err:  # the worker's process or node, in other words
@@ -300,28 +301,48 @@ class Coordinator:
             log.info("job %s: worker %d ready on node %s", self.setup.job, worker.attempt,
                      worker.node.name)  # fmt: skip
             return
-        worker.queued.pop(ref)
-        self._commit(value, worker.node.id)
+        number = worker.queued.pop(ref)
+        self._report(worker, ref, number, self._commit(value, worker.node.id))
         self.stats.chunks_run += 1
 
-    def _commit(self, result: ChunkResult, node: str) -> None:
+    def _not_started(self, worker: _Worker, reason: str) -> None:
+        self._unusable[worker.node.id] = reason
+        log.warning("job %s: no worker on node %s (%s); its chunks go to other nodes",
+                    self.setup.job, worker.node.name, reason)  # fmt: skip
+        self._workers.pop(worker.node.id, None)
+        self._kill(worker)
+
+    def _report(self, worker: _Worker, ref: Any, number: int, outcome: str) -> None:
+        """A chunk attempt ended: its trace span (when the job is traced)."""
+        sent = self._sent.pop(ref, None)
+        if self.on_chunk is None or sent is None or self.plan is None:
+            return
+        frames = self.plan.chunks[number].kept
+        self.on_chunk(ChunkAttempt(number, self._render is not None, worker.node.name, sent,
+                                   time.perf_counter_ns(), outcome, frames))  # fmt: skip
+
+    def _commit(self, result: ChunkResult, node: str) -> str:
+        """Record a chunk's answer; returns ``committed`` or ``duplicate``."""
+        outcome = "committed"
         if result.video is not None:
-            self._write_segment(result.number, result.video)
+            outcome = self._write_segment(result.number, result.video)
         elif self.store.commit(self.setup.job, result.number, result.lines, result.overlap,
-                             node, result.seconds):  # fmt: skip
+                               node, result.seconds):  # fmt: skip
             self._done.add(result.number)
         else:
             self.stats.duplicates += 1
+            outcome = "duplicate"
         if not self._needs_piece(result.number):
             piece_path(self.pieces, result.number).unlink(missing_ok=True)
+        return outcome
 
-    def _write_segment(self, number: int, data: bytes) -> None:
+    def _write_segment(self, number: int, data: bytes) -> str:
         """A chunk's segment, whole or absent (a rename); the first one written wins."""
         assert self.segments is not None
         path = segment_path(self.segments, number)
         if path.exists():
             self.stats.duplicates += 1
-            return
+            return "duplicate"
         self.segments.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         with partial.open("wb") as f:
@@ -330,6 +351,7 @@ class Coordinator:
             os.fsync(f.fileno())
         os.replace(partial, path)
         self._rendered.add(number)
+        return "committed"
 
     def _chunk_failed(self, number: int, reason: str, pending: deque[int]) -> None:
         n = self._failures[number] = self._failures.get(number, 0) + 1
@@ -345,6 +367,8 @@ class Coordinator:
         self.stats.workers_lost += 1
         self.stats.recovered_at.append(time.monotonic())
         finished = self._rendered if self._render is not None else self._done
+        for ref, number in worker.queued.items():
+            self._report(worker, ref, number, "lost")
         lost = sorted(n for n in worker.queued.values() if n not in finished)
         pending.extendleft(reversed(lost))
         log.warning("job %s: worker on node %s lost (%s); chunks %s run elsewhere",

@@ -20,6 +20,7 @@ from typing import Any
 from frameserve.scale.cluster import RaySettings, connect
 from frameserve.scale.coordinator import Coordinator, check_pipeline
 from frameserve.scale.store import ChunkStore
+from frameserve.scale.tracing import JobSpans
 from frameserve.scale.worker import WorkerSetup
 from frameserve.serving.local import ServerHandle
 from frameserve.video.config import load_named_pipeline
@@ -64,6 +65,7 @@ class RayJobRunner:
         self.input: Path | None = None
         self.resumes_at: int | None = None
         self._coordinator: Coordinator | None = None
+        self._spans: JobSpans | None = None
         self._started = time.monotonic()
         self._before = 0
 
@@ -87,6 +89,10 @@ class RayJobRunner:
             segments=self.paths.segments if video else None,
         )  # fmt: skip
         self._coordinator = coordinator
+        tracing = self.handle.server.tracing
+        if tracing is not None:  # a span per job and per chunk attempt
+            self._spans = JobSpans(tracing, self.handle.loop, job.id, name)
+            coordinator.on_chunk = self._spans.chunk
         try:
             plan = coordinator.prepare()
         except BaseException:
@@ -110,6 +116,7 @@ class RayJobRunner:
         coordinator = self._coordinator
         assert coordinator is not None
         self._started = time.monotonic()
+        ok, error = False, None
         try:
             if not coordinator.run():
                 return False
@@ -121,9 +128,15 @@ class RayJobRunner:
             if spec is not None:
                 write_summary(self.paths.summary, summarize_file(self.paths.results, spec, name))
             coordinator.finish()
+            ok = True
             return True
+        except Exception as err:
+            error = str(err)
+            raise
         finally:
             coordinator.store.close()
+            if self._spans is not None:
+                self._spans.end(ok, error)
 
     def _join(self, segments: list[Path]) -> None:
         """The segments into ``output.mp4`` with the input's audio (FFmpeg in a child)."""
