@@ -18,9 +18,10 @@ import contextlib
 import logging
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 import uvloop
@@ -35,6 +36,7 @@ from frameserve.api.http.metrics import create_metrics_app
 from frameserve.api.http.video import UploadSettings, VideoRoutes
 from frameserve.api.shm import SharedMemoryRegistry, ShmSettings
 from frameserve.api.tls import ServerTls, TlsSettings, load_tls
+from frameserve.scale.cluster import RaySettings
 from frameserve.serving.local import AttachedServer
 from frameserve.serving.server import InferenceServer, RequestLimits, ServerSettings
 from frameserve.video.jobs import JobQueue, JobSettings
@@ -82,6 +84,7 @@ class VideoServiceSettings:
     source_policy: SourcePolicy = SourcePolicy()  # where network stream sources may connect
     limits: VideoLimits = field(default_factory=VideoLimits)
     preview: PreviewSettings = PreviewSettings()  # live previews (MJPEG, JPEG, HLS)
+    ray: RaySettings | None = None  # serve --ray: jobs and live streams on a Ray cluster
 
 
 class _Video:
@@ -114,6 +117,7 @@ class _Video:
                 limits=settings.limits,
             ),
             self.push,
+            runner_factory=_ray_jobs(settings.ray),
         )
         self.streams = LiveStreams(
             handle,
@@ -127,6 +131,8 @@ class _Video:
             ),
             self.push,
         )
+        if settings.ray is not None:  # --ray: the streams are placed on the cluster's nodes
+            self.streams = _ray_streams(server, loop, settings.ray, self.streams.settings)
         uploads = UploadSettings(
             settings.state_dir / "uploads",
             settings.max_upload_bytes,
@@ -146,6 +152,30 @@ class _Video:
         await asyncio.to_thread(self.jobs.close, timeout_s)
         # after both: a stopped stream or job hands its last messages over first
         await self.push.close(min(timeout_s, self.push.settings.flush_s + 1.0))
+
+
+def _ray_jobs(settings: RaySettings | None) -> Callable[..., Any] | None:
+    """``--ray``: jobs run their chunks on the cluster (Ray imported only then)."""
+    if settings is None:
+        return None
+    from frameserve.scale.jobs import ray_runner_factory
+
+    return ray_runner_factory(settings)
+
+
+def _ray_streams(
+    server: InferenceServer, loop: asyncio.AbstractEventLoop, ray: RaySettings,
+    live: LiveSettings,
+) -> LiveStreams:  # fmt: skip
+    """``--ray``: streams placed on the cluster's nodes, behind the ``LiveStreams`` interface
+    (``scale.live.ClusterStreams`` has its methods; the routes see no difference)."""
+    from frameserve.scale.cluster import connect
+    from frameserve.scale.live import ClusterStreams
+
+    streams = ClusterStreams(
+        connect(ray), loop, server.repository.root, live, server.settings.model_cache_dir
+    )
+    return cast(LiveStreams, streams)
 
 
 class _HttpServer(uvicorn.Server):

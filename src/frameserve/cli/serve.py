@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from frameserve.cli.args import (
     ServeHelpFormatter,
@@ -82,6 +83,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     _add_telemetry(p)
     _add_tls_and_browsers(p)
     _add_errors_and_shm(p)
+    _add_ray(p)
     apply_environment(p, dict(os.environ))
 
 
@@ -254,12 +256,38 @@ def _add_errors_and_shm(p: argparse.ArgumentParser) -> None:
                         "status, duration, request id, peer")  # fmt: skip
 
 
+def _add_ray(p: argparse.ArgumentParser) -> None:
+    """Issue 17: jobs across a Ray cluster (docs/scale-out.md)."""
+    r = p.add_argument_group("Ray scale-out")
+    r.add_argument("--ray", default=None, metavar="auto|HOST:PORT",
+                   help="run video jobs and live streams across this Ray cluster, this "
+                        "server coordinating "
+                        "(needs frameserve[ray]; every node needs the repository at the same "
+                        "path); an unreachable address fails start-up")  # fmt: skip
+    r.add_argument("--ray-auth-token-file", type=Path, default=None, metavar="FILE",
+                   help="the cluster's auth token (Ray 2.60 turns token auth on; default: "
+                        "Ray's own, ~/.ray/auth_token or RAY_AUTH_TOKEN)")  # fmt: skip
+    r.add_argument("--ray-chunk-seconds", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="the least video per chunk of a job (cut at keyframes)")  # fmt: skip
+
+
+def _ray_settings(args: argparse.Namespace) -> Any:
+    """``--ray``: the settings, with the cluster joined now (a wrong address fails start-up)."""
+    if args.ray is None:
+        return None
+    from frameserve.scale.cluster import RaySettings, connect
+
+    settings = RaySettings(args.ray, args.ray_auth_token_file, chunk_seconds=args.ray_chunk_seconds)
+    connect(settings)
+    return settings
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from frameserve.api.app import FrontEndSettings, ListenSettings, VideoServiceSettings, run
     from frameserve.api.http.origins import BrowserPolicy
     from frameserve.api.shm import ShmSettings
     from frameserve.cli import logs
-    from frameserve.errors import ConfigError
+    from frameserve.errors import ConfigError, NotSupported, Unavailable
     from frameserve.serving.server import ServerSettings
     from frameserve.serving.tracing import TracingSettings
     from frameserve.video.live.policy import SourcePolicy
@@ -299,6 +327,7 @@ def run_serve(args: argparse.Namespace) -> int:
         preview=preview_settings(args),
     )
     try:
+        video = dataclasses.replace(video, ray=_ray_settings(args))
         listen = ListenSettings(
             args.host, args.http_port, args.grpc_port, args.metrics_port, _tls_settings(args),
             BrowserPolicy.from_flags(args.allowed_origin, args.allowed_host),
@@ -310,6 +339,7 @@ def run_serve(args: argparse.Namespace) -> int:
             args.access_log,
         )
         return run(settings, listen, video, _auth_settings(args), front)
-    except ConfigError as err:  # no tracing extra; a bad endpoint URL, key file or TLS file
+    except (ConfigError, Unavailable, NotSupported) as err:  # no tracing extra; a bad endpoint
+        # URL, key file or TLS file; --ray: an unreachable cluster, no ray extra
         print(f"frameserve serve: {err.message}", file=sys.stderr)  # noqa: T201
         return 2

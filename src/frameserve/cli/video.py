@@ -45,7 +45,47 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                    help="a JSON object for the pipeline's script models, given to their "
                         "configure() once per input (docs/scripts.md)")  # fmt: skip
     add_model_cache(p)
+    add_ray_run(p)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
+
+
+def add_ray_run(p: argparse.ArgumentParser) -> None:
+    """``--ray``: this process coordinates a Ray cluster that runs the chunks."""
+    g = p.add_argument_group("Ray scale-out (docs/scale-out.md)")
+    g.add_argument("--ray", default=None, metavar="auto|HOST:PORT",
+                   help="run the inputs' chunks on this Ray cluster, this process coordinating; "
+                        "every node needs frameserve[ray] and the repository at the same "
+                        "path")  # fmt: skip
+    g.add_argument("--ray-auth-token-file", type=Path, default=None, metavar="FILE",
+                   help="the cluster's auth token (default: Ray's, ~/.ray/auth_token or "
+                        "RAY_AUTH_TOKEN)")  # fmt: skip
+    g.add_argument("--ray-chunk-seconds", type=float, default=10.0, metavar="S",
+                   help="the least video per chunk (cut at keyframes)")  # fmt: skip
+
+
+def _run_on_ray(args: argparse.Namespace, name: str, config: object, sample: object,
+                params: object) -> int:  # fmt: skip
+    """``video run --ray``: the cluster makes each input's results (and summary)."""
+    from frameserve.scale.cluster import RaySettings
+    from frameserve.scale.files import FileJob, run_files
+    from frameserve.video.run import RunOptions, plan_outputs
+
+    settings = RaySettings(args.ray, args.ray_auth_token_file, chunk_seconds=args.ray_chunk_seconds)
+    if args.mask_track:
+        print("frameserve video run: --ray: --mask-track is not distributed; "  # noqa: T201
+              "run it without --ray", file=sys.stderr)  # fmt: skip
+        return 2
+    options = RunOptions(args.out, video_out=args.video_out)
+    outputs = plan_outputs(args.inputs, options, config)  # type: ignore[arg-type]
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [FileJob(p, o.jsonl, o.summary, o.video)
+            for p, o in zip(args.inputs, outputs, strict=True)]  # fmt: skip
+    results = run_files(settings, name, config, jobs, args.out, args.repository, sample, params)  # type: ignore[arg-type]
+    for r in results:
+        lost = f", {r.workers_lost} worker(s) lost and replaced" if r.workers_lost else ""
+        print(f"{r.input}: {r.frames} frames in {r.chunks} chunks, {r.wall_s:.2f} s{lost}",  # noqa: T201
+              file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def run_video(args: argparse.Namespace) -> int:
@@ -65,6 +105,8 @@ def run_video(args: argparse.Namespace) -> int:
         sample = Sampling.parse(args.sample) if args.sample else None
         params = read_params(args.params) if args.params is not None else None
         infos = [probe(p) for p in args.inputs]  # a file that is not a video fails first
+        if args.ray is not None:
+            return _run_on_ray(args, name, config, sample, params)
         options = RunOptions(
             args.out, sample, args.video_out, args.mask_track, args.inflight, args.decode_threads,
             params=params, profiling=args.profile,

@@ -22,8 +22,10 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from frameserve import logcontext
 from frameserve.errors import (
@@ -77,13 +79,20 @@ class JobQueue:
     """Video jobs over one server; see the module docstring for threads and limits."""
 
     def __init__(
-        self, handle: ServerHandle, settings: JobSettings, watcher: JobWatcher | None = None
+        self,
+        handle: ServerHandle,
+        settings: JobSettings,
+        watcher: JobWatcher | None = None,
+        runner_factory: Callable[..., Any] | None = None,
     ) -> None:
         """``watcher``: told when jobs start and end (the server's push outputs); without
-        one, jobs with ``push`` outputs are refused."""
+        one, jobs with ``push`` outputs are refused. ``runner_factory``: makes each
+        execution's runner (default ``JobRunner``; ``serve --ray``: one that runs the job's
+        chunks across a cluster, ``scale.jobs``)."""
         self.handle = handle
         self.settings = settings
         self.watcher = watcher
+        self._runner_factory = runner_factory or JobRunner
         self.media = MediaRoot(settings.media_root)
         self.uploads = (settings.state_dir / "uploads").resolve()
         self._lock = threading.RLock()
@@ -426,7 +435,7 @@ class JobQueue:
                 job = self._stored(active.id)
                 if self.watcher is not None:
                     self.watcher.job_started(job.id, job.spec, lambda: self.get(active.id))
-                runner = active.runner = JobRunner(
+                runner = active.runner = self._runner_factory(
                     self.handle, self.settings, job, lambda cp: self._commit(active, cp),
                     active.stop,
                 )  # fmt: skip

@@ -74,14 +74,18 @@ class JobProgress:
     frames_total: int = 0
     fps: float | None = None
     eta_s: float | None = None
+    chunks: tuple[int, int, int] | None = None  # a job on Ray: chunks done, running, total
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "frames_done": self.frames_done,
             "frames_total": self.frames_total,
             "fps": round(self.fps, 2) if self.fps is not None else None,
             "eta_s": round(self.eta_s, 1) if self.eta_s is not None else None,
         }
+        if self.chunks is not None:
+            out["chunks"] = dict(zip(("done", "running", "total"), self.chunks, strict=True))
+        return out
 
 
 def _iso(t: float | None) -> str | None:

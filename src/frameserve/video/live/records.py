@@ -72,6 +72,7 @@ class StreamStatus:
     owner: str = ""  # the API key name that attached it ("": keys off)
     push: tuple[dict[str, Any], ...] = ()  # its push outputs' status (PushStatus.to_json)
     preview: PreviewStatus | None = None  # its annotated preview's watchers and counters
+    placement: dict[str, Any] | None = None  # serve --ray: node, moved, moves (scale/)
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
@@ -94,4 +95,6 @@ class StreamStatus:
         }
         if self.preview is not None:
             out["preview"] = self.preview.to_json()
+        if self.placement is not None:
+            out["placement"] = self.placement
         return out
