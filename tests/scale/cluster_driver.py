@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -266,9 +267,12 @@ def serve_streams(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]
     (tmp / "media").mkdir(exist_ok=True)
     shutil.copyfile(clip, tmp / "media" / clip.name)
     server = _start_server(args, tmp, 0)
+    hook = _Receiver()
     try:
-        body = {"source": clip.name, "pipeline": args.pipeline, "loop": True}
-        ids = [_http("POST", "/v1/streams", body)["id"] for _ in range(2)]
+        body: dict[str, Any] = {"source": clip.name, "pipeline": args.pipeline, "loop": True}
+        ids = [_http("POST", "/v1/streams", body)["id"]]
+        body["push"] = [{"type": "webhook", "url": hook.url, "batch_ms": 200}]
+        ids.append(_http("POST", "/v1/streams", body)["id"])  # its records pushed from here
 
         def statuses() -> list[dict[str, Any]]:
             return [_http("GET", f"/v1/streams/{i}") for i in ids]
@@ -293,10 +297,55 @@ def serve_streams(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]
         again_s = time.monotonic() - killed
         moved = next(s for s in statuses() if s["placement"]["moved"])
         event = _first_event(moved["id"])
+        _wait(lambda: _http("GET", f"/v1/streams/{ids[1]}")["push"][0]["sent"] > 0, 30,
+              "the webhook output to deliver")  # fmt: skip
+        pushed = _http("GET", f"/v1/streams/{ids[1]}")["push"]
+        preview = _http_error(f"/v1/streams/{ids[0]}/preview.jpg")
     finally:
         server.kill()
         server.wait(30)
-    return {"before": before, "moved": moved, "again_s": again_s, "event": event}
+        hook.close()
+    return {"before": before, "moved": moved, "again_s": again_s, "event": event,
+            "pushed": pushed, "received": hook.bodies[:3], "pushed_to": ids[1],
+            "preview": preview}  # fmt: skip
+
+
+class _Receiver:
+    """A webhook receiver on this namespace's loopback: the bodies it was sent."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        bodies: list[Any] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                length = int(self.headers.get("Content-Length", "0"))
+                bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.bodies = bodies
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _http_error(path: str) -> dict[str, Any]:
+    """The status and message of a request expected to fail."""
+    try:
+        _http_bytes(path)
+    except urllib.error.HTTPError as err:
+        return {"status": err.code, "body": err.read().decode()}
+    raise RuntimeError(f"GET {path}: expected an error")
 
 
 def _first_event(stream_id: str) -> dict[str, Any]:
@@ -329,6 +378,7 @@ def _start_server(args: argparse.Namespace, tmp: Path, n: int) -> subprocess.Pop
                "--ray-auth-token-file", args.token, "--ray-chunk-seconds", str(args.chunk_s),
                "--media-root", str(tmp / "media"), "--state-dir", str(tmp / "state"),
                "--http-port", str(HTTP_PORT), "--grpc-port", str(HTTP_PORT + 1),
+               "--allow-network", "127.0.0.1/32",  # the stream test's webhook receiver
                "--log-format", "text"]  # fmt: skip
     log = (tmp / f"server{n}.log").open("wb")
     server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
@@ -360,8 +410,11 @@ def _http(method: str, path: str, body: Any = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"http://127.0.0.1:{HTTP_PORT}{path}", data, method=method)
     request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as err:  # the server's message says why
+        raise RuntimeError(f"{method} {path}: {err.code} {err.read().decode()}") from None
 
 
 def _http_bytes(path: str) -> bytes:

@@ -148,7 +148,8 @@ def test_serve_places_streams_apart_and_moves_them_when_a_node_dies(
     """``serve --ray``: two live streams (the clip, looped) attached over HTTP are placed on
     the two nodes by load; the second node's raylet is killed; within 15 s the moved stream
     delivers again on the other node (a new SSE subscriber gets its records) and the other
-    stream goes on; the moved one's status says where it runs now and why it moved."""
+    stream goes on; the moved one's status says where it runs now and why it moved. A placed
+    stream's push outputs deliver from the coordinator; its preview is refused with a reason."""
     report = _run_driver(
         tmp_path / "cluster", long_clip, zoo_repository, tmp_path / "unused", "--streams",
         "--serve",
@@ -164,3 +165,11 @@ def test_serve_places_streams_apart_and_moves_them_when_a_node_dies(
     assert "left the cluster" in placement["moves"][0] or "Error" in placement["moves"][0]
     event = report["event"]
     assert event["stream"] == moved["id"] and "detections" in event
+    # push outputs run on the coordinator: the records of a placed stream reach its webhook
+    (status,) = report["pushed"]
+    assert status["type"] == "webhook" and status["sent"] > 0 and status["failed"] == 0
+    body = report["received"][0]
+    assert body["stream"] == report["pushed_to"] and "detections" in body["records"][0]
+    # previews need the pictures, which stay on the stream's node: a clear refusal, not a 500
+    assert report["preview"]["status"] == 400, report["preview"]
+    assert "Ray cluster" in report["preview"]["body"]

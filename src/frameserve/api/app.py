@@ -132,7 +132,9 @@ class _Video:
             self.push,
         )
         if settings.ray is not None:  # --ray: the streams are placed on the cluster's nodes
-            self.streams = _ray_streams(server, loop, settings.ray, self.streams.settings)
+            self.streams = _ray_streams(
+                server, loop, settings.ray, self.streams.settings, self.push
+            )
         uploads = UploadSettings(
             settings.state_dir / "uploads",
             settings.max_upload_bytes,
@@ -165,7 +167,7 @@ def _ray_jobs(settings: RaySettings | None) -> Callable[..., Any] | None:
 
 def _ray_streams(
     server: InferenceServer, loop: asyncio.AbstractEventLoop, ray: RaySettings,
-    live: LiveSettings,
+    live: LiveSettings, push: PushHub,
 ) -> LiveStreams:  # fmt: skip
     """``--ray``: streams placed on the cluster's nodes, behind the ``LiveStreams`` interface
     (``scale.live.ClusterStreams`` has its methods; the routes see no difference)."""
@@ -173,7 +175,7 @@ def _ray_streams(
     from frameserve.scale.live import ClusterStreams
 
     streams = ClusterStreams(
-        connect(ray), loop, server.repository.root, live, server.settings.model_cache_dir
+        connect(ray), loop, server.repository.root, live, server.settings.model_cache_dir, push
     )
     return cast(LiveStreams, streams)
 

@@ -5,7 +5,10 @@
 (``id``, ``owner``, ``state``, ``status()``, ``subscribe()``), so the API does not change. A
 stream's records come back from its node in batches (``RayStreams``) and are handed to its
 subscribers on the server's loop (one ``call_soon_threadsafe`` per batch). Its status is the
-node's, with ``placement``: the node it runs on, how often it moved and why.
+node's, with ``placement``: the node it runs on, how often it moved and why. A stream's
+``push`` outputs run on the coordinator (the server's ``PushHub``): its records reach them on
+the loop with its subscribers. Previews need the stream's pictures, which stay on its node:
+``preview`` is None here and the preview routes say so.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import builtins
 import dataclasses
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from frameserve.errors import NotFound, QueueFull, Unavailable
+from frameserve.errors import InvalidInput, NotFound, QueueFull, Unavailable
 from frameserve.scale.streams import PlacedStream, RayStreams
 from frameserve.video.live import LiveSettings, StreamSpec
 from frameserve.video.live.policy import redact
@@ -25,6 +28,10 @@ from frameserve.video.live.records import LiveRecord, StatsSnapshot, StreamStatu
 from frameserve.video.live.spec import resolve_source
 from frameserve.video.live.subscribe import Subscribers, Subscription
 from frameserve.video.media import MediaRoot
+from frameserve.video.push.spec import check_destinations, check_stream_push
+
+if TYPE_CHECKING:
+    from frameserve.video.push.hub import PushHub, StreamPush
 
 _NO_STATS = StatsSnapshot(0.0, 0.0, 0, 0, {}, None, None)
 
@@ -45,6 +52,8 @@ class ClusterStream:
         self._subscribers = Subscribers(self.id, settings.subscriber_queue,
                                         settings.max_subscribers)  # fmt: skip
         self.stopped = False
+        self.preview = None  # the pictures stay on the stream's node (see the module docstring)
+        self.push: StreamPush | None = None  # loop-owned push outputs (set at attach)
 
     @property
     def state(self) -> str:
@@ -62,7 +71,10 @@ class ClusterStream:
                                 "connecting", _NO_STATS, None, started, 0)  # fmt: skip
         state = "stopped" if self.stopped else base.state
         where = placed.placement() if placed is not None else None
-        return dataclasses.replace(base, id=self.id, owner=self.owner, state=state, placement=where)
+        push = self.push.status() if self.push is not None else ()
+        return dataclasses.replace(
+            base, id=self.id, owner=self.owner, state=state, placement=where, push=push
+        )
 
     def subscribe(self) -> Subscription:
         """A new reader of the stream's records; call it on the server's event loop."""
@@ -74,11 +86,16 @@ class ClusterStream:
 
     def _publish(self, records: list[LiveRecord]) -> None:
         for record in records:
-            self._subscribers.deliver(dataclasses.replace(record, stream=self.id))
+            record = dataclasses.replace(record, stream=self.id)
+            self._subscribers.deliver(record)
+            if self.push is not None:
+                self.push.deliver(record)  # queued only: a push target never holds the stream
 
     def end(self) -> None:
         self.stopped = True
         self._loop.call_soon_threadsafe(self._subscribers.end)
+        if self.push is not None:
+            self._loop.call_soon_threadsafe(self.push.end)  # flush what is queued, then close
 
 
 class ClusterStreams:
@@ -86,9 +103,11 @@ class ClusterStreams:
 
     def __init__(
         self, ray: Any, loop: asyncio.AbstractEventLoop, repository: Any, settings: LiveSettings,
-        model_cache_dir: Any = None,
+        model_cache_dir: Any = None, push: PushHub | None = None,
     ) -> None:  # fmt: skip
+        """``push``: the server's push outputs (streams' ``push`` runs on the coordinator)."""
         self.settings = settings
+        self.push = push
         self.media_root = MediaRoot(settings.media_root)
         self._loop = loop
         self._lock = threading.Lock()
@@ -114,8 +133,16 @@ class ClusterStreams:
                     f"{active} are attached; detach one first"
                 )
         resolve_source(spec.source, self.media_root, spec.loop, self.settings.policy)
-        placed = self.placement.attach(spec, owner)
+        if spec.push:
+            if self.push is None:
+                raise InvalidInput("push: expected no push outputs here: only a server pushes")
+            check_stream_push(spec.push)
+            check_destinations(spec.push, self.settings.policy)
+        # the node runs the pipeline; the push outputs run here, on the coordinator
+        placed = self.placement.attach(spec.model_copy(update={"push": ()}), owner)
         stream = ClusterStream(placed, self.placement, self._loop, self.settings)
+        if spec.push and self.push is not None:
+            stream.push = self.push.stream(stream.id, spec.push)
         with self._lock:
             self._streams[stream.id] = stream
         return stream

@@ -27,7 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from frameserve import logcontext
 from frameserve.api.auth import owner_scope
 from frameserve.api.status import error_body
-from frameserve.errors import Conflict, InvalidInput, NotFound, Unavailable
+from frameserve.errors import Conflict, InvalidInput, NotFound, NotSupported, Unavailable
 
 if TYPE_CHECKING:
     from frameserve.video.live import LiveStream, LiveStreams
@@ -83,6 +83,11 @@ class PreviewRoutes:
                 f"stream id: expected letters, digits, '-' or '_', got {stream_id!r}"
             )
         stream = self.streams.get(stream_id, owner_scope())  # NotFound for another key's too
+        if getattr(stream, "preview", None) is None:
+            raise NotSupported(
+                f"stream {stream_id}: no preview: the stream runs on a node of the Ray cluster "
+                "(serve --ray) and its pictures stay there; subscribe to its records instead"
+            )
         if stream.state == "stopped" or stream.preview.ended:
             raise Conflict(f"stream {stream_id}: the stream is stopped, it has no pictures")
         return stream
