@@ -150,6 +150,8 @@ def measure(server: Server, n: int, mode: str, warmup: float, seconds: float) ->
         after = totals(server, ids)
         end = process_tree_cpu(server.ps)
         server_cpu = sum(t - cpu_before.get(pid, 0.0) for pid, t in end.items()) / wall
+        main = server.ps.pid  # the server process itself; the rest are the decode workers
+        main_cpu = (end.get(main, 0.0) - cpu_before.get(main, 0.0)) / wall
         client_cpu = (time.process_time() - client_cpu) / wall
         parts = sum(v.parts - p for v, (p, _) in zip(viewers, seen, strict=True))
         received = sum(v.bytes - b for v, (_, b) in zip(viewers, seen, strict=True))
@@ -177,6 +179,8 @@ def measure(server: Server, n: int, mode: str, warmup: float, seconds: float) ->
         "lag_p50_ms": float(np.percentile(lags, 50)) if lags.size else None,
         "lag_p99_ms": float(np.percentile(lags, 99)) if lags.size else None,
         "server_cores": server_cpu,
+        "server_main_cores": main_cpu,
+        "worker_cores": server_cpu - main_cpu,
         "server_ms_per_result": 1000.0 * server_cpu / fps_out if fps_out else None,
         "client_cores": client_cpu,
         "viewer_parts_per_s": parts / wall,
@@ -261,7 +265,8 @@ def main() -> int:
                     r = rows[-1]
                     say(
                         f"N={n} {mode}: {r['fps_in_per_stream']:.1f} fps/stream, p99 "
-                        f"{r['lag_p99_ms']} ms, server {r['server_cores']:.2f} cores, viewers "
+                        f"{r['lag_p99_ms']} ms, server {r['server_cores']:.2f} cores (main "
+                        f"{r['server_main_cores']:.3f}, workers {r['worker_cores']:.3f}), viewers "
                         f"{r['viewer_parts_per_s']:.1f} parts/s, pictures {r['pictures_sent']}"
                     )
         finally:

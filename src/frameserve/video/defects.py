@@ -41,6 +41,7 @@ from fractions import Fraction
 from typing import Annotated, Any
 
 import av
+from av.video.reformatter import VideoReformatter
 from pydantic import BaseModel, ConfigDict, Field
 
 from frameserve.errors import ConfigError
@@ -112,6 +113,10 @@ class DefectDetector:
         self._blur_size = (0, 0)
         self._black = False
         self._frozen = False
+        # kept (a new swscale context per frame costs more than the scaling), one per use so
+        # neither is set up again for the other's sizes
+        self._to_plain = VideoReformatter()
+        self._shrink = VideoReformatter()
 
     def inspect(self, picture: Any, pts: int) -> list[str]:
         """The flags of one decoded picture (a PyAV ``VideoFrame``, presented at ``pts``), in
@@ -119,7 +124,7 @@ class DefectDetector:
         if picture.pts is None:  # freezedetect measures time: give it the frame's own
             picture.pts = pts
         if picture.format.name not in _PLAIN_FORMATS:
-            picture = picture.reformat(format="yuv420p")
+            picture = self._to_plain.reformat(picture, format="yuv420p")
         self._open(picture)
         assert self._full is not None
         meta = self._full.run(picture)
@@ -185,7 +190,9 @@ class DefectDetector:
         w, h = self._blur_size
         small = picture
         if (picture.width, picture.height) != (w, h) or picture.format.name != "yuv420p":
-            small = picture.reformat(width=w, height=h, format="yuv420p", interpolation="AREA")
+            small = self._shrink.reformat(
+                picture, width=w, height=h, format="yuv420p", interpolation="AREA"
+            )
             small.pts, small.time_base = picture.pts, picture.time_base
         return _number(self._blur.run(small).get("lavfi.blur"))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from frameserve.processing import yuv
 from frameserve.processing.transform import Geometry, Preprocessor
@@ -69,6 +70,9 @@ class FramePreparer:
         self._yuv = yuv.YuvResizer(pre) if pre is not None and not yuv.unsupported(pre) else None
         self._plans: dict[tuple[int, int, int], ScalerPlan | str] = {}  # (input, w, h) -> plan
         self.last: dict[int, str] = {}  # input -> how its latest frames were resized
+        # input -> its swscale context, kept (see ``video.scaler``); each input is prepared by
+        # one thread only (its decoder), so no context is used by two threads
+        self._reformatters: dict[int, VideoReformatter] = {}
 
     def prepare(self, frame: Frame, full: bool = False) -> Prepared:
         """Convert ``frame``'s picture to the model's input size and, for ``full`` (a sink
@@ -76,14 +80,14 @@ class FramePreparer:
         prepared = Prepared(frame)
         pre = self.pre
         if pre is None or frame.spare:
-            full_rgb(frame)
+            full_rgb(frame, self._scaler(frame))
             frame.picture = None
             return prepared
         started = time.perf_counter()
         if full:
-            full_rgb(frame)
+            full_rgb(frame, self._scaler(frame))
         if pre.spec.resize.pad_in == "tensor":  # normalised before padding: one at a time
-            image = full_rgb(frame)
+            image = full_rgb(frame, self._scaler(frame))
             assert image is not None
             tensor, geometries = pre([image])
             prepared.tensor, prepared.geometry = tensor, geometries[0]
@@ -113,13 +117,20 @@ class FramePreparer:
         self.last[frame.stream] = plan.describe()
         if plan.size is not None:
             w, h = plan.size
-            small = picture.reformat(
-                width=w, height=h, format="rgb24", interpolation=plan.interpolation
+            small = self._scaler(frame).reformat(
+                picture, width=w, height=h, format="rgb24", interpolation=plan.interpolation
             )
             return pre.place(small.to_ndarray(), (picture.width, picture.height))
-        image = full_rgb(frame)
+        image = full_rgb(frame, self._scaler(frame))
         assert image is not None
         return pre.resize_image(image)
+
+    def _scaler(self, frame: Frame) -> VideoReformatter:
+        """The swscale context of ``frame``'s input (made on its first frame)."""
+        found = self._reformatters.get(frame.stream)
+        if found is None:
+            found = self._reformatters[frame.stream] = VideoReformatter()
+        return found
 
     def _plan(self, frame: Frame, pre: Preprocessor, yuv_ok: bool = True) -> ScalerPlan | str:
         """How this input's frames of this size are resized (decided on the first one)."""

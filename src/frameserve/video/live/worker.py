@@ -43,6 +43,7 @@ from typing import Any
 import av.error
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from frameserve.errors import FrameserveError
 from frameserve.processing.spec import PreprocessSpec
@@ -186,6 +187,7 @@ class _SourceLoop:
         self.preparer = FramePreparer(pre, spec.where)
         self.connection = spec.resume.connection
         self.preview = OFF  # pictures for the stream's preview (``video.live.preview``)
+        self.scaler = VideoReformatter()  # kept: a new swscale context per picture costs more
         self.gate = PictureGate(0.0)
         self.listener = threading.Thread(target=self._listen, name="listen", daemon=True)
         self.listener.start()
@@ -308,9 +310,10 @@ class _SourceLoop:
         if not request.on or size is None or not self.gate.due(arrived):
             return None
         w, h = preview_size(size[0], size[1], request.width)
+        small: np.ndarray
         if frame.picture is not None:
-            small = frame.picture.reformat(width=w, height=h, format="rgb24",
-                                           interpolation="BILINEAR").to_ndarray()  # fmt: skip
+            small = self.scaler.reformat(frame.picture, width=w, height=h, format="rgb24",
+                                         interpolation="BILINEAR").to_ndarray()  # fmt: skip
         else:
             assert frame.image is not None
             small = cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_AREA)
