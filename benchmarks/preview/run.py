@@ -10,6 +10,8 @@ subscriber per stream receiving every record), measured for each N in each mode:
 - ``off``: nobody watches (the stream sends and draws no pictures);
 - ``mjpeg``: one ``preview.mjpeg`` reader per stream, reading every part (server defaults: at most
   5 pictures a second, 640 pixels wide);
+- ``mjpeg-one``, ``hls-one``: one viewer in all, on the first stream (an operator looking at one
+  camera among N);
 - ``hls``: one HLS reader per stream, as a player does: the playlist every half segment and each
   new segment once (server defaults: at most 10 pictures a second, 1 s segments).
 
@@ -64,7 +66,7 @@ say, stream_counts, totals = live.say, live.stream_counts, live.totals
 
 from frameserve.cpu import detect_cpu_budget  # noqa: E402
 
-MODES = ("off", "mjpeg", "hls")
+MODES = ("off", "mjpeg", "hls", "mjpeg-one", "hls-one")
 SEGMENT_RE = re.compile(rb"^(seg\d+\.ts)$", re.MULTILINE)
 
 
@@ -132,8 +134,10 @@ def measure(server: Server, n: int, mode: str, warmup: float, seconds: float) ->
         ids.append(r.json()["id"])
     channel = grpc.insecure_channel(f"{LOOPBACK}:{server.grpc}")
     subs = [Subscriber(channel, i) for i in ids]
-    viewer_type = {"off": None, "mjpeg": MjpegViewer, "hls": HlsViewer}[mode]
-    viewers = [viewer_type(server, i) for i in ids] if viewer_type else []
+    kind, _, scope = mode.partition("-")  # "mjpeg-one": a viewer on the first stream only
+    viewer_type = {"off": None, "mjpeg": MjpegViewer, "hls": HlsViewer}[kind]
+    watched = ids[:1] if scope == "one" else ids
+    viewers = [viewer_type(server, i) for i in watched] if viewer_type else []
     for thread in [*subs, *viewers]:
         thread.start()
     try:
