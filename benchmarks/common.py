@@ -6,6 +6,7 @@ Each benchmark's ``run.py`` puts this folder on ``sys.path`` before importing it
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import platform
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 LOOPBACK = "127.0.0.1"
 
@@ -91,3 +93,14 @@ def ensure_venv(
                      "-r", str(requirements)], timeout_s)  # fmt: skip
         stamp.write_text(digest + "\n")
     return python
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>/run.py`` as a module, by path (every benchmark's file is run.py):
+    another benchmark reuses its server, counters and limits."""
+    path = Path(__file__).resolve().parent / name / "run.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -71,7 +71,10 @@ def process_tree_cpu(ps: psutil.Process) -> dict[int, float]:
 class Server:
     """``frameserve serve`` in a subprocess on loopback ports; stopped by its PID."""
 
-    def __init__(self, repository: Path, media: Path, work: Path) -> None:
+    def __init__(
+        self, repository: Path, media: Path, work: Path, extra: tuple[str, ...] = ()
+    ) -> None:
+        """``extra``: more ``serve`` flags (the push benchmark allows loopback receivers)."""
         self.http, self.grpc = free_port(), free_port()
         self.log = (work / "server.log").open("wb")
         cmd = [
@@ -79,7 +82,7 @@ class Server:
             "--host", LOOPBACK, "--http-port", str(self.http), "--grpc-port", str(self.grpc),
             "--model-control-mode", "explicit", "--load-model", "faces",
             "--media-root", str(media), "--state-dir", str(work / "state"),
-            "--max-streams", "64", "--log-format", "text", "--log-level", "warning",
+            "--max-streams", "64", "--log-format", "text", "--log-level", "warning", *extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
         self.ps = psutil.Process(self.proc.pid)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import re
 import sys
 import tempfile
@@ -46,20 +45,9 @@ sys.path.insert(0, str(HERE.parent))  # benchmarks/common.py
 sys.path.insert(0, str(HERE.parent / "video"))  # the benchmark clip
 
 from clip import make_benchmark_clip  # noqa: E402
-from common import LOOPBACK, cpu_model, git_commit, write_latest  # noqa: E402
+from common import LOOPBACK, cpu_model, git_commit, load_benchmark, write_latest  # noqa: E402
 
-
-def _live_benchmark() -> Any:
-    """``benchmarks/live/run.py`` (its server, subscribers and counters), by path: both files
-    are named run.py."""
-    spec = importlib.util.spec_from_file_location("live_run", HERE.parent / "live" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-live = _live_benchmark()
+live = load_benchmark("live")
 DROP_LIMIT, FPS, LAG_LIMIT_MS = live.DROP_LIMIT, live.FPS, live.LAG_LIMIT_MS
 Server, Subscriber, process_tree_cpu = live.Server, live.Subscriber, live.process_tree_cpu
 say, stream_counts, totals = live.say, live.stream_counts, live.totals

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +37,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import psutil
 import requests
 
 HERE = Path(__file__).resolve().parent
@@ -48,22 +45,20 @@ sys.path.insert(0, str(HERE.parent))  # benchmarks/common.py
 sys.path.insert(0, str(HERE.parent / "video"))  # the benchmark clip
 
 from clip import make_benchmark_clip  # noqa: E402
-from common import LOOPBACK, cpu_model, free_port, git_commit, write_latest  # noqa: E402
+from common import (  # noqa: E402
+    LOOPBACK,
+    cpu_model,
+    free_port,
+    git_commit,
+    load_benchmark,
+    write_latest,
+)
 
 from frameserve.cpu import detect_cpu_budget  # noqa: E402
 
-
-def _live_benchmark() -> Any:
-    """``benchmarks/live/run.py`` as a module (its CPU reading, limits and arguments)."""
-    spec = importlib.util.spec_from_file_location("live_benchmark", HERE.parent / "live" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-live = _live_benchmark()
+live = load_benchmark("live")
 FPS = live.FPS
+Server = live.Server
 MOSQUITTO = "/usr/sbin/mosquitto"
 KINDS = ("none", "webhook", "mqtt", "mqtt-qos1")
 
@@ -71,49 +66,6 @@ KINDS = ("none", "webhook", "mqtt", "mqtt-qos1")
 def say(message: str) -> None:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
-
-
-class Server:
-    """``frameserve serve`` as the live benchmark starts it, allowed to push to loopback
-    receivers (``--allow-network``); stopped by its PID."""
-
-    def __init__(self, repository: Path, media: Path, work: Path) -> None:
-        self.http, self.grpc = free_port(), free_port()
-        self.log = (work / "server.log").open("wb")
-        cmd = [
-            sys.executable, "-m", "frameserve.cli.main", "serve", "--repository", str(repository),
-            "--host", LOOPBACK, "--http-port", str(self.http), "--grpc-port", str(self.grpc),
-            "--model-control-mode", "explicit", "--load-model", "faces",
-            "--media-root", str(media), "--state-dir", str(work / "state"),
-            "--max-streams", "64", "--log-format", "text", "--log-level", "warning",
-            "--allow-network", f"{LOOPBACK}/32",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
-        self.ps = psutil.Process(self.proc.pid)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: see {work / 'server.log'}")
-            try:
-                if requests.get(self.url("/v2/health/ready"), timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("server not ready after 180 s")
-
-    def url(self, path: str) -> str:
-        return f"http://{LOOPBACK}:{self.http}{path}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 class Receiver:
@@ -365,7 +317,10 @@ def main() -> int:
                             fps=FPS, gop=FPS)  # fmt: skip
         receiver = Receiver()
         broker = Broker(work) if any(k.startswith("mqtt") for k in wanted) else None
-        server = Server(args.repository.resolve(), media, work)
+        # allowed to push to this process's loopback receivers
+        server = live.Server(
+            args.repository.resolve(), media, work, extra=("--allow-network", f"{LOOPBACK}/32")
+        )
         try:
             for n in args.streams:
                 for kind in wanted:
