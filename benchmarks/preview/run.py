@@ -26,7 +26,6 @@ sustained in real time uses the live benchmark's rule. Nothing is asserted:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import re
 import sys
 import tempfile
@@ -45,14 +44,13 @@ sys.path.insert(0, str(HERE.parent))  # benchmarks/common.py
 sys.path.insert(0, str(HERE.parent / "video"))  # the benchmark clip
 
 from clip import make_benchmark_clip  # noqa: E402
-from common import LOOPBACK, cpu_model, git_commit, load_benchmark, write_latest  # noqa: E402
+from common import LOOPBACK, load_benchmark, write_latest  # noqa: E402
 
 live = load_benchmark("live")
 DROP_LIMIT, FPS, LAG_LIMIT_MS = live.DROP_LIMIT, live.FPS, live.LAG_LIMIT_MS
 Server, Subscriber, process_tree_cpu = live.Server, live.Subscriber, live.process_tree_cpu
 say, stream_counts, totals = live.say, live.stream_counts, live.totals
 
-from frameserve.cpu import detect_cpu_budget  # noqa: E402
 
 MODES = ("off", "mjpeg", "hls", "mjpeg-one", "hls-one")
 SEGMENT_RE = re.compile(rb"^(seg\d+\.ts)$", re.MULTILINE)
@@ -179,11 +177,8 @@ def measure(server: Server, n: int, mode: str, warmup: float, seconds: float) ->
         "viewer_kbytes_per_s": received / wall / 1000.0,
         "pictures_sent": sum(p.get("pictures", 0) for p in previews),
     }
-    row["sustained"] = bool(
-        row["fps_in_per_stream"] >= 0.99 * FPS
-        and row["lag_p99_ms"] is not None
-        and row["lag_p99_ms"] < LAG_LIMIT_MS
-        and row["dropped_fraction"] < DROP_LIMIT
+    row["sustained"] = live.sustained(
+        row["fps_in_per_stream"], row["lag_p99_ms"], row["dropped_fraction"]
     )
     return row
 
@@ -263,14 +258,7 @@ def main() -> int:
                     )
         finally:
             server.stop()
-    meta = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": detect_cpu_budget().cores,
-        "seconds": args.seconds,
-        "warmup": args.warmup,
-        "commit": git_commit(ROOT),
-    }
+    meta = live.run_meta(args)
     write_latest(args.out, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0
 

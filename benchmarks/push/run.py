@@ -25,7 +25,6 @@ process and their CPU is reported apart (client cores). Nothing is asserted:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import shutil
 import socket
 import subprocess
@@ -47,14 +46,10 @@ sys.path.insert(0, str(HERE.parent / "video"))  # the benchmark clip
 from clip import make_benchmark_clip  # noqa: E402
 from common import (  # noqa: E402
     LOOPBACK,
-    cpu_model,
     free_port,
-    git_commit,
     load_benchmark,
     write_latest,
 )
-
-from frameserve.cpu import detect_cpu_budget  # noqa: E402
 
 live = load_benchmark("live")
 FPS = live.FPS
@@ -217,11 +212,8 @@ def measure(server: Server, kind: str, n: int, args: argparse.Namespace, receive
         "push_lost": delta["push_lost"],
         "received": got[0] if kind == "webhook" else got[1] if kind != "none" else 0,
     }
-    row["sustained"] = bool(
-        row["fps_in_per_stream"] >= 0.99 * FPS
-        and worst_lag is not None
-        and worst_lag < live.LAG_LIMIT_MS
-        and row["dropped_fraction"] < live.DROP_LIMIT
+    row["sustained"] = (
+        live.sustained(row["fps_in_per_stream"], worst_lag, row["dropped_fraction"])
         and row["push_lost"] == 0
     )
     return row
@@ -334,17 +326,12 @@ def main() -> int:
             receiver.stop()
             if broker is not None:
                 broker.stop()
-    meta = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": detect_cpu_budget().cores,
-        "seconds": args.seconds,
-        "warmup": args.warmup,
-        "size": f"{args.size[0]}x{args.size[1]}",
-        "batch_size": args.batch_size,
-        "batch_ms": args.batch_ms,
-        "commit": git_commit(ROOT),
-    }
+    meta = live.run_meta(
+        args,
+        size=f"{args.size[0]}x{args.size[1]}",
+        batch_size=args.batch_size,
+        batch_ms=args.batch_ms,
+    )
     write_latest(args.out, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0
 
