@@ -72,15 +72,17 @@ class Server:
     """``frameserve serve`` in a subprocess on loopback ports; stopped by its PID."""
 
     def __init__(
-        self, repository: Path, media: Path, work: Path, extra: tuple[str, ...] = ()
-    ) -> None:
-        """``extra``: more ``serve`` flags (the push benchmark allows loopback receivers)."""
+        self, repository: Path, media: Path, work: Path, extra: tuple[str, ...] = (),
+        model: str = "faces",
+    ) -> None:  # fmt: skip
+        """``extra``: more ``serve`` flags (the push benchmark allows loopback receivers, the
+        dashboard's asks for keys); ``model``: the one model it loads."""
         self.http, self.grpc = free_port(), free_port()
         self.log = (work / "server.log").open("wb")
         cmd = [
             sys.executable, "-m", "frameserve.cli.main", "serve", "--repository", str(repository),
             "--host", LOOPBACK, "--http-port", str(self.http), "--grpc-port", str(self.grpc),
-            "--model-control-mode", "explicit", "--load-model", "faces",
+            "--model-control-mode", "explicit", "--load-model", model,
             "--media-root", str(media), "--state-dir", str(work / "state"),
             "--max-streams", "64", "--log-format", "text", "--log-level", "warning", *extra,
         ]  # fmt: skip

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))  # benchmarks/common.py
 
-from common import LOOPBACK, cpu_model, free_port, git_commit, write_latest  # noqa: E402
+from common import cpu_model, git_commit, load_benchmark, write_latest  # noqa: E402
+
+live = load_benchmark("live")
+Server = live.Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -56,46 +58,12 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
-class Server:
-    """``frameserve serve`` with a key file on loopback ports; stopped by its PID."""
-
-    def __init__(self, repository: Path, model: str, work: Path) -> None:
-        keys = work / "keys.txt"
-        keys.write_text(f"bench:{KEY}\n")
-        self.http = free_port()
-        self.log = (work / "server.log").open("wb")
-        cmd = [
-            sys.executable, "-m", "frameserve.cli.main", "serve", "--repository", str(repository),
-            "--host", LOOPBACK, "--http-port", str(self.http), "--grpc-port", str(free_port()),
-            "--model-control-mode", "explicit", "--load-model", model,
-            "--media-root", str(work / "media"), "--state-dir", str(work / "state"),
-            "--api-key-file", str(keys), "--log-level", "warning",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: see {work / 'server.log'}")
-            try:
-                if requests.get(self.url("/v2/health/ready"), timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("server not ready after 180 s")
-
-    def url(self, path: str) -> str:
-        return f"http://{LOOPBACK}:{self.http}{path}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def start_server(repository: Path, model: str, work: Path) -> Server:
+    """The live benchmark's ``frameserve serve`` with a key file (the page logs in)."""
+    keys = work / "keys.txt"
+    keys.write_text(f"bench:{KEY}\n")
+    (work / "media").mkdir(exist_ok=True)
+    return live.Server(repository, work / "media", work, ("--api-key-file", str(keys)), model)
 
 
 def _session_cookie(server: Server) -> dict[str, Any]:
@@ -188,7 +156,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="ui-bench-") as tmp:
         work = Path(tmp)
-        server = Server(args.repository.resolve(), args.model, work)
+        server = start_server(args.repository.resolve(), args.model, work)
         try:
             raw = measure(server, args.loads, work)
         finally:
