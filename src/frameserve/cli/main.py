@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from frameserve import __version__
-from frameserve.backends import refuse_runtime_telemetry
 from frameserve.cli.bench import add_bench, run_bench
 from frameserve.cli.convert import add_convert, run_convert
 from frameserve.cli.quantize import add_quantize, run_quantize
@@ -95,8 +94,23 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def prepare_process() -> None:
+    """What a frameserve process settles before anything imports numpy or OpenVINO.
+
+    - OpenBLAS (numpy's, and OpenCV's own copy) runs one thread: frameserve does no large
+      matrix products, and each OpenBLAS pool spins its threads for ~0.1 s after it starts
+      and after every call (0.17 s of CPU during start-up alone, beside the imports it slows
+      down on 2 cores). A value the user set is kept. Child processes inherit it.
+    - OpenVINO sends no usage telemetry (``refuse_runtime_telemetry``).
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from frameserve.backends import refuse_runtime_telemetry
+
     refuse_runtime_telemetry()
+
+
+def main(argv: list[str] | None = None) -> int:
+    prepare_process()
     args = build_parser().parse_args(argv)
     return COMMANDS[args.command](args)
 
@@ -105,7 +119,7 @@ def console() -> None:
     """The ``frameserve`` console script: ``main``, then, for ``video`` (a one-shot command whose
     outputs are closed and flushed by then), an exit without the interpreter's teardown of
     OpenVINO, FFmpeg and idle threads, which takes ~0.2 s a process."""
-    refuse_runtime_telemetry()
+    prepare_process()
     args = build_parser().parse_args()
     code = COMMANDS[args.command](args)
     if args.command == "video":

@@ -303,7 +303,9 @@ class YuvResizer:
                 continue
             v = yuv[index].astype(np.float32)
             v[..., 1:] *= cover[..., None]
-            out = v @ convert[:, :3].T.astype(np.float32) + cover[..., None] * convert[:, 3]
+            # cv2.transform, not ``v @ m.T``: numpy's matmul wakes its BLAS thread pool, which
+            # then spins beside the decoder (a few rows of pixels need no BLAS)
+            out = cv2.transform(v, convert[:, :3]) + cover[..., None] * convert[:, 3]
             out += (1 - cover[..., None]) * self._pad
             rgb[index] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

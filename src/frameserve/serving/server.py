@@ -25,6 +25,7 @@ from frameserve.errors import (
 )
 from frameserve.processing.results import Result
 from frameserve.processing.tasks import DecodeOptions
+from frameserve.processing.transform import opencv_on_caller_threads
 from frameserve.serving.activity import ActivityRecorder
 from frameserve.serving.config import ModelConfig, parse_model_config
 from frameserve.serving.model import ModelVersion
@@ -107,6 +108,7 @@ class InferenceServer:
         self.tracing = tracing
         self.limits = settings.limits
         self.budget = settings.budget or detect_cpu_budget()
+        opencv_on_caller_threads()  # the budget's threads are ours: no pool on top of them
         self.metrics = Metrics()
         self.repository = ModelRepository(
             settings.repository,

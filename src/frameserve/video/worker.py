@@ -43,7 +43,7 @@ import numpy as np
 
 from frameserve.errors import FrameserveError, VideoError
 from frameserve.processing.spec import PreprocessSpec
-from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.processing.transform import Geometry, Preprocessor, opencv_on_caller_threads
 from frameserve.video.defects import DefectsSpec, with_defects
 from frameserve.video.filters import FilterChain
 from frameserve.video.frames import Frame, Sampling, SeekPoint
@@ -132,6 +132,7 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from frameserve.video.decode import VideoSource
 
+    opencv_on_caller_threads()
     shm = SharedMemory(shm_name)
     free = list(range(SLOTS))
     try:

@@ -47,7 +47,7 @@ from av.video.reformatter import VideoReformatter
 
 from frameserve.errors import FrameserveError
 from frameserve.processing.spec import PreprocessSpec
-from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.processing.transform import Geometry, Preprocessor, opencv_on_caller_threads
 from frameserve.video.frames import Frame, Sampling
 from frameserve.video.live.preview import OFF, PictureGate, PreviewPicture, PreviewRequest
 from frameserve.video.live.reader import ReaderResume, SourceReader
@@ -157,6 +157,7 @@ def _child(conn: Connection, spec: LiveWorkerSpec) -> None:
     logging.basicConfig(
         level=spec.log_level, format=f"%(asctime)s %(levelname)s {spec.where} worker: %(message)s"
     )
+    opencv_on_caller_threads()
     try:
         _SourceLoop(conn, spec).run()
         conn.send(End())
