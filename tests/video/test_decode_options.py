@@ -103,3 +103,13 @@ def test_a_bad_decode_option_names_the_field() -> None:
         parse_video_pipeline(
             {"steps": [{"model": "faces"}], "decode": {"skip_loop_filter": "sometimes"}}, "x.yaml"
         )
+
+
+def test_default_decode_threads_leave_the_models_half_of_the_budget() -> None:
+    from frameserve.video.decode import default_decode_threads
+
+    assert default_decode_threads(2, 1) == 1  # the runtime keeps both cores busy already
+    assert default_decode_threads(16, 1) == 8
+    assert default_decode_threads(16, 4) == 2
+    assert default_decode_threads(2, 4) == 1  # never none
+    assert default_decode_threads(8, 4, filters=True) == 8  # the filter graph is the work

@@ -34,7 +34,8 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--mask-track", action="store_true",
                    help="also write OUT/<stem>.masks.jsonl (polygons per frame)")  # fmt: skip
     p.add_argument("--decode-threads", type=positive_int, default=0, metavar="N",
-                   help="FFmpeg threads per input (default: the core budget)")  # fmt: skip
+                   help="FFmpeg threads per input (default: half the core budget shared by "
+                        "the inputs, at least 1; the budget with filters:)")  # fmt: skip
     p.add_argument("--inflight", type=positive_int, default=0, metavar="N",
                    help="frames in flight per input (default: 2 x max_batch_size x instances "
                         "/ inputs); frameserve tune --pipeline picks both")  # fmt: skip

@@ -43,7 +43,7 @@ from frameserve.serving.server import ServerSettings
 from frameserve.tools.tune_report import TUNED_KEYS
 from frameserve.tools.tune_space import Candidate, Precision, SearchSpace, apply, layouts_for
 from frameserve.video.config import VideoPipelineConfig, load_video_pipeline
-from frameserve.video.decode import VideoInfo, probe
+from frameserve.video.decode import VideoInfo, default_decode_threads, probe
 from frameserve.video.run import RunOptions, RunSummary, VideoRun
 
 MIN_FRAMES = 10  # a measured window holds at least this many frames (else: the whole clip)
@@ -383,7 +383,7 @@ def _walk(
 
 
 def decode_thread_counts(cores: int) -> tuple[int, ...]:
-    """1, 2, 4, ... below the core budget, and the budget itself (what ``video run`` uses)."""
+    """1, 2, 4, ... below the core budget, and the budget itself."""
     return tuple(sorted({1 << k for k in range(cores.bit_length()) if 1 << k < cores} | {cores}))
 
 
@@ -412,7 +412,7 @@ def _start(
         batches.append((model, sizes))
         models.append((model, space.nearest(config, versions)))
     video = VideoSpace(decode_thread_counts(cores), settings.inflight, layouts, tuple(batches))
-    return video, PipelinePoint(cores, 0, tuple(models))
+    return video, PipelinePoint(_run_threads(cores, plan), 0, tuple(models))
 
 
 def tune_pipeline(
@@ -461,7 +461,12 @@ def video_run_point(point: PipelinePoint, result: VideoTuneResult) -> PipelinePo
     """``point``'s models with what ``video run`` does for decode threads and frames in flight."""
     if point.models == result.start.models:
         return result.start  # its inflight is the one "auto" gave these models
-    return replace(point, decode_threads=result.cores, inflight=0)
+    return replace(point, decode_threads=_run_threads(result.cores, result.plan), inflight=0)
+
+
+def _run_threads(cores: int, plan: PipelinePlan) -> int:
+    """The FFmpeg threads ``video run`` gives one input of ``plan`` by default."""
+    return default_decode_threads(cores, len(plan.inputs), plan.config.filters is not None)
 
 
 def _finals(

@@ -33,7 +33,7 @@ from frameserve.processing.results import Detections, Moderation
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
-from frameserve.video.decode import VideoInfo, VideoSource, probe
+from frameserve.video.decode import VideoInfo, VideoSource, default_decode_threads, probe
 from frameserve.video.defects import with_defects
 from frameserve.video.frames import Frame, Sampling
 from frameserve.video.prepare import Group
@@ -164,6 +164,7 @@ class VideoRun:
         self.isolate = isolate
         self._prefix = thread_prefix  # thread names: <prefix>decode-<n>, <prefix>sink-<n>
         self.stop = stop or threading.Event()  # before the probes: a cancel ends them too
+        self._inputs = len(inputs)
         # probes every input now: a file that is not a video fails before any work
         self.sources = [self._source(path, i, plan.start) for i, (path, plan) in pairs]
         self.profile = StageProfile()
@@ -176,7 +177,9 @@ class VideoRun:
         self.streams = [self._stream(s, plan) for s, plan in zip(self.sources, plans, strict=True)]
 
     def _source(self, path: Path, stream_id: int, start: StreamStart | None) -> VideoSource:
-        threads = self.options.decode_threads or self.local.server.budget.cores
+        threads = self.options.decode_threads or default_decode_threads(
+            self.local.server.budget.cores, self._inputs, self.config.filters is not None
+        )
         seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
         options = self.config.decode.codec_options()
         info = None
