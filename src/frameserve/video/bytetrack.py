@@ -80,6 +80,8 @@ class _Tracks:
     def add(self, boxes: np.ndarray, ids: np.ndarray) -> None:
         """Start tracks at rest on ``boxes``, with unit covariance (the library's start)."""
         n = len(ids)
+        if n == 0:  # most frames: six concatenations of nothing saved
+            return
         self.ids = np.concatenate([self.ids, ids])
         self.boxes = np.concatenate([self.boxes, boxes])
         self.velocity = np.concatenate([self.velocity, np.zeros((n, 4))])
@@ -89,6 +91,8 @@ class _Tracks:
 
     def keep(self, mask: np.ndarray) -> None:
         """Forget the tracks where ``mask`` is False; the others keep their order."""
+        if mask.all():
+            return
         for name in ("ids", "boxes", "velocity", "cov", "missed_frames", "missed_seconds"):
             setattr(self, name, getattr(self, name)[mask])
 
@@ -110,6 +114,8 @@ class _Tracks:
 
     def correct(self, index: np.ndarray, measured: np.ndarray) -> None:
         """Kalman update of the tracks at ``index`` with their matched boxes."""
+        if len(index) == 0:
+            return
         pp, pv, vv = self.cov[index].T
         residual = measured - self.boxes[index]
         gain_p = pp / (pp + _MEASUREMENT_VAR)
@@ -340,6 +346,8 @@ class ByteTrack:
         free = np.ones(len(predicted), dtype=bool)
         free[first_tracks] = False
         left = np.flatnonzero(free)
+        if len(left) == 0 or len(low_rows) == 0:  # nothing to match in the low-score stage
+            return first_tracks, high_rows[first]
         second_tracks, second = match(box_iou(predicted[left], boxes[low_rows]), self._min_iou)
         return (
             np.concatenate([first_tracks, left[second_tracks]]),
