@@ -1,14 +1,13 @@
 """The metadata properties of a version's ONNX file (Ultralytics writes class names there).
 
 Read with the ``onnx`` package (a file format, not a runtime), only when a decoder needs them:
-parsing a model's protobuf costs tens of milliseconds.
+parsing a model's protobuf costs tens of milliseconds, and importing ``onnx`` ~45 ms more, so
+it is imported only then (a server of OpenVINO or .tflite models never imports it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import onnx
 
 from frameserve.errors import ConfigError
 
@@ -27,6 +26,8 @@ def onnx_metadata(version_folder: Path, model_file: str | None) -> dict[str, str
     path = onnx_file(version_folder, model_file)
     if path is None:
         return {}
+    import onnx
+
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - OSError, protobuf's DecodeError, onnx's own
