@@ -2,8 +2,9 @@
 
 Threads and what they own (2 cores: everything is sized from one core budget):
 
-- one decoder thread per input: demux + FFmpeg decode (FFmpeg's own codec threads) + RGB +
-  pre-processing;
+- one ``ffmpeg`` thread per input: demux + FFmpeg decode (and FFmpeg's own codec threads,
+  half the budget shared by the inputs), a few frames ahead (``video.decode.read_ahead``);
+- one decoder thread per input: pre-processing at model size (YUV planes), groups;
 - the server's event-loop thread: inference through each model's ``Scheduler``; frames of
   every input batch together there (pipelines with crop steps also use its processing pool);
 - one sink thread per input: waits for its frames' results in order, decodes them into task
@@ -33,7 +34,13 @@ from frameserve.processing.results import Detections, Moderation
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
 from frameserve.video.config import VideoPipelineConfig
-from frameserve.video.decode import VideoInfo, VideoSource, default_decode_threads, probe
+from frameserve.video.decode import (
+    VideoInfo,
+    VideoSource,
+    default_decode_threads,
+    probe,
+    read_ahead,
+)
 from frameserve.video.defects import with_defects
 from frameserve.video.frames import Frame, Sampling
 from frameserve.video.prepare import Group
@@ -340,7 +347,8 @@ class VideoRun:
             self._decode_in_worker(st)
             return
         previous: Frame | None = None
-        frames = st.source.frames(self.stop)
+        name = f"{self._prefix}ffmpeg-{st.source.stream_id}"
+        frames = read_ahead(st.source.frames(self.stop), self.stop, name)
         for frame in with_defects(frames, self.config.defects, st.source.stats):
             previous = self._frame_in(st, frame, previous)
         st.pump.end()

@@ -130,7 +130,7 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     # service); the child only ends when told or when its parent is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from frameserve.video.decode import VideoSource
+    from frameserve.video.decode import VideoSource, read_ahead
 
     opencv_on_caller_threads()
     shm = SharedMemory(shm_name)
@@ -143,7 +143,8 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
         preparer = FramePreparer(pre, spec.where)
         pending: list[Prepared] = []
-        frames = source.frames(threading.Event())
+        stop = threading.Event()
+        frames = read_ahead(source.frames(stop), stop, "ffmpeg")
         for frame in with_defects(frames, spec.defects, source.stats):
             prepared = preparer.prepare(frame, full=spec.full)
             pending.append(prepared)
