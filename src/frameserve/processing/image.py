@@ -23,12 +23,15 @@ import io
 import struct
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from frameserve.errors import InvalidInput, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_FORMATS: Mapping[str, str] = MappingProxyType(
     {
@@ -113,6 +116,8 @@ def decode_image(
             )
         try:
             image.load()
+            from PIL import ImageOps
+
             ImageOps.exif_transpose(image, in_place=True)
         except _DECODE_ERRORS as exc:
             raise InvalidInput(
@@ -161,6 +166,9 @@ def _open_header(
             f"{source}: {_describe_unsupported(data)}{declared} is not a supported image; "
             f"expected {_ACCEPTED}"
         )
+    # Pillow is imported with the first image (~20 ms): a video run or a tensor server never is.
+    from PIL import Image, UnidentifiedImageError
+
     try:
         # Only the sniffed plugin: Pillow would otherwise try every format it knows,
         # some of which (EPS) run external programs.

@@ -1,0 +1,23 @@
+"""What ``video run`` imports before its first frame: nothing it does not use (start-up time)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = """
+import sys
+import frameserve.backends.openvino, frameserve.serving.local, frameserve.video.config
+import frameserve.video.run
+print(" ".join(sorted(m for m in sys.argv[1:] if m in sys.modules)))
+"""
+# image decoding, ONNX metadata, the Hungarian solver, the HTTP/gRPC front ends, push clients
+NOT_NEEDED = ("PIL", "onnx", "scipy", "aiohttp", "starlette", "grpc", "aiomqtt", "tqdm")
+
+
+def test_a_video_run_imports_none_of_the_libraries_it_does_not_use() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *NOT_NEEDED], capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "", f"imported before the first frame: {out.stdout.strip()}"
