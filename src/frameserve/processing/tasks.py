@@ -60,8 +60,9 @@ def decode_mask(outputs: dict[str, np.ndarray], geometry: Geometry, spec: Segmen
     content = prob[y0:y1, x0:x1]
     w, h = geometry.source_size
     full = cv2.resize(content, (w, h), interpolation=INTERPOLATION[spec.interpolation])
-    _, binary = cv2.threshold(full, spec.threshold, 255, cv2.THRESH_BINARY)  # > threshold
-    return Mask(binary.astype(np.uint8))
+    # 255 where > threshold, straight to uint8 (no second float picture of the source's size);
+    # OpenCV takes the scalar, its type stubs list arrays only
+    return Mask(cv2.compare(full, spec.threshold, cv2.CMP_GT))  # type: ignore[call-overload]
 
 
 def decode_classes(
