@@ -107,6 +107,8 @@ def decode_image(
     :class:`InvalidInput` for empty, unsupported, corrupt or zero-size images and
     :class:`PayloadTooLarge` when width x height exceeds ``max_pixels``.
     """
+    from PIL import ImageOps  # with the first image (see ``_open_header``)
+
     with _open_header(data, content_type, source) as image:
         width, height = image.size
         if width * height > max_pixels:
@@ -116,8 +118,6 @@ def decode_image(
             )
         try:
             image.load()
-            from PIL import ImageOps
-
             ImageOps.exif_transpose(image, in_place=True)
         except _DECODE_ERRORS as exc:
             raise InvalidInput(

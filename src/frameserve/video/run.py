@@ -169,9 +169,14 @@ class VideoRun:
         plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
         pairs = enumerate(zip(inputs, plans, strict=True))
         self.isolate = isolate
-        self._prefix = thread_prefix  # thread names: <prefix>decode-<n>, <prefix>sink-<n>
+        self._prefix = (
+            thread_prefix  # thread names: <prefix>ffmpeg-<n>, <prefix>decode-<n>, <prefix>sink-<n>
+        )
         self.stop = stop or threading.Event()  # before the probes: a cancel ends them too
-        self._inputs = len(inputs)
+        # FFmpeg threads per input, the same for every input
+        self._decode_threads = options.decode_threads or default_decode_threads(
+            server.server.budget.cores, len(inputs), config.filters is not None
+        )
         # probes every input now: a file that is not a video fails before any work
         self.sources = [self._source(path, i, plan.start) for i, (path, plan) in pairs]
         self.profile = StageProfile()
@@ -184,9 +189,6 @@ class VideoRun:
         self.streams = [self._stream(s, plan) for s, plan in zip(self.sources, plans, strict=True)]
 
     def _source(self, path: Path, stream_id: int, start: StreamStart | None) -> VideoSource:
-        threads = self.options.decode_threads or default_decode_threads(
-            self.local.server.budget.cores, self._inputs, self.config.filters is not None
-        )
         seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
         options = self.config.decode.codec_options()
         info = None
@@ -195,7 +197,15 @@ class VideoRun:
             info = run_isolated(probe, path, name=name, doing=doing, stop=self.stop)
         filters = self.config.filters
         return VideoSource(
-            path, stream_id, self.sampling, threads, seek, first, options, info, filters
+            path,
+            stream_id,
+            self.sampling,
+            self._decode_threads,
+            seek,
+            first,
+            options,
+            info,
+            filters,
         )
 
     def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:
