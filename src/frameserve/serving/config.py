@@ -335,3 +335,18 @@ def config_file(folder: Path) -> Path:
     ours = folder / CONFIG_FILE
     triton = folder / TRITON_CONFIG_FILE
     return triton if triton.is_file() and not ours.is_file() else ours
+
+
+def read_folder_config(folder: Path) -> ModelConfig:
+    """A model folder's config: ``model.yaml``, or Triton's ``config.pbtxt`` without one."""
+    path = config_file(folder)
+    if path.name == TRITON_CONFIG_FILE:
+        # protobuf comes only with a Triton config: ~40 ms of every start-up otherwise
+        from frameserve.serving.triton_config import read_triton_config
+
+        return read_triton_config(path)
+    if not path.is_file() and folder.is_dir():
+        raise ConfigError(
+            f"{folder}: expected {CONFIG_FILE} or {TRITON_CONFIG_FILE}, found neither"
+        )
+    return load_model_config(path)

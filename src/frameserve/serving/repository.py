@@ -25,11 +25,11 @@ from frameserve.serving.config import (
     MODEL_NAME_RE,
     TRITON_CONFIG_FILE,
     ModelConfig,
+    read_folder_config,
 )
 from frameserve.serving.model import ModelVersion
 from frameserve.serving.pipeline import PIPELINE_FILE
 from frameserve.serving.stats import Metrics
-from frameserve.serving.triton_config import read_folder_config
 from frameserve.serving.types import RepositoryEntry
 
 log = logging.getLogger(__name__)

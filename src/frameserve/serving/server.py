@@ -34,7 +34,6 @@ from frameserve.serving.predict import Predictor, Timings
 from frameserve.serving.repository import ModelRepository, check_model_name
 from frameserve.serving.stats import Metrics, VersionStats
 from frameserve.serving.tracing import RequestTrace, Tracing, TracingSettings
-from frameserve.serving.triton_config import parse_triton_json
 from frameserve.serving.types import (
     InferRequest,
     InferResponse,
@@ -366,6 +365,8 @@ def _override_config(data: object) -> ModelConfig:
     try:
         return parse_model_config(data, source)
     except ConfigError as ours:
+        from frameserve.serving.triton_config import parse_triton_json  # protobuf: only here
+
         try:
             return parse_triton_json(data, source)
         except ConfigError as triton:

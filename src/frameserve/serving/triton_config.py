@@ -25,12 +25,11 @@ from google.protobuf.message import Message
 
 from frameserve.errors import ConfigError
 from frameserve.serving.config import (
-    CONFIG_FILE,
-    TRITON_CONFIG_FILE,
     ModelConfig,
-    config_file,
-    load_model_config,
     parse_model_config,
+)
+from frameserve.serving.config import (  # re-exported; it lives where protobuf is not needed
+    read_folder_config as read_folder_config,
 )
 from frameserve.triton_pb import model_config_pb2 as mc
 
@@ -86,18 +85,6 @@ class _Problems:
         for fd, _ in message.ListFields():
             if fd.name not in allowed:
                 self.add(f"{where}{fd.name}", "not supported by frameserve")
-
-
-def read_folder_config(folder: Path) -> ModelConfig:
-    """A model folder's config: ``model.yaml``, or Triton's ``config.pbtxt`` without one."""
-    path = config_file(folder)
-    if path.name == TRITON_CONFIG_FILE:
-        return read_triton_config(path)
-    if not path.is_file() and folder.is_dir():
-        raise ConfigError(
-            f"{folder}: expected {CONFIG_FILE} or {TRITON_CONFIG_FILE}, found neither"
-        )
-    return load_model_config(path)
 
 
 def read_triton_config(path: Path) -> ModelConfig:
