@@ -5,7 +5,8 @@
 ``cv2.VideoCapture`` -> ``cv2.resize`` to the model input, BGR -> RGB and the normalisation the
 model needs -> one synchronous OpenVINO inference per frame, compiled with OpenVINO's *default*
 properties (``core.compile_model(model, "CPU")``: no precision, no performance hint) -> the
-outputs decoded into boxes or a mask by frameserve's own task decoder -> one JSON line per frame.
+outputs decoded into boxes or a mask by frameserve's own task decoder -> one JSON line per frame
+(a mask written as PNG by ``cv2.imencode``, as a user's own code and the MediaPipe baseline do).
 No tracking (frameserve's ``faces`` pipeline tracks; this loop does not).
 
 Reading the model is the only part taken from frameserve's backend: ``core_for`` adds the
@@ -18,18 +19,31 @@ right after the first line was written (the harness's start-up time).
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from frameserve.backends.openvino import core_for, find_model_file
+from frameserve.processing.results import Detections, Mask
 from frameserve.processing.tasks import ModelProcessing
 from frameserve.processing.transform import Geometry
 from frameserve.serving.config import load_model_config
+
+
+def to_json(result: Detections | Mask) -> dict[str, Any]:
+    """The line's result as frameserve writes it; a mask as the user's own code writes a PNG
+    (``cv2.imencode``, as the MediaPipe baseline does), not through frameserve's encoder."""
+    if not isinstance(result, Mask):
+        return result.to_json()
+    h, w = result.mask.shape[:2]
+    _, png = cv2.imencode(".png", result.mask)
+    return {"mask": {"png": base64.b64encode(png.tobytes()).decode(), "width": w, "height": h}}
 
 
 def run(video: Path, folder: Path, out: Path) -> tuple[int, float | None]:
@@ -57,7 +71,7 @@ def run(video: Path, folder: Path, out: Path) -> tuple[int, float | None]:
             h, w = bgr.shape[:2]
             geometry = Geometry((w, h), size, (size[0] / w, size[1] / h), (0.0, 0.0))
             result = decoder.decode(outputs, geometry)
-            lines.write(json.dumps({"frame": frames, **result.to_json()}) + "\n")
+            lines.write(json.dumps({"frame": frames, **to_json(result)}) + "\n")
             frames += 1
             first = first or time.monotonic()
     capture.release()
