@@ -14,13 +14,15 @@ import pytest
 
 from frameserve.cpu import CpuBudget
 from frameserve.errors import ConfigError
-from frameserve.serving.config import DynamicBatching, ModelConfig, VersionPolicy, WarmupConfig
-from frameserve.serving.server import InferenceServer, ServerSettings, _override_config
-from frameserve.serving.triton_config import (
-    parse_triton_json,
+from frameserve.serving.config import (
+    DynamicBatching,
+    ModelConfig,
+    VersionPolicy,
+    WarmupConfig,
     read_folder_config,
-    read_triton_config,
 )
+from frameserve.serving.server import InferenceServer, ServerSettings, _override_config
+from frameserve.serving.triton_config import parse_triton_json, read_triton_config
 from frameserve.serving.types import InferRequest, InputTensor
 from frameserve.tools.example_models import write_model_yaml
 

@@ -28,9 +28,6 @@ from frameserve.serving.config import (
     ModelConfig,
     parse_model_config,
 )
-from frameserve.serving.config import (  # re-exported; it lives where protobuf is not needed
-    read_folder_config as read_folder_config,
-)
 from frameserve.triton_pb import model_config_pb2 as mc
 
 _PLATFORMS = {"onnxruntime_onnx": "onnxruntime", "openvino": "openvino"}

@@ -169,9 +169,8 @@ class VideoRun:
         plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
         pairs = enumerate(zip(inputs, plans, strict=True))
         self.isolate = isolate
-        self._prefix = (
-            thread_prefix  # thread names: <prefix>ffmpeg-<n>, <prefix>decode-<n>, <prefix>sink-<n>
-        )
+        # thread names: <prefix>ffmpeg-<n>, <prefix>decode-<n>, <prefix>sink-<n>
+        self._prefix = thread_prefix
         self.stop = stop or threading.Event()  # before the probes: a cancel ends them too
         # FFmpeg threads per input, the same for every input
         self._decode_threads = options.decode_threads or default_decode_threads(
