@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from frameserve.cli.args import add_model_cache, model_cache_dir, positive_int
+
+if TYPE_CHECKING:
+    from frameserve.video.warm import WarmWorker
 
 
 def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -90,6 +94,20 @@ def _run_on_ray(args: argparse.Namespace, name: str, config: object, sample: obj
 
 
 def run_video(args: argparse.Namespace) -> int:
+    from frameserve.video import warm
+
+    # Decode workers import their libraries while this process imports the runtime and loads
+    # the models; the run ends those it does not use (video.warm).
+    wanted = 0 if args.ray is not None or args.video_out else len(args.inputs)
+    workers = warm.start(wanted)
+    try:
+        return _run_video(args, workers)
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def _run_video(args: argparse.Namespace, workers: list[WarmWorker]) -> int:
     from frameserve.cli import logs
     from frameserve.errors import FrameserveError
     from frameserve.serving.local import LocalServer
@@ -121,7 +139,7 @@ def run_video(args: argparse.Namespace) -> int:
         for info in infos:
             print(describe_input(info), file=sys.stderr)  # noqa: T201
         with LocalServer(settings) as local:
-            run = VideoRun(local, name, config, args.inputs, options)
+            run = VideoRun(local, name, config, args.inputs, options, infos=infos, warm=workers)
             if not sys.stderr.isatty():  # no bar to draw: tqdm is not even imported
                 summary = run.run()
             else:

@@ -59,6 +59,9 @@ class Group:
 
     frames: list[Prepared]
     tensor: np.ndarray | None = None  # single-model pipelines: ``[len(frames), ...]``
+    # False: ``tensor`` is the pictures at model size, uint8, still to normalise (a decode
+    # worker ships these: a float tensor is 4x the bytes through shared memory)
+    normalized: bool = True
 
 
 class FramePreparer:
@@ -142,20 +145,38 @@ class FramePreparer:
         log.info("%s, input %d: %s", self._where, frame.stream, where)
         return plan
 
-    def group(self, frames: list[Prepared]) -> Group:
-        """One group of prepared frames (model inputs of one version, or one frame),
-        normalised into one tensor."""
+    def group(self, frames: list[Prepared], normalize: bool = True) -> Group:
+        """One group of prepared frames (model inputs of one version, or one frame) in one
+        tensor: normalised, or (``normalize=False``) the pictures at model size, stacked."""
         first = frames[0]
         if not first.model_input:
             return Group(frames)
         started = time.perf_counter()
         if first.placed is not None:
             assert self.pre is not None
-            tensor = self.pre.normalize(np.stack([p.placed for p in frames]))  # type: ignore[misc]
-        else:
-            tensor = np.concatenate([p.tensor for p in frames])  # type: ignore[misc]
-        share = (time.perf_counter() - started) / len(frames)
+            tensor = np.stack([p.placed for p in frames])  # type: ignore[misc]
+            if normalize:
+                tensor = self.pre.normalize(tensor)
+        else:  # normalised one by one (padding inside the tensor)
+            tensor, normalize = np.concatenate([p.tensor for p in frames]), True  # type: ignore[misc]
+        _share(frames, time.perf_counter() - started)
         for p in frames:
-            p.seconds["preprocess"] = p.seconds.get("preprocess", 0.0) + share
             p.placed = None
-        return Group(frames, tensor)
+        return Group(frames, tensor, normalize)
+
+
+def normalized(group: Group, pre: Preprocessor) -> Group:
+    """``group`` with its tensor normalised by ``pre`` (a decode worker's group)."""
+    if group.normalized or group.tensor is None:
+        return group
+    started = time.perf_counter()
+    tensor = pre.normalize(group.tensor)
+    _share(group.frames, time.perf_counter() - started)
+    return Group(group.frames, tensor)
+
+
+def _share(frames: list[Prepared], seconds: float) -> None:
+    """Count ``seconds`` of pre-processing, shared by ``frames``."""
+    share = seconds / len(frames)
+    for p in frames:
+        p.seconds["preprocess"] = p.seconds.get("preprocess", 0.0) + share

@@ -43,7 +43,7 @@ from frameserve.video.decode import (
 )
 from frameserve.video.defects import with_defects
 from frameserve.video.frames import Frame, Sampling
-from frameserve.video.prepare import Group
+from frameserve.video.prepare import normalized
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
 from frameserve.video.pump import FramePump
@@ -52,6 +52,7 @@ from frameserve.video.script_streams import ScriptStreams, add_script_stages, st
 from frameserve.video.streams import InputSummary, StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.summary import summarize_file, write_summary
 from frameserve.video.track import Tracker, TrackerSettings
+from frameserve.video.warm import WarmWorker
 from frameserve.video.worker import DecodeWorker, WorkerSpec, run_isolated, slot_bytes
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,10 @@ class VideoRun:
     before each frame is written: where a job checkpoints), ``stop`` (its cancel event) and
     ``thread_prefix`` (its threads' names say whose they are). ``isolate``: decode and
     pre-process each input in a worker process (``video.worker``), so a crash in FFmpeg ends
-    the run with ``WorkerDied`` instead of ending this process.
+    the run with ``WorkerDied`` instead of ending this process. ``video run`` gives the inputs'
+    ``infos`` (it probed them) and ``warm`` workers (``video.warm``, one per input): the inputs
+    of a single-model pipeline without whole frames to keep (``--video-out``) decode in them,
+    off this process's GIL; otherwise they are ended and the inputs decode here.
     A run stopped through ``stop`` returns normally: ``StreamRun.finished`` says whether
     every frame was written.
     """
@@ -151,6 +155,8 @@ class VideoRun:
         stop: threading.Event | None = None,
         thread_prefix: str = "",
         isolate: bool = False,
+        infos: list[VideoInfo] | None = None,
+        warm: list[WarmWorker] | None = None,
     ) -> None:
         if not inputs:
             raise InvalidInput("video run: expected at least one input file")
@@ -165,6 +171,7 @@ class VideoRun:
             does = "makes new frames" if config.interpolates else "filters every frame"
             raise InvalidInput(f"--sample: pipeline {name} {does}, needs all frames")
         self.processor = open_processor(server, name, config, admission)
+        self._warm = self._take_warm(warm or [], len(inputs))  # stream id -> its worker
         self._check_sinks()
         plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
         pairs = enumerate(zip(inputs, plans, strict=True))
@@ -177,7 +184,11 @@ class VideoRun:
             server.server.budget.cores, len(inputs), config.filters is not None
         )
         # probes every input now: a file that is not a video fails before any work
-        self.sources = [self._source(path, i, plan.start) for i, (path, plan) in pairs]
+        known: list[VideoInfo | None] = list(infos) if infos else [None] * len(inputs)
+        self.sources = [
+            self._source(path, i, plan.start, info)
+            for (i, (path, plan)), info in zip(pairs, known, strict=True)
+        ]
         self.profile = StageProfile()
         self._on_frame = on_frame
         self._errors: list[tuple[str, BaseException]] = []
@@ -187,11 +198,26 @@ class VideoRun:
         options.out.mkdir(parents=True, exist_ok=True)
         self.streams = [self._stream(s, plan) for s, plan in zip(self.sources, plans, strict=True)]
 
-    def _source(self, path: Path, stream_id: int, start: StreamStart | None) -> VideoSource:
+    def _take_warm(self, warm: list[WarmWorker], inputs: int) -> dict[int, WarmWorker]:
+        """The warm workers this run decodes in; the others are ended now."""
+        usable = (
+            len(warm) == inputs
+            and self.processor.single is not None
+            and not self.options.video_out
+            and not self.config.interpolates
+        )
+        if usable:
+            return dict(enumerate(warm))
+        for worker in warm:
+            worker.close()
+        return {}
+
+    def _source(
+        self, path: Path, stream_id: int, start: StreamStart | None, info: VideoInfo | None
+    ) -> VideoSource:
         seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
         options = self.config.decode.codec_options()
-        info = None
-        if self.isolate:  # FFmpeg reads the header in a child too
+        if info is None and self.isolate:  # FFmpeg reads the header in a child too
             name, doing = f"{self._prefix}probe-{stream_id}", f"reading the header of {path}"
             info = run_isolated(probe, path, name=name, doing=doing, stop=self.stop)
         filters = self.config.filters
@@ -352,7 +378,7 @@ class VideoRun:
 
     # -- decoder thread ---------------------------------------------------------------------
     def _decode(self, st: StreamRun) -> None:
-        if self.isolate:
+        if self.isolate or st.source.stream_id in self._warm:
             self._decode_in_worker(st)
             return
         previous: Frame | None = None
@@ -387,24 +413,25 @@ class VideoRun:
         """Decoding and pre-processing in a child process (``video.worker``); its groups go
         to the pump as they come, whole frames through ``_frame_in``."""
         n = st.source.stream_id
-        worker = DecodeWorker(self._worker_spec(st), f"{self._prefix}decode-worker-{n}")
+        name, warm = f"{self._prefix}decode-worker-{n}", self._warm.pop(n, None)
+        worker = DecodeWorker(self._worker_spec(st), name, warm=warm)
         previous: Frame | None = None
         try:
-            for prepared, tensor in worker.groups(self.stop):
-                if tensor is None:
-                    for p in prepared:
+            for group in worker.groups(self.stop):
+                if group.tensor is None:
+                    for p in group.frames:
                         previous = self._frame_in(st, p.frame, previous)
                     continue
                 mv = self.processor.single
-                spec = mv.processing.preprocess.spec if mv and mv.processing else None
-                if spec != worker.spec.preprocess:
+                pre = mv.processing.preprocess if mv and mv.processing else None
+                if pre is None or pre.spec != worker.spec.preprocess:
                     raise VideoError(
                         f"pipeline {self.name}: the model's pre-processing changed while the "
                         "input was decoded for the old one"
                     )
-                for p in prepared:
+                for p in group.frames:
                     p.version = mv
-                st.pump.send(Group(prepared, tensor))
+                st.pump.send(normalized(group, pre))
             if not self.stop.is_set():
                 st.pump.end()
         finally:

@@ -47,7 +47,8 @@ from frameserve.processing.transform import Geometry, Preprocessor, opencv_on_ca
 from frameserve.video.defects import DefectsSpec, with_defects
 from frameserve.video.filters import FilterChain
 from frameserve.video.frames import Frame, Sampling, SeekPoint
-from frameserve.video.prepare import FramePreparer, Prepared
+from frameserve.video.prepare import FramePreparer, Group, Prepared
+from frameserve.video.warm import WarmWorker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,10 +166,24 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         conn.close()
 
 
+def serve_warm(conn: Connection) -> None:
+    """A warm worker (``video.warm``): wait for the input, then decode it as ``_child`` does;
+    ``None`` or a closed pipe ends it (the run decodes in its own process, or ended)."""
+    try:
+        message = conn.recv()
+    except (EOFError, OSError):
+        return
+    if message is None:
+        conn.close()
+        return
+    shm_name, spec = message
+    _child(conn, shm_name, spec)
+
+
 def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FramePreparer,
           pending: list[Prepared], spec: WorkerSpec) -> None:  # fmt: skip
     """Write one group into a free slot and tell the server."""
-    group = preparer.group(pending)
+    group = preparer.group(pending, normalize=False)  # the server normalises: fewer bytes
     while not free:  # the server frees slots as it reads them
         message = conn.recv()
         if message[0] == "free":
@@ -180,7 +195,7 @@ def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FrameP
     if group.tensor is not None:
         t = group.tensor
         np.ndarray(t.shape, t.dtype, buffer=shm.buf, offset=base)[...] = t
-        tensor_info = (t.shape, t.dtype.str)
+        tensor_info = (t.shape, t.dtype.str, group.normalized)
         offset = t.nbytes
     metas = []
     for p in group.frames:
@@ -246,10 +261,19 @@ class WorkerProcess:
     streams share (start, receive, send, notice a death, end it)."""
 
     def __init__(
-        self, target: Any, args: tuple[Any, ...], name: str, doing: str = "decoding"
+        self,
+        target: Any,
+        args: tuple[Any, ...],
+        name: str,
+        doing: str = "decoding",
+        warm: WarmWorker | None = None,
     ) -> None:
-        """``doing``: what the child does, for the message when it dies."""
+        """``doing``: what the child does, for the message when it dies; ``warm``: a child
+        already started (``video.warm``) to take over instead of starting one."""
         self.doing = doing
+        if warm is not None:
+            self._conn, self.process = warm.conn, warm.process
+            return
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self.process = context.Process(target=target, args=(child, *args), name=name, daemon=True)
@@ -304,20 +328,24 @@ class WorkerProcess:
 class DecodeWorker(WorkerProcess):
     """One input decoded in a child process; ``groups`` yields what it prepared."""
 
-    def __init__(self, spec: WorkerSpec, name: str) -> None:
+    def __init__(self, spec: WorkerSpec, name: str, warm: WarmWorker | None = None) -> None:
+        """``warm``: a child started earlier (``video.warm``), sent its input here."""
         self.spec = spec
         self.stats = WorkerStats()
         self._shm = SharedMemory(create=True, size=SLOTS * spec.slot_bytes)
         try:
-            super().__init__(_child, (self._shm.name, spec), name)
+            super().__init__(_child, (self._shm.name, spec), name, warm=warm)
+            if warm is not None:
+                self.send((self._shm.name, spec))  # a child that died says so in ``groups``
         except BaseException:
             self._shm.close()
             self._shm.unlink()
             raise
 
-    def groups(self, stop: threading.Event) -> Iterator[tuple[list[Prepared], np.ndarray | None]]:
+    def groups(self, stop: threading.Event) -> Iterator[Group]:
         """Each group the child prepared (frames with their geometry and, where shipped, whole
-        images; the group's tensor), until its end. Raises ``WorkerDied`` when the child ends
+        images; the group's tensor, pictures still to normalise where it has them), until its
+        end. Raises ``WorkerDied`` when the child ends
         without finishing, ``VideoError`` for its decoding errors."""
         while not stop.is_set():
             message = self.receive(POLL_S)
@@ -332,14 +360,12 @@ class DecodeWorker(WorkerProcess):
             _, slot, tensor_info, metas = message
             yield self._unpack(slot, tensor_info, metas)
 
-    def _unpack(
-        self, slot: int, tensor_info: Any, metas: list[_FrameMeta]
-    ) -> tuple[list[Prepared], np.ndarray | None]:
+    def _unpack(self, slot: int, tensor_info: Any, metas: list[_FrameMeta]) -> Group:
         base = slot * self.spec.slot_bytes
         buf = self._shm.buf
-        tensor = None
+        tensor, done = None, True
         if tensor_info is not None:
-            shape, dtype = tensor_info
+            shape, dtype, done = tensor_info
             tensor = np.ndarray(shape, dtype, buffer=buf, offset=base).copy()
         frames = []
         for m in metas:
@@ -351,7 +377,7 @@ class DecodeWorker(WorkerProcess):
                           seek=m.seek, defects=m.defects)  # fmt: skip
             frames.append(Prepared(frame, geometry=m.geometry, seconds=dict(m.seconds)))
         self.send(("free", slot))
-        return frames, tensor
+        return Group(frames, tensor, done)
 
     def close(self) -> None:
         """End the child (if it still runs) and free the ring."""

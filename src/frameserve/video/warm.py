@@ -1,0 +1,73 @@
+"""Decode workers started before anything heavy is imported (``video run``).
+
+A decode worker (``video.worker``) is a spawned Python process: it starts an interpreter and
+imports numpy, OpenCV and PyAV before it can decode a frame (~0.3 s here). Started when the
+run needs it, after the models loaded, that is start-up the user waits for. ``start`` spawns
+them first thing instead; each imports its libraries while this process imports the runtime
+and compiles the models, then waits for its input (``DecodeWorker(..., warm=...)`` sends it).
+A warm worker that is not needed is told to end (``WarmWorker.close``).
+
+Only the standard library is imported here: this module runs before everything else.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+MAX_INPUTS = 4  # more inputs decode in the run's own process: a worker is ~100 MB of libraries
+
+
+@dataclass
+class WarmWorker:
+    """A started child waiting for its input, and this side of its pipe."""
+
+    process: BaseProcess
+    conn: Connection
+
+    def close(self) -> None:
+        """Tell the child it is not needed, and end it."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass  # it already ended
+        self.process.join(1.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5.0)
+        self.conn.close()
+
+
+def start(count: int, name: str = "decode-worker") -> list[WarmWorker]:
+    """``count`` children (none above ``MAX_INPUTS``), each importing the decoder's libraries
+    and then waiting for its input."""
+    if count > MAX_INPUTS:
+        return []
+    context = multiprocessing.get_context("spawn")
+    workers: list[WarmWorker] = []
+    for n in range(count):
+        conn, child = context.Pipe()
+        process = context.Process(target=_child, args=(child,), name=f"{name}-{n}", daemon=True)
+        try:
+            process.start()
+        except BaseException:
+            conn.close()
+            for w in workers:
+                w.close()
+            raise
+        finally:
+            child.close()
+        workers.append(WarmWorker(process, conn))
+    return workers
+
+
+def _child(conn: Connection) -> None:
+    # As every decode worker: the parent handles signals and ends its children.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from frameserve.video.worker import serve_warm  # numpy, OpenCV, PyAV: the slow part
+
+    serve_warm(conn)

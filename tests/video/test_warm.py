@@ -1,0 +1,155 @@
+"""Warm decode workers (``video.warm``): started before the models load, taken over by a run
+of a single-model pipeline, ended by every other run; the same results as decoding in process."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from frameserve.processing.transform import Preprocessor
+from frameserve.serving.config import load_model_config
+from frameserve.serving.local import LocalServer
+from frameserve.video import warm
+from frameserve.video.config import load_video_pipeline
+from frameserve.video.decode import VideoSource, probe
+from frameserve.video.frames import Sampling
+from frameserve.video.prepare import FramePreparer, normalized
+from frameserve.video.run import RunOptions, RunSummary, VideoRun
+from frameserve.video.worker import WorkerDied
+from video.media import Clip
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run(
+    local: LocalServer,
+    repository: Path,
+    pipeline: str,
+    inputs: list[Path],
+    out: Path,
+    workers: list[warm.WarmWorker],
+    **options: Any,
+) -> tuple[VideoRun, RunSummary]:
+    name, config = load_video_pipeline(pipeline, repository)
+    infos = [probe(p) for p in inputs]
+    video = VideoRun(
+        local, name, config, inputs, RunOptions(out=out, **options), infos=infos, warm=workers
+    )
+    return video, video.run()
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def ended(workers: list[warm.WarmWorker], within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while any(w.process.is_alive() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(w.process.is_alive() for w in workers)
+
+
+@pytest.mark.parametrize("pipeline", ["faces", "person-mask"])
+def test_warm_workers_give_the_results_of_decoding_in_process(
+    video_server: LocalServer, zoo_repository: Path, pan_clip: Clip, zoom_clip: Clip,
+    tmp_path: Path, pipeline: str,
+) -> None:  # fmt: skip
+    inputs = [pan_clip.path, zoom_clip.path]
+    workers = warm.start(len(inputs))
+    assert len(workers) == 2 and all(w.process.is_alive() for w in workers)
+    video, summary = run(video_server, zoo_repository, pipeline, inputs, tmp_path / "w", workers)
+    assert video._warm == {}  # both taken over
+    _, here = run(video_server, zoo_repository, pipeline, inputs, tmp_path / "p", [])
+    assert summary.frames == here.frames == pan_clip.frames + zoom_clip.frames
+    for clip in (pan_clip, zoom_clip):
+        name = f"{clip.path.stem}.jsonl"
+        assert lines(tmp_path / "w" / name) == lines(tmp_path / "p" / name)
+    assert [s.to_json()["decoded"] for s in summary.streams] == [
+        s.to_json()["decoded"] for s in here.streams
+    ]
+    assert ended(workers)
+
+
+def test_a_run_that_needs_whole_frames_ends_the_warm_workers(
+    video_server: LocalServer, zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    workers = warm.start(1)
+    video, summary = run(
+        video_server, zoo_repository, "faces", [pan_clip.path], tmp_path, workers, video_out=True
+    )
+    assert video._warm == {}
+    assert ended(workers, within_s=1.0)  # ended before the run, not left to the parent's exit
+    assert [w.process.exitcode for w in workers] == [0]  # told, not killed
+    assert summary.frames == pan_clip.frames
+    assert (tmp_path / f"{pan_clip.path.stem}.mp4").is_file()
+
+
+def test_a_warm_worker_that_died_before_its_input_fails_the_run_clearly(
+    video_server: LocalServer, zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    [worker] = warm.start(1)
+    os.kill(worker.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    worker.process.join(10)
+    with pytest.raises(WorkerDied, match="killed by SIGKILL while decoding"):
+        run(video_server, zoo_repository, "faces", [pan_clip.path], tmp_path, [worker])
+
+
+def test_warm_workers_end_when_told_or_when_this_side_closes() -> None:
+    told, orphan = warm.start(2)
+    told.close()
+    assert told.process.exitcode == 0
+    orphan.conn.close()  # as when the parent process is gone
+    orphan.process.join(30)
+    assert orphan.process.exitcode == 0
+
+
+def test_no_warm_workers_for_more_inputs_than_the_limit() -> None:
+    assert warm.start(warm.MAX_INPUTS + 1) == []
+    assert warm.start(0) == []
+
+
+def test_warm_module_imports_only_the_standard_library() -> None:
+    """It runs first in ``video run``: the children start before any heavy import."""
+    code = (
+        "import sys; import frameserve.video.warm; "
+        "print(' '.join(m for m in ('numpy', 'cv2', 'av', 'openvino', 'pydantic') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("model", ["person-mask", "faces"])
+def test_a_group_normalised_later_equals_one_normalised_at_once(
+    zoo_repository: Path, pan_clip: Clip, model: str
+) -> None:
+    """What a decode worker ships (pictures at model size) and what the run then makes of it
+    (``normalized``) is bit for bit the tensor of preparing in process."""
+    spec = load_model_config(zoo_repository / model / "model.yaml").preprocess
+    assert spec is not None
+    pre = Preprocessor(spec, spec.fuse)  # as the server builds it (faces: normalised in its graph)
+    preparer = FramePreparer(pre, "test")
+    source = VideoSource(pan_clip.path, 0, Sampling.parse("all"), 1)
+    frames = list(itertools.islice(source.frames(threading.Event()), 3))
+    at_once = preparer.group([preparer.prepare(copy.copy(f)) for f in frames])
+    shipped = preparer.group([preparer.prepare(f) for f in frames], normalize=False)
+    assert at_once.normalized and not shipped.normalized
+    assert shipped.tensor is not None and shipped.tensor.dtype == np.uint8
+    later = normalized(shipped, pre)
+    assert later.normalized
+    assert at_once.tensor is not None and later.tensor is not None
+    assert later.tensor.dtype == at_once.tensor.dtype and later.tensor.shape == at_once.tensor.shape
+    assert np.array_equal(later.tensor, at_once.tensor)
+    assert all(p.seconds["preprocess"] > 0 for p in later.frames)
