@@ -42,6 +42,7 @@ from frameserve.serving.repository import ModelRepository
 from frameserve.serving.server import ServerSettings
 from frameserve.tools.tune_report import TUNED_KEYS
 from frameserve.tools.tune_space import Candidate, Precision, SearchSpace, apply, layouts_for
+from frameserve.video import warm
 from frameserve.video.config import VideoPipelineConfig, load_video_pipeline
 from frameserve.video.decode import VideoInfo, default_decode_threads, probe
 from frameserve.video.run import RunOptions, RunSummary, VideoRun
@@ -131,7 +132,7 @@ class VideoTrial:
     point: PipelinePoint
     rung: str  # "screen", "round" (one round of the finals), "final" (their rounds combined)
     fps: float
-    cpu_ms_per_frame: float  # process CPU (every thread) per frame, in the measured window
+    cpu_ms_per_frame: float  # CPU (every thread, decode workers too) per frame, in the window
     cores_busy: float  # CPU seconds per wall second in the window
     frames: int  # measured frames
     feasible: bool
@@ -242,8 +243,15 @@ class _Window:
     """The progress callback of a trial's run: opens the window after the warm-up, stops the
     run once it is over. Runs in the thread that called ``VideoRun.run``."""
 
-    def __init__(self, stop: threading.Event, warmup_s: float, measure_s: float) -> None:
+    def __init__(
+        self,
+        stop: threading.Event,
+        warmup_s: float,
+        measure_s: float,
+        cpu_time: Callable[[], float] = time.process_time,
+    ) -> None:
         self._stop = stop
+        self._cpu_time = cpu_time
         self._warmup_s = warmup_s
         self._measure_s = measure_s
         self._started = time.perf_counter()
@@ -253,7 +261,7 @@ class _Window:
 
     def __call__(self, frames: int) -> None:
         self._frames += frames
-        mark = (time.perf_counter(), self._frames, time.process_time())
+        mark = (time.perf_counter(), self._frames, self._cpu_time())
         if self.first is None:
             if mark[0] - self._started >= self._warmup_s:
                 self.first = mark
@@ -304,19 +312,43 @@ class PipelineTrials:
             self._loaded[model] = cand
 
     def _measure(self, point: PipelinePoint, rung: str, started: float) -> VideoTrial:
-        s, plan = self._settings, self._plan
+        plan = self._plan
         options = RunOptions(
             out=self._out,
             decode_threads=point.decode_threads,
             inflight=point.inflight,
             summary=False,  # a trial measures the pipeline, not the summary at its end
         )
-        run = VideoRun(self._local, plan.name, plan.config, list(plan.inputs), options)
+        # decoded as ``video run`` decodes (in warm workers where it would); the window below
+        # leaves out the workers' start-up
+        workers = warm.start(len(plan.inputs))
+        try:
+            run = VideoRun(
+                self._local, plan.name, plan.config, list(plan.inputs), options, warm=workers
+            )
+            pids = [w.process.pid for w in workers if w.process.pid is not None]
+            return self._window(run, point, rung, started, lambda: _cpu_seconds(pids))
+        finally:
+            for worker in workers:
+                worker.close()
+
+    def _window(
+        self,
+        run: VideoRun,
+        point: PipelinePoint,
+        rung: str,
+        started: float,
+        cpu_time: Callable[[], float],
+    ) -> VideoTrial:
+        """Run the trial and measure its steady window (``cpu_time``: this process's CPU
+        seconds and its decode workers')."""
+        s = self._settings
         inflight = run.streams[0].pump.depth
-        window = _Window(run.stop, s.warmup_s, s.trial_s if rung == "screen" else s.final_s)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        measure_s = s.trial_s if rung == "screen" else s.final_s
+        window = _Window(run.stop, s.warmup_s, measure_s, cpu_time)
+        cpu0, wall0 = cpu_time(), time.perf_counter()
         summary = run.run(window)
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        cpu, wall = cpu_time() - cpu0, time.perf_counter() - wall0
         frames, whole = summary.frames, True
         if window.first and window.last and window.last[1] - window.first[1] >= MIN_FRAMES:
             (w0, f0, c0), (w1, f1, c1) = window.first, window.last
@@ -335,6 +367,20 @@ def _bottleneck(summary: RunSummary) -> str:
     busy = {k: v for k, v in summary.profile.seconds.items() if k != "queue wait"}
     stage = max(busy, key=lambda k: busy[k])
     return f"{stage} {busy[stage] / (sum(busy.values()) or 1.0):.0%}"
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of this process and of the live processes ``pids`` (its decode workers;
+    Linux's ``/proc/<pid>/stat``). A worker that has ended counts nothing."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 Evaluate = Callable[[PipelinePoint], VideoTrial]
