@@ -6,9 +6,12 @@ files are fakes with the kernel's exact formats; ``detect_cpu_budget`` takes the
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from frameserve.cpu import CpuBudget, detect_cpu_budget
+from frameserve.cpu import CpuBudget, cpu_seconds, detect_cpu_budget
 
 
 def _v2_tree(root: Path, leaf: str, quotas: dict[str, str]) -> Path:
@@ -128,3 +131,21 @@ def test_this_machine_has_a_positive_budget() -> None:
     b = detect_cpu_budget()
     assert b.cores >= 1
     assert b.affinity_cores is not None and b.cores <= b.affinity_cores
+
+
+def test_cpu_seconds_count_live_children() -> None:
+    """``tune --pipeline`` trials count their decode workers' CPU (the search prefers the
+    cheapest feasible point)."""
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    spin += "time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        deadline = time.monotonic() + 30
+        while cpu_seconds([child.pid]) - time.process_time() < 0.35:
+            assert time.monotonic() < deadline, "the child's CPU time never showed"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    here = time.process_time()
+    assert cpu_seconds([child.pid]) - here < 0.05  # an ended worker counts nothing

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +99,17 @@ def detect_cpu_budget(
     if quota is not None and math.ceil(quota) < aff:
         return CpuBudget(max(1, math.ceil(quota)), source, quota, aff)
     return CpuBudget(max(1, aff), "affinity mask", quota, aff)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of this process and of its live children ``pids`` (decode workers), from
+    Linux's ``/proc/<pid>/stat``; a child that has ended counts nothing."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from frameserve.cpu import CpuBudget
+from frameserve.cpu import CpuBudget, cpu_seconds
 from frameserve.errors import ConfigError, FrameserveError, InvalidInput, NotFound
 from frameserve.serving.config import load_model_config, read_yaml
 from frameserve.serving.local import LocalServer
@@ -327,7 +327,7 @@ class PipelineTrials:
                 self._local, plan.name, plan.config, list(plan.inputs), options, warm=workers
             )
             pids = [w.process.pid for w in workers if w.process.pid is not None]
-            return self._window(run, point, rung, started, lambda: _cpu_seconds(pids))
+            return self._window(run, point, rung, started, lambda: cpu_seconds(pids))
         finally:
             for worker in workers:
                 worker.close()
@@ -367,20 +367,6 @@ def _bottleneck(summary: RunSummary) -> str:
     busy = {k: v for k, v in summary.profile.seconds.items() if k != "queue wait"}
     stage = max(busy, key=lambda k: busy[k])
     return f"{stage} {busy[stage] / (sum(busy.values()) or 1.0):.0%}"
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds of this process and of the live processes ``pids`` (its decode workers;
-    Linux's ``/proc/<pid>/stat``). A worker that has ended counts nothing."""
-    total = time.process_time()
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
 
 
 Evaluate = Callable[[PipelinePoint], VideoTrial]
