@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from frameserve.video.decode import VideoSource, probe
 from frameserve.video.frames import Sampling
 from frameserve.video.prepare import FramePreparer, normalized
 from frameserve.video.run import RunOptions, RunSummary, VideoRun
-from frameserve.video.worker import WorkerDied
+from frameserve.video.worker import WorkerDied, slot_bytes
 from video.media import Clip
 
 pytestmark = pytest.mark.timeout(120)
@@ -153,3 +154,25 @@ def test_a_group_normalised_later_equals_one_normalised_at_once(
     assert later.tensor.dtype == at_once.tensor.dtype and later.tensor.shape == at_once.tensor.shape
     assert np.array_equal(later.tensor, at_once.tensor)
     assert all(p.seconds["preprocess"] > 0 for p in later.frames)
+
+
+def test_slots_hold_what_is_shipped(zoo_repository: Path) -> None:
+    """Pictures at model size, uint8: a quarter of a float tensor (``/dev/shm`` is 64 MB in a
+    default Docker container)."""
+    spec = load_model_config(zoo_repository / "person-mask" / "model.yaml").preprocess
+    assert spec is not None and not spec.fuse  # the model takes a float tensor
+    assert slot_bytes(spec, False, (1280, 720), 8, full=False) == 8 * 256 * 256 * 3
+    assert slot_bytes(spec, False, (1280, 720), 8, full=True) == 8 * (256 * 256 + 1280 * 720) * 3
+
+
+def test_no_processes_to_spare_means_decoding_here(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fake only for the failure: the real spawn cannot be made to fail on demand."""
+
+    def refuse(self: Any) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.get_context("spawn").Process, "start", refuse)
+    assert warm.start(2) == []
+    assert "decode workers not started" in caplog.text

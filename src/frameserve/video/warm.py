@@ -12,11 +12,14 @@ Only the standard library is imported here: this module runs before everything e
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+
+log = logging.getLogger(__name__)
 
 MAX_INPUTS = 4  # more inputs decode in the run's own process: a worker is ~100 MB of libraries
 
@@ -53,6 +56,12 @@ def start(count: int, name: str = "decode-worker") -> list[WarmWorker]:
         process = context.Process(target=_child, args=(child,), name=f"{name}-{n}", daemon=True)
         try:
             process.start()
+        except OSError as err:  # no processes to spare: the run decodes in its own threads
+            log.warning("decode workers not started (%s): decoding in this process", err)
+            conn.close()
+            for w in workers:
+                w.close()
+            return []
         except BaseException:
             conn.close()
             for w in workers:

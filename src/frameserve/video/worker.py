@@ -110,15 +110,17 @@ class WorkerStats:
 
 def slot_bytes(spec: PreprocessSpec | None, fused: bool, size: tuple[int, int], group: int,
                full: bool) -> int:  # fmt: skip
-    """Bytes one group needs: its tensor (the model input for a ``size`` frame) and, for
-    ``full``, the whole frames."""
+    """Bytes one group needs: what it ships of a ``size`` frame (the picture at model size,
+    uint8; the normalised tensor where padding is inside the tensor) and, for ``full``, the
+    whole frames."""
     w, h = size
     need = 0
     if spec is not None:
         pre = Preprocessor(spec, fused)
         probe = np.zeros((h, w, 3), np.uint8)
-        tensor, _ = pre([probe])
-        need += tensor.nbytes * group
+        in_tensor = spec.resize.pad_in == "tensor"
+        shipped = pre([probe])[0] if in_tensor else pre.resize_image(probe)[0]
+        need += shipped.nbytes * group
     if full:
         need += w * h * 3 * group
     return max(need, 1)
