@@ -22,6 +22,7 @@ from multiprocessing.process import BaseProcess
 log = logging.getLogger(__name__)
 
 MAX_INPUTS = 4  # more inputs decode in the run's own process: a worker is ~100 MB of libraries
+CLOSE_WAIT_S = 0.05  # a waiting child ends within ms of being told; one still importing is killed
 
 
 @dataclass
@@ -32,14 +33,15 @@ class WarmWorker:
     conn: Connection
 
     def close(self) -> None:
-        """Tell the child it is not needed, and end it."""
+        """Tell the child it is not needed, and end it: at once if it is still importing (a
+        run that decodes in its own threads does not wait for it)."""
         try:
             self.conn.send(None)
         except OSError:
             pass  # it already ended
-        self.process.join(1.0)
+        self.process.join(CLOSE_WAIT_S)
         if self.process.is_alive():
-            self.process.kill()
+            self.process.kill()  # it holds nothing yet: no input, no shared memory
             self.process.join(5.0)
         self.conn.close()
 
