@@ -58,17 +58,15 @@ def start(count: int, name: str = "decode-worker") -> list[WarmWorker]:
         process = context.Process(target=_child, args=(child,), name=f"{name}-{n}", daemon=True)
         try:
             process.start()
-        except OSError as err:  # no processes to spare: the run decodes in its own threads
+        except BaseException as err:
+            conn.close()
+            for w in workers:
+                w.close()
+            if not isinstance(err, OSError):
+                raise
+            # no processes to spare: the run decodes in its own threads
             log.warning("decode workers not started (%s): decoding in this process", err)
-            conn.close()
-            for w in workers:
-                w.close()
             return []
-        except BaseException:
-            conn.close()
-            for w in workers:
-                w.close()
-            raise
         finally:
             child.close()
         workers.append(WarmWorker(process, conn))

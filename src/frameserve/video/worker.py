@@ -347,8 +347,8 @@ class DecodeWorker(WorkerProcess):
     def groups(self, stop: threading.Event) -> Iterator[Group]:
         """Each group the child prepared (frames with their geometry and, where shipped, whole
         images; the group's tensor, pictures still to normalise where it has them), until its
-        end. Raises ``WorkerDied`` when the child ends
-        without finishing, ``VideoError`` for its decoding errors."""
+        end. Raises ``WorkerDied`` when the child ends without finishing, ``VideoError`` for
+        its decoding errors."""
         while not stop.is_set():
             message = self.receive(POLL_S)
             if message is None:
