@@ -6,12 +6,15 @@ files are fakes with the kernel's exact formats; ``detect_cpu_budget`` takes the
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from frameserve.cpu import CpuBudget, cpu_seconds, detect_cpu_budget
+import pytest
+
+from frameserve.cpu import CpuBudget, cpu_seconds, decoder_cores, detect_cpu_budget
 
 
 def _v2_tree(root: Path, leaf: str, quotas: dict[str, str]) -> Path:
@@ -149,3 +152,35 @@ def test_cpu_seconds_count_live_children() -> None:
         child.wait()
     here = time.process_time()
     assert cpu_seconds([child.pid]) - here < 0.05  # an ended worker counts nothing
+
+
+def test_decoder_cores_are_the_last_of_the_mask_and_leave_one_to_the_rest() -> None:
+    mask = [0, 1, 2, 3]
+    assert decoder_cores(1, 1, 2, [0, 1]) == [(1,)]
+    assert decoder_cores(1, 1, 4, mask) == [(3,)]
+    assert decoder_cores(2, 1, 4, mask) == [(2,), (3,)]
+    assert decoder_cores(1, 2, 4, mask) == [(2, 3)]
+    assert decoder_cores(3, 1, 4, mask) == [(1,), (2,), (3,)]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "threads", "budget", "mask"),
+    [
+        (2, 1, 2, [0, 1]),  # nothing left for inference
+        (1, 1, 1, [0]),  # one core in all
+        (1, 2, 2, [0, 1]),  # the decoder would take both
+        (1, 1, 1, [0, 1, 2, 3]),  # a quota of one core on a bigger host
+        (4, 1, 8, [0, 1, 2]),  # a mask narrower than the quota
+        (0, 1, 4, [0, 1, 2, 3]),
+    ],
+)
+def test_no_decoder_cores_where_they_would_leave_no_core_to_the_rest(
+    inputs: int, threads: int, budget: int, mask: list[int]
+) -> None:
+    assert decoder_cores(inputs, threads, budget, mask) == []
+
+
+def test_decoder_cores_from_this_process_mask() -> None:
+    mask = sorted(os.sched_getaffinity(0))
+    picked = decoder_cores(1, 1, len(mask))
+    assert picked == ([(mask[-1],)] if len(mask) > 1 else [])

@@ -23,6 +23,14 @@ class CpuBudget:
     quota_cores: float | None = None
     affinity_cores: int | None = None
 
+    def without(self, cores: int, why: str) -> CpuBudget:
+        """What is left after ``cores`` are set aside (at least one core)."""
+        if cores <= 0:
+            return self
+        left = max(1, self.cores - cores)
+        return CpuBudget(left, f"{self.source}, less {cores} {why}", self.quota_cores,
+                         self.affinity_cores)  # fmt: skip
+
     def describe(self) -> str:
         parts = [f"{self.cores} cores (from {self.source})"]
         if self.affinity_cores is not None:
@@ -113,3 +121,26 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
+
+
+def decoder_cores(
+    inputs: int, threads: int, budget: int, mask: list[int] | None = None
+) -> list[tuple[int, ...]]:
+    """Cores of its own for each of ``inputs`` decode workers of ``threads`` FFmpeg threads:
+    the last cores of the affinity mask (``mask``, for tests), ``threads`` each, or none when
+    that would leave less than one core of the ``budget`` to everything else.
+
+    A decoder on a core of its own keeps that core's caches and is not preempted by inference
+    threads, which are then sized for the cores left (``CpuBudget.without``); the rest of the
+    process stays free to use every core, the decoder's too while it waits.
+    """
+    if mask is None:
+        try:
+            mask = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            return []
+    need = inputs * threads
+    if inputs < 1 or threads < 1 or need >= min(budget, len(mask)):
+        return []
+    picked = mask[-need:]
+    return [tuple(picked[i * threads : (i + 1) * threads]) for i in range(inputs)]

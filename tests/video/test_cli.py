@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -180,3 +181,28 @@ def test_compiled_models_are_cached_where_asked(
     done = run_cli(*common, "--out", tmp_path / "c", "--model-cache-dir", off, "--no-model-cache")
     assert done.returncode == 0, done.stderr
     assert not off.exists()
+
+
+def test_one_input_decodes_on_a_core_of_its_own_and_the_models_get_the_rest(
+    zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    """With a core to spare (2 here), the input's decode worker binds to the mask's last core and
+    the models are compiled for the cores left; ``--no-pin-decoders`` keeps the old layout.
+    Both give the same results."""
+    mask = sorted(os.sched_getaffinity(0))
+    common = (pan_clip.path, "--pipeline", "faces", "--repository", zoo_repository,
+              "--profile", "--log-level", "info")  # fmt: skip
+    bound = run_cli(*common, "--out", tmp_path / "b")
+    free = run_cli(*common, "--out", tmp_path / "f", "--no-pin-decoders")
+    assert bound.returncode == 0, bound.stderr
+    assert free.returncode == 0, free.stderr
+    [b], [f] = json.loads(bound.stdout)["streams"], json.loads(free.stdout)["streams"]
+    assert f["decoder_cores"] == []
+    if len(mask) < 2:
+        assert b["decoder_cores"] == []
+    else:
+        assert b["decoder_cores"] == [mask[-1]]
+        assert "less 1 for the decode workers" in bound.stderr
+        assert "less 1 for the decode workers" not in free.stderr
+    name = f"{pan_clip.path.stem}.jsonl"
+    assert (tmp_path / "b" / name).read_text() == (tmp_path / "f" / name).read_text()

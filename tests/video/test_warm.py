@@ -28,7 +28,7 @@ from frameserve.video.decode import VideoSource, probe
 from frameserve.video.frames import Sampling
 from frameserve.video.prepare import FramePreparer, normalized
 from frameserve.video.run import RunOptions, RunSummary, VideoRun
-from frameserve.video.worker import WorkerDied, slot_bytes
+from frameserve.video.worker import WorkerDied, bind_to_cores, slot_bytes
 from video.media import Clip
 
 pytestmark = pytest.mark.timeout(120)
@@ -181,3 +181,57 @@ def test_no_processes_to_spare_means_decoding_here(
     monkeypatch.setattr(multiprocessing.get_context("spawn").Process, "start", refuse)
     assert warm.start(2) == []
     assert "decode workers not started" in caplog.text
+
+
+def test_a_worker_given_a_core_binds_to_it_with_the_same_results(
+    video_server: LocalServer, zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    """A warm worker given a core (``video run`` picks it: ``cpu.decoder_cores``) binds itself
+    to it and decodes and pre-processes on one thread; the results are those of an unbound
+    worker, line for line, and the run says which core it had."""
+    core = sorted(os.sched_getaffinity(0))[-1]
+    inputs = [pan_clip.path]
+    _, bound = run(
+        video_server, zoo_repository, "faces", inputs, tmp_path / "b", warm.start(1),
+        decode_threads=1, decoder_cores=((core,),),
+    )  # fmt: skip
+    _, free = run(
+        video_server, zoo_repository, "faces", inputs, tmp_path / "f", warm.start(1),
+        decode_threads=1,
+    )  # fmt: skip
+    assert bound.streams[0].decoder_cores == (core,)
+    assert bound.streams[0].to_json()["decoder_cores"] == [core]
+    assert free.streams[0].decoder_cores == ()
+    name = f"{pan_clip.path.stem}.jsonl"
+    assert lines(tmp_path / "b" / name) == lines(tmp_path / "f" / name)
+    assert bound.frames == free.frames == pan_clip.frames
+
+
+def test_cores_are_for_warm_workers_only(
+    video_server: LocalServer, zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    """A run that decodes in its own threads (no warm worker) binds nothing."""
+    _, summary = run(
+        video_server, zoo_repository, "faces", [pan_clip.path], tmp_path, [],
+        decoder_cores=((0,),),
+    )  # fmt: skip
+    assert summary.streams[0].decoder_cores == ()
+    assert summary.frames == pan_clip.frames
+
+
+def test_a_core_the_os_refuses_leaves_the_worker_unbound(caplog: pytest.LogCaptureFixture) -> None:
+    """``sched_setaffinity`` binds the calling thread only: the test binds a thread of its own."""
+    got: list[tuple[int, ...]] = []
+    mask = sorted(os.sched_getaffinity(0))
+    outside = max(mask) + 4096  # no such core
+
+    def bind(cores: tuple[int, ...]) -> None:
+        got.append(bind_to_cores(cores))
+
+    for cores in [(outside,), (mask[-1],), ()]:
+        t = threading.Thread(target=bind, args=(cores,))
+        t.start()
+        t.join()
+    assert got == [(), (mask[-1],), ()]
+    assert f"not bound to cores [{outside}]" in caplog.text
+    assert sorted(os.sched_getaffinity(0)) == mask  # this thread's mask did not change

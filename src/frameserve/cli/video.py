@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from frameserve.cli.args import add_model_cache, model_cache_dir, positive_int
 
 if TYPE_CHECKING:
+    from frameserve.cpu import CpuBudget
+    from frameserve.video.config import VideoPipelineConfig
+    from frameserve.video.run import RunOptions
     from frameserve.video.warm import WarmWorker
 
 
@@ -40,6 +44,9 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--decode-threads", type=positive_int, default=0, metavar="N",
                    help="FFmpeg threads per input (default: half the core budget shared by "
                         "the inputs, at least 1; the budget with filters:)")  # fmt: skip
+    p.add_argument("--pin-decoders", action=argparse.BooleanOptionalAction, default=True,
+                   help="bind each input's decode worker to a core of its own when the core "
+                        "budget has one to spare beside inference (default: on)")  # fmt: skip
     p.add_argument("--inflight", type=positive_int, default=0, metavar="N",
                    help="frames in flight per input (default: 2 x max_batch_size x instances "
                         "/ inputs); frameserve tune --pipeline picks both")  # fmt: skip
@@ -107,6 +114,30 @@ def run_video(args: argparse.Namespace) -> int:
             worker.close()
 
 
+def _decoder_cores(
+    args: argparse.Namespace, config: VideoPipelineConfig, options: RunOptions, workers: int
+) -> tuple[RunOptions, CpuBudget]:
+    """Each warm worker on cores of its own when the budget has one to spare beside inference
+    (``cpu.decoder_cores``), and the models sized for the cores left; else as asked."""
+    from frameserve.cpu import decoder_cores, detect_cpu_budget
+    from frameserve.video.decode import default_decode_threads
+    from frameserve.video.run import decodes_in_workers
+
+    budget = detect_cpu_budget()
+    inputs = len(args.inputs)
+    threads = args.decode_threads or default_decode_threads(
+        budget.cores, inputs, config.filters is not None
+    )
+    options = replace(options, decode_threads=threads)
+    if not (args.pin_decoders and workers == inputs and decodes_in_workers(config, options)):
+        return options, budget
+    cores = decoder_cores(inputs, threads, budget.cores)
+    if not cores:
+        return options, budget
+    left = budget.without(inputs * threads, "for the decode workers")
+    return replace(options, decoder_cores=tuple(cores)), left
+
+
 def _run_video(args: argparse.Namespace, workers: list[WarmWorker]) -> int:
     from frameserve.cli import logs
     from frameserve.errors import FrameserveError
@@ -130,11 +161,13 @@ def _run_video(args: argparse.Namespace, workers: list[WarmWorker]) -> int:
             args.out, sample, args.video_out, args.mask_track, args.inflight, args.decode_threads,
             params=params, profiling=args.profile,
         )  # fmt: skip
+        options, budget = _decoder_cores(args, config, options, len(workers))
         settings = ServerSettings(
             repository=args.repository,
             model_control_mode="explicit",
             load_models=tuple(config.models),
             model_cache_dir=model_cache_dir(args),
+            budget=budget,
         )
         for info in infos:
             print(describe_input(info), file=sys.stderr)  # noqa: T201

@@ -73,6 +73,17 @@ class RunOptions:
     summary: bool = True  # OUT/<stem>.summary.json when the pipeline has one (tune trials: off)
     params: Mapping[str, Any] | None = None  # each input's params for script models
     profiling: bool = False  # script models report their own stages (``--profile``)
+    # ``video run``: the cores each input's warm decode worker binds itself to
+    # (``cpu.decoder_cores``, the server's budget already less them); jobs and streams share the
+    # server's cores and never bind
+    decoder_cores: tuple[tuple[int, ...], ...] = ()
+
+
+def decodes_in_workers(config: VideoPipelineConfig, options: RunOptions) -> bool:
+    """Whether ``video run``'s warm workers can decode for this pipeline: one analysis model
+    (their groups are its pictures at model size), and no whole frames for a video out."""
+    single = config.steps is not None and len(config.steps) == 1
+    return single and not config.interpolates and not options.video_out
 
 
 @dataclass
@@ -183,6 +194,8 @@ class VideoRun:
         self._decode_threads = options.decode_threads or default_decode_threads(
             server.server.budget.cores, len(inputs), config.filters is not None
         )
+        # stream id -> the cores its warm worker binds itself to
+        self._decoder_cores = dict(enumerate(options.decoder_cores)) if self._warm else {}
         # probes every input now: a file that is not a video fails before any work
         known: list[VideoInfo | None] = list(infos) if infos else [None] * len(inputs)
         self.sources = [
@@ -203,8 +216,7 @@ class VideoRun:
         usable = (
             len(warm) == inputs
             and self.processor.single is not None
-            and not self.options.video_out
-            and not self.config.interpolates
+            and decodes_in_workers(self.config, self.options)
         )
         if usable:
             return dict(enumerate(warm))
@@ -438,7 +450,7 @@ class VideoRun:
             worker.close()
             s, w = st.source.stats, worker.stats
             s.decoded, s.kept, s.corrupt, s.seconds = w.decoded, w.kept, w.corrupt, w.seconds
-            st.resize = w.resize
+            st.resize, st.decoder_cores = w.resize, w.cores
 
     def _worker_spec(self, st: StreamRun) -> WorkerSpec:
         mv = self.processor.single
@@ -453,6 +465,7 @@ class VideoRun:
             src.path, src.stream_id, self.sampling, src.threads, src.start, src.first_index,
             src.codec_options, spec, fused, full, group, size, f"pipeline {self.name}",
             defects=self.config.defects, filters=src.filters,
+            cores=self._decoder_cores.get(src.stream_id, ()),
         )  # fmt: skip
 
     # -- sink thread ------------------------------------------------------------------------

@@ -100,6 +100,7 @@ class InputSummary:
     masks: Path | None
     video: Path | None
     summary: Path | None = None
+    decoder_cores: tuple[int, ...] = ()  # the cores its decode worker was bound to; () none
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +114,7 @@ class InputSummary:
             "masks": str(self.masks) if self.masks else None,
             "video": str(self.video) if self.video else None,
             "summary": str(self.summary) if self.summary else None,
+            "decoder_cores": list(self.decoder_cores),
         }
 
 
@@ -129,6 +131,7 @@ class StreamRun:
     append: bool = False  # continue the JSONL file (a resumed job cut it to its checkpoint)
     finished: bool = False  # every frame of the input was written
     resize: str | None = None  # where a decode worker resized the frames (its summary)
+    decoder_cores: tuple[int, ...] = ()  # the cores its decode worker was bound to
     _video: Encoder | None = None  # kept after close: its encode seconds feed the profile
     _sinks: dict[str, Any] = field(default_factory=dict)
     _opened: bool = False
@@ -211,5 +214,5 @@ class StreamRun:
         s, o = self.source.stats, self.outputs
         return InputSummary(
             self.source.path, s.decoded, s.kept, self.written, resize, s.corrupt, o.jsonl,
-            o.masks, o.video, o.summary,
+            o.masks, o.video, o.summary, self.decoder_cores,
         )  # fmt: skip

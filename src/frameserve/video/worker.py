@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -80,6 +81,9 @@ class WorkerSpec:
     where: str = "pipeline"
     defects: DefectsSpec | None = None  # flag each frame's defects (``video.defects``)
     filters: FilterChain | None = None  # the pipeline's FFmpeg filters, run after decoding
+    # Cores the child binds itself to (``cpu.decoder_cores``); on one core it decodes and
+    # pre-processes on one thread: a second thread would only hand frames over on that core.
+    cores: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,7 @@ class WorkerStats:
     corrupt: int = 0
     seconds: float = 0.0
     resize: str = "processing/"
+    cores: tuple[int, ...] = ()  # the cores it was bound to; () when it was not
 
 
 def slot_bytes(spec: PreprocessSpec | None, fused: bool, size: tuple[int, int], group: int,
@@ -138,6 +143,7 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     opencv_on_caller_threads()
     shm = SharedMemory(shm_name)
     free = list(range(SLOTS))
+    cores = bind_to_cores(spec.cores)
     try:
         source = VideoSource(
             spec.path, spec.stream_id, spec.sampling, spec.threads, spec.start,
@@ -147,7 +153,8 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         preparer = FramePreparer(pre, spec.where)
         pending: list[Prepared] = []
         stop = threading.Event()
-        frames = read_ahead(source.frames(stop), stop, "ffmpeg")
+        decoded = source.frames(stop)
+        frames = decoded if len(cores) == 1 else read_ahead(decoded, stop, "ffmpeg")
         for frame in with_defects(frames, spec.defects, source.stats):
             prepared = preparer.prepare(frame, full=spec.full)
             pending.append(prepared)
@@ -158,7 +165,7 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
             _ship(conn, shm, free, preparer, pending, spec)
         s = source.stats
         resize = preparer.last.get(spec.stream_id, "processing/")
-        conn.send(("end", WorkerStats(s.decoded, s.kept, s.corrupt, s.seconds, resize)))
+        conn.send(("end", WorkerStats(s.decoded, s.kept, s.corrupt, s.seconds, resize, cores)))
     except FrameserveError as err:
         conn.send(("error", err.message))
     except Exception as err:  # noqa: BLE001 - reported to the server, which fails the run
@@ -166,6 +173,19 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     finally:
         shm.close()
         conn.close()
+
+
+def bind_to_cores(cores: tuple[int, ...]) -> tuple[int, ...]:
+    """Bind this process to ``cores``; what it got (``()`` when none were asked for or the OS
+    refused: the decoder then runs unbound, as fast as before, and says so in the log)."""
+    if not cores:
+        return ()
+    try:
+        os.sched_setaffinity(0, cores)
+    except (AttributeError, OSError) as err:
+        log.warning("decode worker: not bound to cores %s (%s)", list(cores), err)
+        return ()
+    return tuple(sorted(os.sched_getaffinity(0)))
 
 
 def serve_warm(conn: Connection) -> None:
