@@ -176,8 +176,9 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
 
 
 def bind_to_cores(cores: tuple[int, ...]) -> tuple[int, ...]:
-    """Bind this process to ``cores``; what it got (``()`` when none were asked for or the OS
-    refused: the decoder then runs unbound, as fast as before, and says so in the log)."""
+    """Bind the calling thread, and the threads it starts afterwards, to ``cores`` (the child
+    calls it first, so the whole worker); what it got (``()`` when none were asked for or the
+    OS refused: the decoder then runs unbound, as fast as before, and says so in the log)."""
     if not cores:
         return ()
     try:
