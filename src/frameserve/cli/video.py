@@ -162,6 +162,12 @@ def _run_video(args: argparse.Namespace, workers: list[WarmWorker]) -> int:
             params=params, profiling=args.profile,
         )  # fmt: skip
         options, budget = _decoder_cores(args, config, options, len(workers))
+        if workers:  # they decode while the models load (video.ahead)
+            from frameserve.video.ahead import decode_ahead, plan_ahead
+
+            decode_ahead(
+                workers, plan_ahead(name, config, args.inputs, infos, options, args.repository)
+            )
         settings = ServerSettings(
             repository=args.repository,
             model_control_mode="explicit",

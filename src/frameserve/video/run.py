@@ -46,14 +46,20 @@ from frameserve.video.frames import Frame, Sampling
 from frameserve.video.prepare import normalized
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
-from frameserve.video.pump import FramePump
+from frameserve.video.pump import FramePump, frames_in_flight, group_size
 from frameserve.video.scaler import full_rgb
 from frameserve.video.script_streams import ScriptStreams, add_script_stages, stage_counters
 from frameserve.video.streams import InputSummary, StreamOutputs, StreamPlan, StreamRun, StreamStart
 from frameserve.video.summary import summarize_file, write_summary
 from frameserve.video.track import Tracker, TrackerSettings
 from frameserve.video.warm import WarmWorker
-from frameserve.video.worker import DecodeWorker, WorkerSpec, run_isolated, slot_bytes
+from frameserve.video.worker import (
+    READ_AHEAD_FRAMES,
+    DecodeWorker,
+    WorkerSpec,
+    input_spec,
+    run_isolated,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +189,9 @@ class VideoRun:
             raise InvalidInput(f"--sample: pipeline {name} {does}, needs all frames")
         self.processor = open_processor(server, name, config, admission)
         self._warm = self._take_warm(warm or [], len(inputs))  # stream id -> its worker
+        # ``video run``'s warm workers decode ahead of the models (``video.ahead``) into rings
+        # with room for it; isolated jobs keep the smallest ring (a server runs many)
+        self._ahead = bool(self._warm)
         self._check_sinks()
         plans = plans or [StreamPlan(o) for o in plan_outputs(inputs, options, config)]
         pairs = enumerate(zip(inputs, plans, strict=True))
@@ -284,18 +293,13 @@ class VideoRun:
 
     def _default_inflight(self, streams: int) -> int:
         """Enough frames in flight to fill every model's batches, shared by the inputs."""
-        want = 4
-        for mv in self.processor.versions.values():
-            want = max(want, 2 * max(1, mv.max_batch_size) * max(1, mv.instances))
-        return max(2, -(-want // streams))
+        models = [(mv.max_batch_size, mv.instances) for mv in self.processor.versions.values()]
+        return frames_in_flight(models, streams)
 
     def _group(self) -> int:
-        """Frames per request: a model's batch, or half of the frames in flight, so that one
-        group is decoded while the one before it runs."""
+        """Frames per request (``pump.group_size``): one for a chain of models."""
         mv = self.processor.single
-        if mv is None or mv.max_batch_size <= 1:
-            return 1
-        return max(1, min(mv.max_batch_size, self._inflight // 2))
+        return group_size(mv.max_batch_size, self._inflight) if mv is not None else 1
 
     @property
     def frames_done(self) -> int:
@@ -455,18 +459,17 @@ class VideoRun:
     def _worker_spec(self, st: StreamRun) -> WorkerSpec:
         mv = self.processor.single
         pre = mv.processing.preprocess if mv is not None and mv.processing else None
-        full = self.options.video_out or pre is None
-        group = st.pump.group if pre is not None else 1
-        src, info = st.source, st.source.info
-        spec = pre.spec if pre is not None else None
-        fused = pre.fused if pre is not None else False
-        size = slot_bytes(spec, fused, (info.width, info.height), group, full)
-        return WorkerSpec(
-            src.path, src.stream_id, self.sampling, src.threads, src.start, src.first_index,
-            src.codec_options, spec, fused, full, group, size, f"pipeline {self.name}",
-            defects=self.config.defects, filters=src.filters,
-            cores=self._decoder_cores.get(src.stream_id, ()),
-        )  # fmt: skip
+        n = st.source.stream_id
+        return input_spec(
+            st.source,
+            pre,
+            group=st.pump.group if pre is not None else 1,
+            full=self.options.video_out or pre is None,
+            where=f"pipeline {self.name}",
+            defects=self.config.defects,
+            cores=self._decoder_cores.get(n, ()),
+            read_ahead=READ_AHEAD_FRAMES // len(self.sources) if self._ahead else 0,
+        )
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self, st: StreamRun) -> None:

@@ -5,7 +5,9 @@ imports numpy, OpenCV and PyAV before it can decode a frame (~0.3 s here). Start
 run needs it, after the models loaded, that is start-up the user waits for. ``start`` spawns
 them first thing instead; each imports its libraries while this process imports the runtime
 and compiles the models, then waits for its input (``DecodeWorker(..., warm=...)`` sends it).
-A warm worker that is not needed is told to end (``WarmWorker.close``).
+A warm worker that is not needed is told to end (``WarmWorker.close``). ``video.ahead`` may send
+it its input before the models are loaded (``begin``); the run then takes over the child and
+the ring it decodes into (``take``), or ends both.
 
 Only the standard library is imported here: this module runs before everything else.
 """
@@ -18,6 +20,8 @@ import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +31,47 @@ CLOSE_WAIT_S = 0.05  # a waiting child ends within ms of being told; one still i
 
 @dataclass
 class WarmWorker:
-    """A started child waiting for its input, and this side of its pipe."""
+    """A started child waiting for its input, and this side of its pipe; or, once ``begin``
+    sent it one, decoding it into ``ring`` until a run takes both over."""
 
     process: BaseProcess
     conn: Connection
+    ring: SharedMemory | None = None  # owned here until ``take`` hands it over
+    sent: Any = None  # the ``WorkerSpec`` it was sent by ``begin``
+
+    def begin(self, ring: SharedMemory, spec: Any) -> None:
+        """Send the child its input now (``video.ahead``): it decodes into ``ring``, which
+        this worker owns until ``take``."""
+        self.ring, self.sent = ring, spec
+        try:
+            self.conn.send((ring.name, spec))
+        except OSError:
+            pass  # it died: the run that takes it over says so
+
+    def take(self, spec: Any) -> SharedMemory | None:
+        """The ring the child decodes into, handed to the caller, when it was sent ``spec``;
+        None when it was sent another."""
+        if self.ring is None or self.sent != spec:
+            return None
+        ring, self.ring = self.ring, None
+        return ring
 
     def close(self) -> None:
-        """Tell the child it is not needed, and end it: at once if it is still importing (a
-        run that decodes in its own threads does not wait for it)."""
+        """Tell the child it is not needed, and end it: at once if it is still importing or
+        decoding (a run that decodes in its own threads does not wait for it)."""
         try:
             self.conn.send(None)
         except OSError:
             pass  # it already ended
         self.process.join(CLOSE_WAIT_S)
         if self.process.is_alive():
-            self.process.kill()  # it holds nothing yet: no input, no shared memory
+            self.process.kill()  # what it holds is the ring, freed below
             self.process.join(5.0)
         self.conn.close()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring.unlink()
+            self.ring = None
 
 
 def start(count: int, name: str = "decode-worker") -> list[WarmWorker]:

@@ -17,8 +17,11 @@ worker process                                    server: the job's decoder thre
  needs them) into a free slot of the ring ──pipe──> server's loop, schedulers, sinks as always)
 ```
 
-The ring has ``SLOTS`` slots, each large enough for one group; the child waits for a free slot,
-so the ring and the pump's bounded queue are the back-pressure. The pipe carries only small
+The ring has ``WorkerSpec.slots`` slots, each large enough for one group; the child waits for a
+free slot, so the ring and the pump's bounded queue are the back-pressure. Jobs keep the
+smallest ring (``SLOTS``: a server runs many); ``video run`` gives its workers room to decode
+ahead (``ring_slots``): while the models still load (``video.ahead``), and through the moments
+the model side is slower than the decoder. The pipe carries only small
 messages (frame timestamps, geometry, which slot). When the child dies ``groups`` raises
 ``WorkerDied`` with the exit status, and the caller decides (a job is retried from its
 checkpoint, at most ``--max-job-retries`` times). An ordinary decoding error (a file that is not
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -51,10 +54,18 @@ from frameserve.video.frames import Frame, Sampling, SeekPoint
 from frameserve.video.prepare import FramePreparer, Group, Prepared
 from frameserve.video.warm import WarmWorker
 
+if TYPE_CHECKING:
+    from frameserve.video.decode import VideoSource
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SLOTS = 3  # groups in the ring: one being written, one being read, one spare
+# ``video run``: frames a run's workers may decode ahead of the models, shared by its inputs,
+# and the most shared memory that takes (``faces``, one input: 16 groups of 8, 14 MB;
+# ``person-mask`` 25 MB; half of a default Docker container's 64 MB ``/dev/shm``)
+READ_AHEAD_FRAMES = 128
+READ_AHEAD_BYTES = 32 << 20
 POLL_S = 0.1
 
 
@@ -84,6 +95,7 @@ class WorkerSpec:
     # Cores the child binds itself to (``cpu.decoder_cores``); on one core it decodes and
     # pre-processes on one thread: a second thread would only hand frames over on that core.
     cores: tuple[int, ...] = ()
+    slots: int = SLOTS  # groups the ring holds (``ring_slots``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +143,42 @@ def slot_bytes(spec: PreprocessSpec | None, fused: bool, size: tuple[int, int], 
     return max(need, 1)
 
 
+def ring_slots(slot_bytes: int, group: int, read_ahead: int) -> int:
+    """Groups in a worker's ring: ``SLOTS``, or room for ``read_ahead`` frames of groups of
+    ``group`` within this input's share of ``READ_AHEAD_BYTES`` (``read_ahead`` frames is
+    this input's share of ``READ_AHEAD_FRAMES``; 0 for jobs)."""
+    if read_ahead <= 0:
+        return SLOTS
+    share = READ_AHEAD_BYTES * read_ahead // READ_AHEAD_FRAMES
+    return max(SLOTS, min(read_ahead // max(1, group), share // max(1, slot_bytes)))
+
+
+def input_spec(
+    source: VideoSource,
+    pre: Preprocessor | None,
+    *,
+    group: int,
+    full: bool,
+    where: str,
+    defects: DefectsSpec | None,
+    cores: tuple[int, ...],
+    read_ahead: int = 0,
+) -> WorkerSpec:
+    """What a worker needs to decode ``source`` and ship what ``pre`` makes of its frames
+    (``pre`` None: whole frames only), in groups of ``group``; one place for ``VideoRun`` and
+    for decoding ahead of the model load (``video.ahead``), whose specs must come out equal."""
+    spec = pre.spec if pre is not None else None
+    fused = pre.fused if pre is not None else False
+    info = source.info
+    size = slot_bytes(spec, fused, (info.width, info.height), group, full)
+    return WorkerSpec(
+        source.path, source.stream_id, source.sampling, source.threads, source.start,
+        source.first_index, source.codec_options, spec, fused, full, group, size, where,
+        defects=defects, filters=source.filters, cores=cores,
+        slots=ring_slots(size, group, read_ahead),
+    )  # fmt: skip
+
+
 # -- the child ---------------------------------------------------------------------------------
 def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     """The worker process: decode, prepare and ship groups until the end, then say so."""
@@ -142,7 +190,7 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
 
     opencv_on_caller_threads()
     shm = SharedMemory(shm_name)
-    free = list(range(SLOTS))
+    free = list(range(spec.slots))
     cores = bind_to_cores(spec.cores)
     try:
         source = VideoSource(
@@ -352,13 +400,23 @@ class DecodeWorker(WorkerProcess):
     """One input decoded in a child process; ``groups`` yields what it prepared."""
 
     def __init__(self, spec: WorkerSpec, name: str, warm: WarmWorker | None = None) -> None:
-        """``warm``: a child started earlier (``video.warm``), sent its input here."""
+        """``warm``: a child started earlier (``video.warm``), sent its input here; or, when
+        it was sent one already (``video.ahead``), taken over with what it decoded since, if
+        that input's spec is ``spec``; otherwise it is ended and a fresh child decodes."""
         self.spec = spec
         self.stats = WorkerStats()
-        self._shm = SharedMemory(create=True, size=SLOTS * spec.slot_bytes)
+        ring = None
+        if warm is not None and warm.sent is not None:
+            ring = warm.take(spec)
+            if ring is None:
+                log.info("%s: decoded ahead for another plan than the loaded model's; "
+                         "decoding afresh", name)  # fmt: skip
+                warm.close()
+                warm = None
+        self._shm = ring or SharedMemory(create=True, size=spec.slots * spec.slot_bytes)
         try:
             super().__init__(_child, (self._shm.name, spec), name, warm=warm)
-            if warm is not None:
+            if warm is not None and ring is None:
                 self.send((self._shm.name, spec))  # a child that died says so in ``groups``
         except BaseException:
             self._shm.close()
