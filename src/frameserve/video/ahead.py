@@ -13,8 +13,9 @@ two are equal (``DecodeWorker(spec, warm=...)``). When they differ (a model whos
 instances the runtime decides, a file changed in between), that worker is ended and the input
 decodes in a fresh one: the plan from the files is an optimisation, never a source of truth.
 
-Measured (README, video benchmark change table): 2400-frame ``faces`` runs, paired with the
-run that sends the input after the load: 0.97 of the wall on both clips.
+Measured (README, video benchmark change table): 2400-frame ``faces`` runs, 24 rounds paired
+with the run that sends the input after the load: 0.94 (``pan``) and 0.95 (``detail``) of the
+wall, with the deeper ring; ``person-mask`` (CPU-bound) unchanged within the noise.
 """
 
 from __future__ import annotations
