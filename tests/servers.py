@@ -18,6 +18,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+BIND_TRIES = 3
+# what the server logs when a port it was given is taken: uvicorn's EADDRINUSE, our gRPC error
+PORT_TAKEN = ("address already in use", "is the port in use?")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -96,7 +100,29 @@ class ServerLauncher:
         env: dict[str, str] | None = None,
     ) -> RunningServer:
         """``command`` (this interpreter's frameserve by default) with the repository, loopback
-        host and two free ports, then ``args``."""
+        host and two free ports, then ``args``. A port is free when ``free_port`` looks and may
+        be taken before the server binds it (an outgoing connection's ephemeral port): a server
+        that exits saying so is started again on new ports, at most ``BIND_TRIES`` times."""
+        for attempt in range(1, BIND_TRIES + 1):
+            server = self._spawn(repository, args, command, env)
+            if not wait:
+                return server
+            try:
+                server.wait_ready()
+            except RuntimeError:
+                if attempt < BIND_TRIES and any(m in server.log() for m in PORT_TAKEN):
+                    continue
+                raise
+            return server
+        raise AssertionError("unreachable")
+
+    def _spawn(
+        self,
+        repository: Path,
+        args: tuple[str, ...],
+        command: tuple[str, ...],
+        env: dict[str, str] | None,
+    ) -> RunningServer:
         http_port, grpc_port = free_port(), free_port()
         log_path = self.folder / f"server-{len(self.started)}.log"
         cmd = [
@@ -116,8 +142,6 @@ class ServerLauncher:
             )
         server = RunningServer(proc, http_port, grpc_port, repository, log_path)
         self.started.append(server)
-        if wait:
-            server.wait_ready()
         return server
 
     def stop_all(self) -> None:

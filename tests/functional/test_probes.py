@@ -115,3 +115,29 @@ def test_a_port_in_use_stops_start_up_with_the_reason(start_server, tmp_path, fl
         server = start_server(tmp_path / "models", flag, str(port), wait=False)
         assert server.proc.wait(60) == 1, server.log()
     assert f"{listener} listener on 127.0.0.1:{port} failed to start" in server.log()
+
+
+def test_the_launcher_starts_again_when_a_port_it_picked_was_taken(tmp_path, monkeypatch):
+    """A port ``free_port`` saw free can be taken before the server binds it (an outgoing
+    connection's ephemeral port did so in CI): the tests' launcher starts the server again
+    on new ports instead of failing a whole module."""
+    import socket
+
+    import servers
+
+    make_example_repository(tmp_path / "models")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        picks = iter([taken.getsockname()[1]])
+        fresh = servers.free_port
+        monkeypatch.setattr(servers, "free_port", lambda: next(picks, None) or fresh())
+        launcher = servers.ServerLauncher(tmp_path)
+        try:
+            server = launcher.start(tmp_path / "models")
+            assert server.get("/v2/health/ready")[0] == 200
+            first, second = launcher.started
+            assert first.proc.returncode == 1 and "failed to start" in first.log()
+            assert second is server and server.http_port != taken.getsockname()[1]
+        finally:
+            launcher.stop_all()
