@@ -28,10 +28,9 @@ from frameserve.errors import FrameserveError
 from frameserve.processing.transform import Preprocessor
 from frameserve.serving.config import read_folder_config
 from frameserve.video.config import VideoPipelineConfig
-from frameserve.video.decode import VideoInfo, VideoSource
-from frameserve.video.frames import Sampling
+from frameserve.video.decode import VideoInfo
 from frameserve.video.pump import frames_in_flight, group_size
-from frameserve.video.run import RunOptions, decodes_in_workers
+from frameserve.video.run import RunOptions, decodes_in_workers, input_source, run_sampling
 from frameserve.video.warm import WarmWorker
 from frameserve.video.worker import READ_AHEAD_FRAMES, WorkerSpec, input_spec
 
@@ -54,7 +53,7 @@ def plan_ahead(
         return None
     try:
         model = read_folder_config(repository / config.models[0])
-        sampling = options.sample or Sampling.parse(config.sample, f"{name}: sample")
+        sampling = run_sampling(name, config, options)
     except FrameserveError:
         return None
     batch, instances = model.max_batch_size, model.instances
@@ -67,13 +66,9 @@ def plan_ahead(
     cores = dict(enumerate(options.decoder_cores))
     specs = []
     for n, (path, info) in enumerate(zip(inputs, infos, strict=True)):
-        source = VideoSource(
-            path, n, sampling, options.decode_threads, None, 0,
-            config.decode.codec_options(), info, config.filters,
-        )  # fmt: skip
         specs.append(
             input_spec(
-                source,
+                input_source(path, n, config, sampling, options.decode_threads, info),
                 pre,
                 group=group_size(batch, inflight),
                 full=False,

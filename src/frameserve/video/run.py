@@ -92,6 +92,29 @@ def decodes_in_workers(config: VideoPipelineConfig, options: RunOptions) -> bool
     return single and not config.interpolates and not options.video_out
 
 
+def run_sampling(name: str, config: VideoPipelineConfig, options: RunOptions) -> Sampling:
+    """Which frames a run keeps: ``--sample``, else the pipeline's own ``sample``."""
+    return options.sample or Sampling.parse(config.sample, f"{name}: sample")
+
+
+def input_source(
+    path: Path,
+    stream_id: int,
+    config: VideoPipelineConfig,
+    sampling: Sampling,
+    threads: int,
+    info: VideoInfo | None,
+    start: StreamStart | None = None,
+) -> VideoSource:
+    """One input as a run decodes it (``VideoRun`` and ``video.ahead``, whose worker specs
+    must come out equal): the pipeline's decode options and filters, from ``start`` on."""
+    seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
+    return VideoSource(
+        path, stream_id, sampling, threads, seek, first, config.decode.codec_options(), info,
+        config.filters,
+    )  # fmt: skip
+
+
 @dataclass
 class RunSummary:
     """What a run did: per-input counts and outputs, wall time and the stage profile."""
@@ -183,7 +206,7 @@ class VideoRun:
         self.name = name
         self.config = config
         self.options = options
-        self.sampling = options.sample or Sampling.parse(config.sample, f"{name}: sample")
+        self.sampling = run_sampling(name, config, options)
         if config.transforms and self.sampling.mode != "all":
             does = "makes new frames" if config.interpolates else "filters every frame"
             raise InvalidInput(f"--sample: pipeline {name} {does}, needs all frames")
@@ -236,22 +259,11 @@ class VideoRun:
     def _source(
         self, path: Path, stream_id: int, start: StreamStart | None, info: VideoInfo | None
     ) -> VideoSource:
-        seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
-        options = self.config.decode.codec_options()
         if info is None and self.isolate:  # FFmpeg reads the header in a child too
             name, doing = f"{self._prefix}probe-{stream_id}", f"reading the header of {path}"
             info = run_isolated(probe, path, name=name, doing=doing, stop=self.stop)
-        filters = self.config.filters
-        return VideoSource(
-            path,
-            stream_id,
-            self.sampling,
-            self._decode_threads,
-            seek,
-            first,
-            options,
-            info,
-            filters,
+        return input_source(
+            path, stream_id, self.config, self.sampling, self._decode_threads, info, start
         )
 
     def _stream(self, source: VideoSource, plan: StreamPlan) -> StreamRun:
