@@ -293,7 +293,11 @@ def serve_streams(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]
                 and all(s["frames_out"] > counts[s["id"]] + 24 for s in stayed)
             )
 
-        _wait(both_run, 60, "both streams to run again, one moved")
+        def seen() -> str:  # the statuses, and the server's log since the kill
+            log = (tmp / "server0.log").read_text(errors="replace")
+            return f"{json.dumps(statuses())}\nserver log (tail):\n{log[-4000:]}"
+
+        _wait(both_run, 60, "both streams to run again, one moved", seen)
         again_s = time.monotonic() - killed
         moved = next(s for s in statuses() if s["placement"]["moved"])
         event = _first_event(moved["id"])
@@ -359,11 +363,14 @@ def _first_event(stream_id: str) -> dict[str, Any]:
     raise RuntimeError(f"stream {stream_id}: the events ended without a record")
 
 
-def _wait(check: Any, timeout_s: float, what: str) -> None:
+def _wait(check: Any, timeout_s: float, what: str, seen: Any = None) -> None:
+    """Poll ``check`` until it holds; past ``timeout_s`` fail, saying what ``seen`` (when
+    given) shows of the state last seen."""
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"expected {what} within {timeout_s} s")
+            detail = f"; last seen: {seen()}" if seen is not None else ""
+            raise RuntimeError(f"expected {what} within {timeout_s} s{detail}")
         time.sleep(0.1)
 
 

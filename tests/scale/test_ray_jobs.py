@@ -84,7 +84,7 @@ def _run_driver(tmp: Path, clip: Path, repository: Path, out: Path, *extra: str)
     done = subprocess.run(
         ["unshare", "-n", "bash", "-c", command], env=env, capture_output=True, timeout=170
     )
-    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    assert done.returncode == 0, done.stderr.decode()[-10000:]
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
