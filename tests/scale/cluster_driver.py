@@ -13,8 +13,8 @@ Scenarios: a job through the ``Coordinator`` (default; ``--kill-at F`` SIGKILLs 
 node's raylet once F of the chunks are committed; ``--video-out``); ``--serve``: the job through
 ``frameserve serve --ray``, the server SIGKILLed at F and started again (``--hide-repository``:
 the last node does not see the repository); ``--streams``: two live streams through ``serve
---ray``, the last node's raylet killed once both run. Results go to ``--out``; what happened
-is printed as JSON on the last line.
+--ray``, the last node's raylet killed once both run. Each starts once every node is alive
+in the cluster. Results go to ``--out``; what happened is printed as JSON on the last line.
 """
 
 from __future__ import annotations
@@ -119,6 +119,20 @@ def raylet_of(node: subprocess.Popen[bytes]) -> psutil.Process:
     raise RuntimeError(f"no raylet under the node started as PID {node.pid}")
 
 
+def wait_for_nodes(args: argparse.Namespace, timeout_s: float = 60.0) -> None:
+    """Join the cluster and wait until all ``--nodes`` are alive in it: a node joins seconds
+    after the head, and a scenario started before would place everything on the head."""
+    from frameserve.scale.cluster import RaySettings, alive_nodes, connect
+
+    ray = connect(RaySettings(f"127.0.0.1:{PORT}", Path(args.token)))
+    deadline = time.monotonic() + timeout_s
+    while len(alive := alive_nodes(ray)) < args.nodes:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected {args.nodes} nodes alive within {timeout_s} s; "
+                               f"alive: {[n.name for n in alive]}")  # fmt: skip
+        time.sleep(0.2)
+
+
 def stop_nodes(nodes: list[subprocess.Popen[bytes]]) -> None:
     """End every process the nodes started (by PID), then the nodes themselves."""
     procs = descendants(nodes)
@@ -133,17 +147,14 @@ def stop_nodes(nodes: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_job(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
-    from frameserve.scale.cluster import RaySettings, alive_nodes, connect
+    from frameserve.scale.cluster import RaySettings, connect
     from frameserve.scale.coordinator import Coordinator
     from frameserve.scale.store import ChunkStore
     from frameserve.scale.worker import WorkerSetup
     from frameserve.video.config import load_video_pipeline
 
     settings = RaySettings(f"127.0.0.1:{PORT}", Path(args.token), chunk_seconds=args.chunk_s)
-    ray = connect(settings)
-    deadline = time.monotonic() + 60
-    while len(alive_nodes(ray)) < args.nodes and time.monotonic() < deadline:
-        time.sleep(0.2)
+    ray = connect(settings)  # joined already by wait_for_nodes
     name, config = load_video_pipeline(args.pipeline, Path(args.repository))
     setup = WorkerSetup("testjob", name, config, Path(args.repository), args.sample, 1)
     store = ChunkStore(Path(args.tmp) / "chunks.db")
@@ -279,6 +290,8 @@ def serve_streams(args: argparse.Namespace, nodes: list[subprocess.Popen[bytes]]
 
         _wait(lambda: all(s["frames_out"] > 0 for s in statuses()), 90, "both streams run")
         before = statuses()
+        if len({s["placement"]["node"] for s in before}) < 2:
+            raise RuntimeError(f"expected the streams placed on two nodes: {json.dumps(before)}")
         killed = time.monotonic()
         raylet_of(nodes[-1]).kill()
         counts = {s["id"]: s["frames_out"] for s in before}
@@ -455,6 +468,7 @@ def main() -> int:
     hide = Path(args.repository).parent if args.hide_repository else None
     nodes = start_nodes(args.nodes, tmp, token, cores, ray_tmp, hide)
     try:
+        wait_for_nodes(args)
         if args.streams:
             report = serve_streams(args, nodes)
         else:
