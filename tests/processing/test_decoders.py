@@ -25,7 +25,7 @@ from reference import mediapipe_faces as mp
 from reference.mediapipe_selfie import probability_from_output
 
 from frameserve.errors import ModelExecutionError
-from frameserve.processing.faces import decode_faces, ssd_anchors, weighted_nms
+from frameserve.processing.faces import decode_face_batch, decode_faces, ssd_anchors, weighted_nms
 from frameserve.processing.results import Classes, Detections, Mask, Text, Texts
 from frameserve.processing.spec import (
     AnchorSpec,
@@ -143,6 +143,41 @@ def test_decode_faces_options_and_many_candidates(zoo_repository: Path) -> None:
     limited = decode_faces(outputs, geometry, spec, score_threshold=0.05, max_results=3)
     np.testing.assert_array_equal(limited.scores, faces.scores[:3])
     assert len(decode_faces(outputs, geometry, spec, score_threshold=0.999)) == 0
+
+
+def test_decode_face_batch_gives_each_image_what_it_gets_alone(zoo_repository: Path) -> None:
+    """A video group: images with several faces, one, none, and other letterboxes, decoded in
+    one pass, each exactly (bit for bit) as alone; a threshold and a limit apply per image."""
+    regressors, classificators, letterbox = _short_range_outputs(zoo_repository)
+    spec = face_spec(zoo_repository, "faces-near")
+    shifted = regressors.copy()
+    shifted[..., 0] += 3.0  # the same faces, moved: other boxes after NMS
+    nothing = np.full_like(classificators, -20.0)  # no anchor near any threshold
+    boxes = np.concatenate([regressors, shifted, regressors, regressors])
+    scores = np.concatenate([classificators, classificators, nothing, classificators])
+    geometries = [
+        Geometry((512, 512), (128, 128), (letterbox.scale_x,) * 2, (0.0, 0.0)),
+        Geometry((640, 360), (128, 128), (0.2, 0.2), (0.0, 28.0)),
+        Geometry((512, 512), (128, 128), (letterbox.scale_x,) * 2, (0.0, 0.0)),
+        Geometry((360, 640), (128, 128), (0.2, 0.2), (28.0, 0.0)),
+    ]
+    for threshold, most in ((None, None), (0.05, None), (0.05, 2)):
+        batch = decode_face_batch(
+            {spec.boxes: boxes, spec.scores: scores}, geometries, spec, threshold, most
+        )
+        assert len(batch) == 4
+        for i, (got, geometry) in enumerate(zip(batch, geometries, strict=True)):
+            alone = decode_faces(
+                {spec.boxes: boxes[i], spec.scores: scores[i]}, geometry, spec, threshold, most
+            )
+            assert got.labels == alone.labels
+            for a, b in ((got.boxes, alone.boxes), (got.scores, alone.scores),
+                         (got.keypoints, alone.keypoints)):  # fmt: skip
+                assert a is not None and b is not None and a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+        assert len(batch[2]) == 0 and batch[2].keypoints is not None
+        assert batch[2].keypoints.shape == (0, spec.num_keypoints, 2)
+        assert len(batch[0]) >= 1 and not np.array_equal(batch[0].boxes, batch[1].boxes)
 
 
 def test_decode_faces_refuses_a_wrong_anchor_count(zoo_repository: Path) -> None:

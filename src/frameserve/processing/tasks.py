@@ -22,7 +22,7 @@ from frameserve.processing.detectors import (
     decode_detector,
     resolve_labels,
 )
-from frameserve.processing.faces import decode_faces
+from frameserve.processing.faces import decode_face_batch, decode_faces
 from frameserve.processing.labels import with_label_file
 from frameserve.processing.quality import decode_quality
 from frameserve.processing.results import Classes, Mask, Result
@@ -148,6 +148,24 @@ class ModelProcessing:
                 outputs, geometry, spec, self.labels, options.score_threshold, options.max_results
             )
         raise NotSupported("this model declares no postprocess block: it answers tensors only")
+
+    def decode_batch(
+        self,
+        outputs: dict[str, np.ndarray],
+        geometries: list[Geometry],
+        options: DecodeOptions = DecodeOptions(),
+    ) -> list[Result]:
+        """Outputs of a batch (batch dimension kept), one geometry per item -> each item's
+        result, as ``decode`` gives it for that item alone (face detectors decode the batch
+        in one pass; other tasks item by item)."""
+        spec = self.postprocess
+        if isinstance(spec, FaceSsdSpec):
+            threshold, most = options.score_threshold, options.max_results
+            return [*decode_face_batch(outputs, geometries, spec, threshold, most)]
+        return [
+            self.decode({name: value[i] for name, value in outputs.items()}, geometry, options)
+            for i, geometry in enumerate(geometries)
+        ]
 
     def output_names(self) -> list[str]:
         """The output tensors the decoder reads."""

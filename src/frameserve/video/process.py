@@ -10,7 +10,8 @@ schedules:
 - ``infer`` (the server's event loop): one request per group goes through the model's
   ``Scheduler``, so groups in flight from every input (and online requests) batch together,
   and the threads hop once per group, not once per frame;
-- ``finish`` (the input's sink thread): the task decoder turns each frame's rows into a result.
+- ``finish`` (the input's sink thread): the task decoder turns the group's outputs into each
+  frame's result (a face detector decodes the group in one pass).
 
 Model pipelines with crop steps (OCR) run whole on the loop through the ``Predictor``, whose
 pool does their CPU work; interpolation sends the two neighbours of a spare frame to the model.
@@ -23,6 +24,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -160,9 +162,9 @@ class FrameProcessor:
         )
 
     # -- event loop -------------------------------------------------------------------------
-    async def infer(self, group: Group) -> list[FrameOutput | dict[str, np.ndarray]]:
-        """Per frame of the group: raw outputs (single model, for ``finish``) or the finished
-        output.
+    async def infer(self, group: Group) -> list[FrameOutput] | dict[str, np.ndarray]:
+        """The group's outputs: the model's, batch dimension kept (single model: ``finish``
+        decodes them), or each frame's finished output.
 
         A reload may retire the version a group was prepared for (``Unavailable``): it then
         goes to the version that serves now, when that one pre-processes the same way;
@@ -180,7 +182,7 @@ class FrameProcessor:
             fresh = group.frames[0].version
             assert fresh is not None
             outputs = await infer_tensor(fresh, group.tensor, admission)
-        return [{k: v[i] for k, v in outputs.items()} for i in range(len(group.frames))]
+        return outputs
 
     async def _infer_frame(self, frame: Frame) -> FrameOutput:
         timings = Timings()
@@ -253,17 +255,26 @@ class FrameProcessor:
 
     # -- sink thread ------------------------------------------------------------------------
     def finish(
-        self, prepared: Prepared, outputs: FrameOutput | dict[str, np.ndarray]
-    ) -> FrameOutput:
-        if isinstance(outputs, FrameOutput):
+        self, frames: list[Prepared], outputs: list[FrameOutput] | dict[str, np.ndarray]
+    ) -> list[FrameOutput]:
+        """Each frame's output from what ``infer`` gave for the group: the model's outputs are
+        decoded together (a face detector's group in one pass); each frame's profile gets an
+        equal share of the time."""
+        if isinstance(outputs, list):
             return outputs
-        mv = prepared.version  # the version that ran it decodes its outputs
+        mv = frames[0].version  # the version that ran the group (one) decodes its outputs
         assert mv is not None and mv.processing is not None
-        assert prepared.geometry is not None
-        timings = Timings(dict(prepared.seconds))
-        with timings.step("postprocess"):  # ``outputs``: the frame's rows, batch dim dropped
-            result = mv.processing.decode(outputs, prepared.geometry, self.options)
-        return FrameOutput(result, None, timings)
+        geometries = [p.geometry for p in frames if p.geometry is not None]
+        assert len(geometries) == len(frames)
+        started = time.perf_counter()
+        results = mv.processing.decode_batch(outputs, geometries, self.options)
+        share = (time.perf_counter() - started) / len(frames)
+        finished = []
+        for prepared, result in zip(frames, results, strict=True):
+            timings = Timings(dict(prepared.seconds))
+            timings.seconds["postprocess"] = timings.seconds.get("postprocess", 0.0) + share
+            finished.append(FrameOutput(result, None, timings))
+        return finished
 
 
 def open_processor(

@@ -43,13 +43,18 @@ _END = object()  # the producer's last item: no more frames
 
 @dataclass(frozen=True, slots=True)
 class InFlight:
-    """A frame on its way from the producer to the consumer, with the future of its group."""
+    """A frame on its way from the producer to the consumer, with its group and the future
+    of the group's outputs."""
 
-    prepared: Prepared
-    future: Future[Any]  # the group's outputs, one entry per frame
-    row: int  # this frame's entry
+    group: Group
+    future: Future[Any]  # the group's outputs (``FrameProcessor.infer``)
+    row: int  # this frame's place in the group
     arrived: float = 0.0  # time.monotonic() the frame arrived (live lag); 0 for files
     tag: int = 0  # the producer's own mark (live: which connection it came from)
+
+    @property
+    def prepared(self) -> Prepared:
+        return self.group.frames[self.row]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +167,8 @@ class FramePump:
 
     def _send(self, group: Group, marks: list[tuple[float, int]]) -> bool:
         future = self.handle.submit(self.processor.infer(group))
-        for row, (prepared, (arrived, tag)) in enumerate(zip(group.frames, marks, strict=True)):
-            if not self._put(InFlight(prepared, future, row, arrived, tag)):
+        for row, (arrived, tag) in enumerate(marks):
+            if not self._put(InFlight(group, future, row, arrived, tag)):
                 future.cancel()
                 return False
         return True
@@ -187,8 +192,10 @@ class FramePump:
     def results(self) -> Iterator[Finished]:
         """Each frame's output, in order, until the producer's end (``ended``) or a stop.
 
-        A lossless pump raises a frame's error; a lossy one yields it. Frames still in flight
+        A lossless pump raises a frame's error; a lossy one yields it. A group's outputs are
+        finished (decoded) together, when its first frame comes out. Frames still in flight
         when this ends (a stop, an error, the caller leaving) are cancelled."""
+        finished: tuple[Future[Any] | None, list[FrameOutput]] = (None, [])
         try:
             while True:
                 item = self._next()
@@ -203,7 +210,10 @@ class FramePump:
                     continue
                 if outputs is None:  # stopping
                     return
-                yield Finished(item, self.processor.finish(item.prepared, outputs[item.row]))
+                if finished[0] is not item.future:
+                    outputs = self.processor.finish(item.group.frames, outputs)
+                    finished = (item.future, outputs)
+                yield Finished(item, finished[1][item.row])
         finally:
             cancel_queued(self._queue, _END, lambda pending: pending.future)
 
