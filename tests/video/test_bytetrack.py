@@ -350,3 +350,49 @@ def test_match_finds_the_hungarian_total_without_scipy_for_small_groups() -> Non
         ref_r, ref_c = linear_sum_assignment(iou, maximize=True)
         keep = iou[ref_r, ref_c] >= 0.1
         assert iou[rows, cols].sum() == pytest.approx(iou[ref_r[keep], ref_c[keep]].sum())
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("timestamps", ["regular", "irregular", "none"])
+def test_one_track_in_python_floats_is_the_array_path_to_the_bit(
+    seed: int, timestamps: str
+) -> None:
+    """At most one track and one box, ``update`` runs in Python floats (``_update_one``). On
+    one object that moves, drops out for short and long gaps, scores low or at the activation
+    score, jumps away and comes back, with min_iou values numpy rounds up and down in float32,
+    both paths give the same ids and bit-identical Kalman state on every frame."""
+    rng = np.random.default_rng(seed)
+    min_iou = [0.1, 0.7, 0.0, 0.3][seed % 4]  # float32(0.7) < 0.7 <= float32(0.1) ...
+    trackers = []
+    for scalar in (True, False):
+        counter = itertools.count(1)
+        tracker = ByteTrack(counter.__next__, lost_seconds=0.3, min_iou=min_iou,
+                            activation_score=0.5, frame_rate=25.0)  # fmt: skip
+        tracker._scalar = scalar
+        trackers.append(tracker)
+    fast_path, used = trackers[0]._update_one, [0]
+
+    def counted(*args: object) -> np.ndarray:
+        used[0] += 1
+        return fast_path(*args)  # type: ignore[arg-type]
+
+    trackers[0]._update_one = counted  # type: ignore[method-assign]
+    box, velocity, t = np.array([100.0, 80.0, 160.0, 150.0]), rng.normal(0, 1, 4), 0.0
+    for _ in range(400):
+        t += {"regular": 0.04, "irregular": float(rng.choice([0.0, 0.02, 0.04, 0.2, 0.5]))}.get(
+            timestamps, 0.04)  # fmt: skip
+        box = box + velocity + rng.normal(0, 0.5, 4)
+        if rng.random() < 0.03:  # a jump: a box the track does not overlap
+            box = box + 400.0
+        present = rng.random() > 0.25
+        rows = box[None] if present else np.zeros((0, 4))
+        scores = np.array([rng.choice([0.9, 0.3, 0.5])] if present else [], dtype=np.float32)
+        seconds = None if timestamps == "none" else t
+        fast, full = (tr.update(rows, scores, seconds) for tr in trackers)
+        np.testing.assert_array_equal(fast, full)
+        for got, want in zip(trackers[0].tracks, trackers[1].tracks, strict=True):
+            np.testing.assert_array_equal(got, want)
+        state = [trackers[i]._tracks for i in (0, 1)]
+        for name in ("velocity", "cov", "missed_frames", "missed_seconds"):
+            np.testing.assert_array_equal(getattr(state[0], name), getattr(state[1], name))
+    assert used[0] > 30  # both paths ran, one after the other, on one tracker's state

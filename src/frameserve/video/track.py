@@ -112,6 +112,11 @@ class Tracker:
         one (a stream that restarted or looped) ends every track; new tracks get new ids.
         """
         timestamp = self._tracker_time(seconds)
+        labels = set(detections.labels)
+        if len(labels | self._by_label.keys()) == 1:  # one label (a face detector): no split
+            (label,) = labels | self._by_label.keys()
+            ids = self._update_label(label, detections.boxes, detections.scores, timestamp)
+            return dataclasses.replace(detections, track_ids=ids)
         rows_by_label: dict[str, list[int]] = {label: [] for label in self._by_label}
         for row, label in enumerate(detections.labels):
             rows_by_label.setdefault(label, []).append(row)
