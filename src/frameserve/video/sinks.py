@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 def frame_fields(index: int, pts: int, time_base: Fraction) -> dict[str, Any]:
     """The fields every line starts with: the frame index and its time, exact and in seconds."""
-    return {"frame": index, "pts": float(pts * time_base), "pts_ticks": pts}
+    # int * int / int: correctly rounded, as float(Fraction) is, without a Fraction per frame
+    seconds = pts * time_base.numerator / time_base.denominator
+    return {"frame": index, "pts": seconds, "pts_ticks": pts}
 
 
 class JsonlSink:
