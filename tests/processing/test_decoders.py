@@ -517,6 +517,12 @@ def test_detections_to_json_filter_and_take() -> None:
     assert len(best) == 1 and best.track_ids is not None and best.track_ids.tolist() == [9]
     assert best.to_json()["detections"][0]["box"] == [5.0, 6.0, 7.0, 9.0]
     assert Detections.empty().to_json() == {"detections": []}
+    # a script model's arrays: float32 scores, integer keypoints -> the same JSON numbers
+    script = Detections([[0, 0, 4, 4]], np.array([0.7], np.float32), ["x"],
+                        np.array([[[3, 4]]], dtype=np.int32))  # fmt: skip
+    (row,) = script.to_json()["detections"]
+    assert row["score"] == round(float(np.float32(0.7)), 4) and row["keypoints"] == [[3.0, 4.0]]
+    assert all(type(v) is float for v in [*row["box"], row["score"], *row["keypoints"][0]])
 
 
 def test_texts_validation_and_json() -> None:

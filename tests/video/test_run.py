@@ -28,6 +28,7 @@ from frameserve.video.config import load_video_pipeline
 from frameserve.video.frames import Sampling
 from frameserve.video.masks import fill_polygons
 from frameserve.video.run import RunOptions, RunSummary, VideoRun
+from frameserve.video.sinks import frame_fields
 from video.media import Clip, corrupt_clip, make_clip, write_bad_input
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails the test instead of the whole session
@@ -212,6 +213,17 @@ def test_frame_count_and_timestamps_match_the_input(faces_video_out: Path, pan_c
     assert [p * time_base for p in pts] == list(pan_clip.times)
     with av.open(str(faces_video_out / "pan.mp4")) as container:
         assert container.streams.video[0].codec_context.name == "h264"
+
+
+def test_a_line_s_seconds_are_the_exact_pts_correctly_rounded() -> None:
+    """``pts`` in a line is ``float(pts * time_base)`` (the nearest double), for time bases and
+    pts whose product a float multiplication would round twice."""
+    rng = np.random.default_rng(5)
+    bases = [Fraction(1, 15360), Fraction(1001, 30000), Fraction(1, 90000), Fraction(7, 3)]
+    for base in bases:
+        for pts in [0, 1, -3, 2**53 + 1, *rng.integers(-(10**12), 10**15, 200).tolist()]:
+            fields = frame_fields(5, pts, base)
+            assert fields == {"frame": 5, "pts": float(pts * base), "pts_ticks": pts}
 
 
 def test_audio_is_bit_identical_after_re_encoding(faces_video_out: Path, pan_clip: Clip) -> None:
