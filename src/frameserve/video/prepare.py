@@ -145,16 +145,25 @@ class FramePreparer:
         log.info("%s, input %d: %s", self._where, frame.stream, where)
         return plan
 
-    def group(self, frames: list[Prepared], normalize: bool = True) -> Group:
+    def group(
+        self, frames: list[Prepared], normalize: bool = True, out: np.ndarray | None = None
+    ) -> Group:
         """One group of prepared frames (model inputs of one version, or one frame) in one
-        tensor: normalised, or (``normalize=False``) the pictures at model size, stacked."""
+        tensor: normalised, or (``normalize=False``) the pictures at model size, stacked (into
+        ``out``, flat uint8 of at least their bytes, when given: a decode worker's ring slot)."""
         first = frames[0]
         if not first.model_input:
             return Group(frames)
         started = time.perf_counter()
         if first.placed is not None:
             assert self.pre is not None
-            tensor = np.stack([p.placed for p in frames])  # type: ignore[misc]
+            placed = [p.placed for p in frames]
+            if out is not None and not normalize:
+                shape = (len(placed), *first.placed.shape)
+                tensor = out[: int(np.prod(shape))].reshape(shape)
+                np.stack(placed, out=tensor)  # type: ignore[arg-type]
+            else:
+                tensor = np.stack(placed)  # type: ignore[arg-type]
             if normalize:
                 tensor = self.pre.normalize(tensor)
         else:  # normalised one by one (padding inside the tensor)

@@ -254,18 +254,21 @@ def serve_warm(conn: Connection) -> None:
 def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FramePreparer,
           pending: list[Prepared], spec: WorkerSpec) -> None:  # fmt: skip
     """Write one group into a free slot and tell the server."""
-    group = preparer.group(pending, normalize=False)  # the server normalises: fewer bytes
     while not free:  # the server frees slots as it reads them
         message = conn.recv()
         if message[0] == "free":
             free.append(message[1])
     slot = free.pop()
     base = slot * spec.slot_bytes
+    # the server normalises (fewer bytes); pictures are stacked straight into the slot
+    room = np.ndarray((spec.slot_bytes,), np.uint8, buffer=shm.buf, offset=base)
+    group = preparer.group(pending, normalize=False, out=room)
     offset = 0
     tensor_info = None
     if group.tensor is not None:
         t = group.tensor
-        np.ndarray(t.shape, t.dtype, buffer=shm.buf, offset=base)[...] = t
+        if not np.may_share_memory(t, room):  # made elsewhere (normalised one by one)
+            np.ndarray(t.shape, t.dtype, buffer=shm.buf, offset=base)[...] = t
         tensor_info = (t.shape, t.dtype.str, group.normalized)
         offset = t.nbytes
     metas = []
