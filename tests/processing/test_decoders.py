@@ -25,6 +25,7 @@ from reference import mediapipe_faces as mp
 from reference.mediapipe_selfie import probability_from_output
 
 from frameserve.errors import ModelExecutionError
+from frameserve.processing import faces
 from frameserve.processing.faces import decode_face_batch, decode_faces, ssd_anchors, weighted_nms
 from frameserve.processing.results import Classes, Detections, Mask, Text, Texts
 from frameserve.processing.spec import (
@@ -253,6 +254,42 @@ def test_weighted_nms_matches_mediapipe_on_random_clusters() -> None:
     np.testing.assert_allclose(out_boxes, ref.boxes, rtol=1e-12)
     np.testing.assert_allclose(out_scores, ref.scores, rtol=1e-12)
     np.testing.assert_allclose(out_kps, ref.keypoints, rtol=1e-12)
+
+
+def test_weighted_nms_of_a_few_boxes_in_python_floats_is_the_array_path_to_the_bit() -> None:
+    """Fewer than 8 boxes (a face's anchors) go through Python floats: on clusters, ties,
+    equal and zero-area boxes, IoUs at the threshold and no keypoints, the same clusters
+    and bit-identical means as the numpy path; float32 and NaN inputs take the numpy path."""
+    rng = np.random.default_rng(11)
+    for trial in range(400):
+        n, k = int(rng.integers(1, faces.FEW)), int(rng.choice([0, 2, 6]))
+        centre = rng.uniform(0, 100, (1, 2)) + rng.normal(0, rng.choice([0.5, 5.0]), (n, 2))
+        size = rng.uniform(0, 20, (n, 2)) * (rng.random((n, 1)) > 0.1)  # some zero-area
+        boxes = np.concatenate([centre, centre + size], axis=1)
+        if trial % 7 == 0:
+            boxes[-1] = boxes[0]  # equal boxes
+        scores = rng.choice([0.5, 0.7, rng.uniform(0.5, 1.0)], n)  # ties now and then
+        kps = rng.uniform(0, 100, (n, k, 2))
+        threshold = float(rng.choice([0.0, 0.3, 0.5, 0.9]))
+        few = faces._weighted_nms_few(boxes, scores, kps, threshold)
+        full = faces._weighted_nms_arrays(boxes, scores, kps, threshold)
+        for a, b in zip(few, full, strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+    # [0, 0, 2, 1] and [0, 0, 1, 1] overlap at exactly 0.5, which does not merge
+    two = np.array([[0.0, 0, 2, 1], [0, 0, 1, 1]]), np.array([0.9, 0.8]), np.zeros((2, 1, 2))
+    assert len(faces._weighted_nms_few(*two, 0.5)[1]) == 2
+    assert len(faces._weighted_nms_few(*two, 0.49)[1]) == 1
+    calls: list[int] = []
+    few_path = faces._weighted_nms_few
+    try:
+        faces._weighted_nms_few = lambda *a: calls.append(1) or few_path(*a)  # type: ignore[assignment]
+        weighted_nms(*two, 0.5)
+        weighted_nms(two[0].astype(np.float32), two[1], two[2], 0.5)
+        weighted_nms(np.array([[np.nan, 0, 1, 1], [0, 0, 1, 1]]), two[1], two[2], 0.5)
+    finally:
+        faces._weighted_nms_few = few_path  # type: ignore[assignment]
+    assert calls == [1]  # float64 finite boxes only
 
 
 # --------------------------------------------------------------------------- CTC
