@@ -43,10 +43,10 @@ _END = object()  # the producer's last item: no more frames
 
 @dataclass(frozen=True, slots=True)
 class InFlight:
-    """A frame on its way from the producer to the consumer, with its group and the future
-    of the group's outputs."""
+    """A frame on its way from the producer to the consumer, with its group's frames and the
+    future of the group's outputs (not the group's input tensor: that is let go once it ran)."""
 
-    group: Group
+    frames: list[Prepared]  # the group's
     future: Future[Any]  # the group's outputs (``FrameProcessor.infer``)
     row: int  # this frame's place in the group
     arrived: float = 0.0  # time.monotonic() the frame arrived (live lag); 0 for files
@@ -54,7 +54,7 @@ class InFlight:
 
     @property
     def prepared(self) -> Prepared:
-        return self.group.frames[self.row]
+        return self.frames[self.row]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +168,7 @@ class FramePump:
     def _send(self, group: Group, marks: list[tuple[float, int]]) -> bool:
         future = self.handle.submit(self.processor.infer(group))
         for row, (arrived, tag) in enumerate(marks):
-            if not self._put(InFlight(group, future, row, arrived, tag)):
+            if not self._put(InFlight(group.frames, future, row, arrived, tag)):
                 future.cancel()
                 return False
         return True
@@ -211,7 +211,7 @@ class FramePump:
                 if outputs is None:  # stopping
                     return
                 if finished[0] is not item.future:
-                    outputs = self.processor.finish(item.group.frames, outputs)
+                    outputs = self.processor.finish(item.frames, outputs)
                     finished = (item.future, outputs)
                 yield Finished(item, finished[1][item.row])
         finally:
