@@ -364,12 +364,12 @@ def test_one_track_in_python_floats_is_the_array_path_to_the_bit(
     rng = np.random.default_rng(seed)
     min_iou = [0.1, 0.7, 0.0, 0.3][seed % 4]  # float32(0.7) < 0.7 <= float32(0.1) ...
     trackers = []
-    for scalar in (True, False):
+    for _ in range(2):
         counter = itertools.count(1)
         tracker = ByteTrack(counter.__next__, lost_seconds=0.3, min_iou=min_iou,
                             activation_score=0.5, frame_rate=25.0)  # fmt: skip
-        tracker._scalar = scalar
         trackers.append(tracker)
+    trackers[1]._update_one = trackers[1]._update_arrays  # type: ignore[method-assign]
     fast_path, used = trackers[0]._update_one, [0]
 
     def counted(*args: object) -> np.ndarray:

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from frameserve.errors import ModelExecutionError
-from frameserve.processing.results import Detections
+from frameserve.processing.results import Detections, pair_iou
 from frameserve.processing.spec import AnchorSpec, FaceSsdSpec
 from frameserve.processing.transform import Geometry
 
@@ -81,7 +81,7 @@ def _weighted_nms_few(
     out_b, out_s, out_k = [], [], []
     while remaining:
         best = remaining[0]
-        overlap = [_iou_one(b[best], b[i]) for i in remaining]
+        overlap = [pair_iou(b[best], b[i]) for i in remaining]
         cluster = [i for i, o in zip(remaining, overlap, strict=True) if o > iou_threshold]
         if best not in cluster:  # a degenerate (zero-area) box overlaps nothing, not even itself
             cluster = [best, *cluster]
@@ -100,19 +100,6 @@ def _weighted_nms_few(
     if not out_s:
         return np.zeros((0, 4)), np.zeros(0), np.zeros((0, keypoints.shape[1], 2))
     return np.array(out_b), np.array(out_s), np.array(out_k).reshape(len(out_s), len(k[0]), 2)
-
-
-def _iou_one(box: list[float], other: list[float]) -> float:
-    """``_iou`` of two boxes in Python floats (the same operations in the same order)."""
-    inter = max(min(box[2], other[2]) - max(box[0], other[0]), 0.0) * max(
-        min(box[3], other[3]) - max(box[1], other[1]), 0.0
-    )
-    union = (
-        (box[2] - box[0]) * (box[3] - box[1])
-        + (other[2] - other[0]) * (other[3] - other[1])
-        - inter
-    )
-    return inter / union if union > 0 else 0.0
 
 
 def _weighted_nms_arrays(

@@ -19,6 +19,16 @@ def _r(x: float) -> float:
     return round(float(x), 2)
 
 
+def pair_iou(a: list[float], b: list[float]) -> float:
+    """IoU of two boxes ``[x1, y1, x2, y2]`` in Python floats, with the operations in the order
+    the numpy versions use (face NMS, ByteTrack): the same float64 value, bit for bit."""
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(
+        min(a[3], b[3]) - max(a[1], b[1]), 0.0
+    )
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 @dataclass(slots=True)
 class Detections:
     """N boxes ``[x1, y1, x2, y2]`` with scores, labels and optional keypoints/track ids."""

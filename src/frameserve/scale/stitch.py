@@ -17,17 +17,9 @@ from typing import Any
 
 import orjson
 
+from frameserve.processing.results import pair_iou
+
 MIN_IOU = 0.3  # mean IoU over the overlap below which two tracks are not the same
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _tracked(line: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,7 +62,7 @@ class TrackStitcher:
                     if det.get("label") != prev.get("label"):
                         continue
                     key = (int(det["track_id"]), int(prev["track_id"]))
-                    scores[key] = scores.get(key, 0.0) + _iou(det["box"], prev["box"])
+                    scores[key] = scores.get(key, 0.0) + pair_iou(det["box"], prev["box"])
         frames = max(1, len(self._previous))
         mapping: dict[int, int] = {}
         used: set[int] = set()

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from frameserve.errors import InvalidInput
+from frameserve.processing.results import pair_iou
 
 # The library counts its lost-track buffer in frames of a 30 fps video, whatever the real rate.
 _BUFFER_FPS = 30.0
@@ -146,15 +147,6 @@ def _process_noise(frames: float, tolerance: float) -> tuple[float, float, float
         return _PROCESS_VAR, 0.0, _PROCESS_VAR
     dt2 = frames * frames
     return _PROCESS_VAR * (dt2 * dt2) / 4.0, _PROCESS_VAR * (dt2 * frames) / 2.0, _PROCESS_VAR * dt2
-
-
-def _iou32(a: list[float], b: list[float]) -> float:
-    """``box_iou`` of two boxes in Python floats, rounded to float32 as ``box_iou`` rounds."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(width, 0.0) * max(height, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(np.float32(inter / union)) if union > 0 else 0.0
 
 
 def _corrected(
@@ -309,7 +301,6 @@ class ByteTrack:
         self._frame_rate = frame_rate
         self._tracks = _Tracks()
         self._last_seconds: float | None = None
-        self._scalar = True  # at most one track and one box: ``_update_one`` (tests turn it off)
         self._min_iou32 = float(np.float32(min_iou))  # what numpy compares float32 IoUs with
 
     @property
@@ -328,10 +319,14 @@ class ByteTrack:
         if not np.isfinite(boxes).all():
             bad = boxes[~np.isfinite(boxes).all(axis=1)][0]
             raise InvalidInput(f"ByteTrack.update: boxes must be finite, got {bad.tolist()}")
-        tracks = self._tracks
         step = self._step(seconds)
-        if len(tracks) <= 1 and len(scores) <= 1 and self._scalar:
+        if len(self._tracks) <= 1 and len(scores) <= 1:
             return self._update_one(boxes, scores, step)
+        return self._update_arrays(boxes, scores, step)
+
+    def _update_arrays(self, boxes: np.ndarray, scores: np.ndarray, step: _Step) -> np.ndarray:
+        """``update`` on every track and box at once."""
+        tracks = self._tracks
         tracks.predict(step)
         if step.seconds is not None:  # expired in stream time: not even matched any more
             tracks.keep(tracks.missed_seconds <= self._lost_seconds)
@@ -379,7 +374,7 @@ class ByteTrack:
         matched = False
         if alive and len(scores):
             measured = boxes[0].tolist()
-            iou = _iou32(box, measured)
+            iou = float(np.float32(pair_iou(box, measured)))  # as ``box_iou`` rounds it
             if iou > 0 and iou >= self._min_iou32:
                 matched = True
                 ids[0] = t.ids[0]

@@ -112,9 +112,9 @@ class Tracker:
         one (a stream that restarted or looped) ends every track; new tracks get new ids.
         """
         timestamp = self._tracker_time(seconds)
-        labels = set(detections.labels)
-        if len(labels | self._by_label.keys()) == 1:  # one label (a face detector): no split
-            (label,) = labels | self._by_label.keys()
+        labels = set(detections.labels) | self._by_label.keys()
+        if len(labels) == 1:  # one label (a face detector): no split
+            (label,) = labels
             ids = self._update_label(label, detections.boxes, detections.scores, timestamp)
             return dataclasses.replace(detections, track_ids=ids)
         rows_by_label: dict[str, list[int]] = {label: [] for label in self._by_label}
