@@ -24,6 +24,7 @@ from frameserve.processing.transform import Preprocessor
 from frameserve.processing.yuv import (
     ColorRange,
     Matrix,
+    RowsShape,
     YuvPlanes,
     YuvResizer,
     difference,
@@ -242,6 +243,76 @@ def test_planes_are_checked(y: np.ndarray, chroma: tuple[np.ndarray, ...], field
         return
     with pytest.raises(InvalidInput, match=field):
         YuvPlanes(y, chroma)
+
+
+# --- rows copied where decoded, sampled elsewhere ------------------------------------------
+WARPS = [name for name, resize in RESIZES.items() if resize.get("sampler") == "warp"]
+
+
+def padded_views(planes: YuvPlanes) -> YuvPlanes:
+    """The planes as a decoder leaves them: rows padded past the width."""
+
+    def padded(plane: np.ndarray) -> np.ndarray:
+        wide = np.zeros((plane.shape[0], plane.shape[1] + 37, *plane.shape[2:]), np.uint8)
+        wide[:, : plane.shape[1]] = plane
+        return wide[:, : plane.shape[1]]
+
+    return YuvPlanes(
+        padded(planes.y), tuple(padded(c) for c in planes.chroma), planes.matrix, planes.range
+    )
+
+
+@pytest.mark.parametrize("layout", ["yuv420p", "nv12"])
+@pytest.mark.parametrize("resize", WARPS)
+@pytest.mark.parametrize("source", SOURCES + [(1280, 721), (720, 1280), (1920, 1080)], ids=str)
+def test_rows_sample_to_the_same_pixels(source: tuple[int, int], resize: str, layout: str) -> None:
+    """``from_rows(gather(planes))`` is ``resize_image(planes)`` to the bit, wherever the warp
+    reads: inside, past the edges (zero luma rows, replicated chroma), with padded rows."""
+    planes = planes_from_rgb(picture(*source, in_gamut=False))
+    if layout == "nv12":
+        planes = YuvPlanes(planes.y, (np.stack(planes.chroma, axis=-1),), "bt709")
+    resizer = YuvResizer(preprocessor(**RESIZES[resize]))
+    plan = resizer.row_plan(source)
+    sampled_rows = resizer._plan(source).size[1]  # type: ignore[union-attr]
+    assert (plan is None) == (4 * sampled_rows > source[1])  # two rows read per sampled row
+    if plan is None:  # over half the picture's rows: sampled where decoded
+        with pytest.raises(InvalidInput, match="no row plan"):
+            resizer.gather(planes, np.empty(1, np.uint8))
+        return
+    rows = np.full(plan.nbytes(source[0]), 7, dtype=np.uint8)  # stale bytes are overwritten
+    resizer.gather(padded_views(planes), rows)
+    expected = resizer.resize_image(planes)
+    assert expected is not None
+    # a second resizer (the server's) samples them
+    image, geometry = YuvResizer(preprocessor(**RESIZES[resize])).from_rows(
+        rows, RowsShape.of(planes)
+    )
+    assert geometry == expected[1]
+    assert np.array_equal(image, expected[0])
+
+
+def test_rows_past_the_picture_are_zero() -> None:
+    """A letterbox's first and last sampled rows read past the picture's edge: those rows
+    are zeros, as the warp reads there; the rest are the picture's own."""
+    resizer = YuvResizer(preprocessor(**RESIZES["letterbox warp, grey pad"]))
+    planes = planes_from_rgb(picture(1280, 720, in_gamut=False))
+    plan = resizer.row_plan(planes.size)
+    assert plan is not None and len(plan.outside) > 0
+    rows = np.full(plan.nbytes(1280), 255, dtype=np.uint8)
+    resizer.gather(planes, rows)
+    luma = rows[: len(plan.luma) * 1280].reshape(len(plan.luma), 1280)
+    assert (luma[plan.outside] == 0).all()
+    inside = np.setdiff1d(np.arange(len(plan.luma)), plan.outside)
+    assert np.array_equal(luma[inside], planes.y[plan.luma[inside]])
+
+
+def test_rows_of_the_wrong_size_are_refused() -> None:
+    resizer = YuvResizer(preprocessor(**RESIZES["letterbox warp"]))
+    planes = planes_from_rgb(picture(1280, 720))
+    plan = resizer.row_plan(planes.size)
+    assert plan is not None and plan.nbytes(1280) == 216 * (1280 + 640 + 640)
+    with pytest.raises(InvalidInput, match=r"expected 552960 bytes .* got 552959"):
+        resizer.from_rows(np.zeros(552959, np.uint8), RowsShape.of(planes))
 
 
 # --- drift has teeth --------------------------------------------------------------------------

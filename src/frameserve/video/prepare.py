@@ -12,7 +12,9 @@ input size the cheapest way that gives the declared pre-processing's pixels:
 3. else the whole frame in RGB, then the declared resize.
 
 Where each input's frames went is kept for the run's summary. A group of prepared frames is
-normalised in one call into one ``[N, ...]`` tensor.
+normalised in one call into one ``[N, ...]`` tensor. A decode worker whose server asks for it
+(``video.balance``) copies the rows the YUV path's warp reads instead (``prepare(rows=)``), and
+the server samples them into the same pictures (``sampled``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from av.video.reformatter import VideoReformatter
 
 from frameserve.processing import yuv
 from frameserve.processing.transform import Geometry, Preprocessor
+from frameserve.processing.yuv import RowsShape
 from frameserve.video.frames import Frame
 from frameserve.video.scaler import ScalerPlan, full_rgb, plan_scaler
 from frameserve.video.yuv import planes_of
@@ -46,6 +49,8 @@ class Prepared:
     tensor: np.ndarray | None = None  # or its [1, ...] tensor (padding inside the tensor)
     geometry: Geometry | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> busy seconds
+    # or the rows its sampling reads, copied where the caller said (``prepare(rows=)``)
+    rows: RowsShape | None = None
 
     @property
     def model_input(self) -> bool:
@@ -62,6 +67,9 @@ class Group:
     # False: ``tensor`` is the pictures at model size, uint8, still to normalise (a decode
     # worker ships these: a float tensor is 4x the bytes through shared memory)
     normalized: bool = True
+    # not None: ``tensor`` is each frame's copied rows (``YuvResizer.gather``), to sample
+    # (``sampled``) into pictures at model size before anything else
+    rows: RowsShape | None = None
 
 
 class FramePreparer:
@@ -77,9 +85,12 @@ class FramePreparer:
         # one thread only (its decoder), so no context is used by two threads
         self._reformatters: dict[int, VideoReformatter] = {}
 
-    def prepare(self, frame: Frame, full: bool = False) -> Prepared:
+    def prepare(self, frame: Frame, full: bool = False, rows: np.ndarray | None = None) -> Prepared:
         """Convert ``frame``'s picture to the model's input size and, for ``full`` (a sink
-        needs the whole frame) or whole-frame steps, to RGB; the picture is let go after."""
+        needs the whole frame) or whole-frame steps, to RGB; the picture is let go after.
+        ``rows`` (flat uint8): where the picture has a row plan of exactly that many bytes,
+        copy the rows the model's sampling reads there instead (sampled on the other side:
+        ``sampled``), while the picture is still in the cache."""
         prepared = Prepared(frame)
         pre = self.pre
         if pre is None or frame.spare:
@@ -87,6 +98,11 @@ class FramePreparer:
             frame.picture = None
             return prepared
         started = time.perf_counter()
+        if rows is not None and not full and (copied := self._gather(frame, pre, rows)):
+            prepared.rows, prepared.geometry = copied
+            frame.picture = None
+            prepared.seconds["preprocess"] = time.perf_counter() - started
+            return prepared
         if full:
             full_rgb(frame, self._scaler(frame))
         if pre.spec.resize.pad_in == "tensor":  # normalised before padding: one at a time
@@ -99,6 +115,32 @@ class FramePreparer:
         frame.picture = None
         prepared.seconds["preprocess"] = time.perf_counter() - started
         return prepared
+
+    def _gather(
+        self, frame: Frame, pre: Preprocessor, out: np.ndarray
+    ) -> tuple[RowsShape, Geometry] | None:
+        """Copy the picture's rows into ``out`` where the YUV path takes this input and the
+        picture's row plan needs ``out.size`` bytes; what ``from_rows`` needs, and the
+        geometry."""
+        picture = frame.picture
+        if picture is None or self._yuv is None or pre.spec.resize.pad_in == "tensor":
+            return None
+        key = (frame.stream, picture.width, picture.height)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(frame, pre)
+        planes = planes_of(picture) if plan == YUV_PATH else None
+        row_plan = self._yuv.row_plan(planes.size) if planes is not None else None
+        if planes is None or row_plan is None or row_plan.nbytes(planes.size[0]) != out.size:
+            return None
+        self._yuv.gather(planes, out)
+        self.last[frame.stream] = YUV_PATH
+        return RowsShape.of(planes), row_plan.geometry
+
+    def row_bytes(self, size: tuple[int, int]) -> int:
+        """Bytes of one ``size`` picture's copied rows; 0 when it has no row plan."""
+        plan = self._yuv.row_plan(size) if self._yuv is not None else None
+        return plan.nbytes(size[0]) if plan is not None else 0
 
     def _resized(self, frame: Frame, pre: Preprocessor) -> tuple[np.ndarray, Geometry]:
         picture = frame.picture
@@ -155,6 +197,16 @@ class FramePreparer:
         if not first.model_input:
             return Group(frames)
         started = time.perf_counter()
+        if any(p.rows is not None for p in frames):
+            assert out is not None  # where ``prepare`` copied the rows
+            kinds = {p.rows for p in frames}
+            kind = kinds.pop() if len(kinds) == 1 else None
+            if kind is not None and not normalize:  # all rows, one shape: one block
+                n = self.row_bytes(kind.size)
+                tensor = out[: n * len(frames)].reshape(len(frames), n)
+                _share(frames, time.perf_counter() - started)
+                return Group(frames, tensor, normalized=False, rows=kind)
+            self._sample_copied(frames, out)  # a picture changed size or format: here
         if first.placed is not None:
             assert self.pre is not None
             placed = [p.placed for p in frames]
@@ -172,6 +224,28 @@ class FramePreparer:
         for p in frames:
             p.placed = None
         return Group(frames, tensor, normalize)
+
+    def _sample_copied(self, frames: list[Prepared], out: np.ndarray) -> None:
+        """Frames whose rows ``prepare`` copied into ``out`` (frame k's at k times its rows'
+        bytes), sampled into pictures here after all: all of them first, since the pictures
+        are then stacked over those rows."""
+        assert self._yuv is not None
+        for k, p in enumerate(frames):
+            if p.rows is not None:
+                n = self.row_bytes(p.rows.size)
+                p.placed = self._yuv.from_rows(out[k * n : (k + 1) * n], p.rows)[0]
+                p.rows = None
+
+
+def sampled(group: Group, resizer: yuv.YuvResizer) -> Group:
+    """``group`` with copied rows (``Group.rows``) sampled into pictures at model size, uint8,
+    still to normalise: the pixels ``prepare`` gives where it samples."""
+    if group.rows is None or group.tensor is None:
+        return group
+    started = time.perf_counter()
+    images = [resizer.from_rows(r, group.rows)[0] for r in group.tensor]
+    _share(group.frames, time.perf_counter() - started)
+    return Group(group.frames, np.stack(images), normalized=False)
 
 
 def normalized(group: Group, pre: Preprocessor) -> Group:

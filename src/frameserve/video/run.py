@@ -33,6 +33,7 @@ from frameserve.processing.detectors import DETECTION_TASKS
 from frameserve.processing.results import Detections, Moderation
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
+from frameserve.video.balance import SamplingBalance, model_times
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import (
     VideoInfo,
@@ -443,6 +444,7 @@ class VideoRun:
         n = st.source.stream_id
         name, warm = f"{self._prefix}decode-worker-{n}", self._warm.pop(n, None)
         worker = DecodeWorker(self._worker_spec(st), name, warm=warm)
+        balance = SamplingBalance() if worker.spec.rows else None
         previous: Frame | None = None
         try:
             for group in worker.groups(self.stop):
@@ -452,7 +454,7 @@ class VideoRun:
                     continue
                 mv = self.processor.single
                 pre = mv.processing.preprocess if mv and mv.processing else None
-                if pre is None or pre.spec != worker.spec.preprocess:
+                if mv is None or pre is None or pre.spec != worker.spec.preprocess:
                     raise VideoError(
                         f"pipeline {self.name}: the model's pre-processing changed while the "
                         "input was decoded for the old one"
@@ -460,13 +462,15 @@ class VideoRun:
                 for p in group.frames:
                     p.version = mv
                 st.pump.send(normalized(group, pre))
+                if balance and (rows := balance.update(*model_times(mv.stats))) is not None:
+                    worker.ask_for_rows(rows)
             if not self.stop.is_set():
                 st.pump.end()
         finally:
             worker.close()
             s, w = st.source.stats, worker.stats
             s.decoded, s.kept, s.corrupt, s.seconds = w.decoded, w.kept, w.corrupt, w.seconds
-            st.resize, st.decoder_cores = w.resize, w.cores
+            st.resize, st.decoder_cores, st.sampled_by_server = w.resize, w.cores, w.rows
 
     def _worker_spec(self, st: StreamRun) -> WorkerSpec:
         mv = self.processor.single

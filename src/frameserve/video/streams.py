@@ -101,6 +101,8 @@ class InputSummary:
     video: Path | None
     summary: Path | None = None
     decoder_cores: tuple[int, ...] = ()  # the cores its decode worker was bound to; () none
+    # frames whose rows the decode worker shipped for the run to sample (``video.balance``)
+    sampled_by_server: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +117,7 @@ class InputSummary:
             "video": str(self.video) if self.video else None,
             "summary": str(self.summary) if self.summary else None,
             "decoder_cores": list(self.decoder_cores),
+            "sampled_by_server": self.sampled_by_server,
         }
 
 
@@ -132,6 +135,7 @@ class StreamRun:
     finished: bool = False  # every frame of the input was written
     resize: str | None = None  # where a decode worker resized the frames (its summary)
     decoder_cores: tuple[int, ...] = ()  # the cores its decode worker was bound to
+    sampled_by_server: int = 0  # frames its decode worker shipped as rows
     _video: Encoder | None = None  # kept after close: its encode seconds feed the profile
     _sinks: dict[str, Any] = field(default_factory=dict)
     _opened: bool = False
@@ -214,5 +218,5 @@ class StreamRun:
         s, o = self.source.stats, self.outputs
         return InputSummary(
             self.source.path, s.decoded, s.kept, self.written, resize, s.corrupt, o.jsonl,
-            o.masks, o.video, o.summary, self.decoder_cores,
+            o.masks, o.video, o.summary, self.decoder_cores, self.sampled_by_server,
         )  # fmt: skip

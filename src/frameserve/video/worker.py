@@ -13,19 +13,25 @@ A job's decoding and pre-processing hand model-size tensors to the server throug
 ```
 worker process                                    server: the job's decoder thread
  VideoSource -> FramePreparer.prepare ->           DecodeWorker.groups(): message -> copy the
- group -> tensor (and whole frames, when a sink    slot out, free it -> FramePump.send (the
- needs them) into a free slot of the ring ──pipe──> server's loop, schedulers, sinks as always)
+ group -> tensor (and whole frames, when a sink    group out, free it -> FramePump.send (the
+ needs them) into the ring ────────────────pipe──> server's loop, schedulers, sinks as always)
 ```
 
-The ring has ``WorkerSpec.slots`` slots, each large enough for one group; the child waits for a
-free slot, so the ring and the pump's bounded queue are the back-pressure. Jobs keep the
-smallest ring (``SLOTS``: a server runs many); ``video run`` gives its workers room to decode
-ahead (``ring_slots``): while the models still load (``video.ahead``), and through the moments
-the model side is slower than the decoder. The pipe carries only small
-messages (frame timestamps, geometry, which slot). When the child dies ``groups`` raises
-``WorkerDied`` with the exit status, and the caller decides (a job is retried from its
-checkpoint, at most ``--max-job-retries`` times). An ordinary decoding error (a file that is not
-a video) comes back as its message and is raised as ``VideoError``, as in-process decoding would.
+The ring holds ``WorkerSpec.slots`` groups of at most ``slot_bytes``; the child writes groups
+one after another and the server frees them in the order it reads them (``video.ring``: FIFO, so
+a group of another size fits too); the child waits for room, so the ring and the pump's bounded
+queue are the back-pressure. Jobs keep the smallest ring (``SLOTS``: a server runs many);
+``video run`` gives its workers room to decode ahead (``ring_slots``): while the models still
+load (``video.ahead``), and through the moments the model side is slower than the decoder. A
+bound worker of ``video run`` (``WorkerSpec.rows``) ships, while the server asks for it
+(``video.balance``), the rows of each picture that the model's sampling reads instead of the
+picture at model size, and the server samples them (``prepare.sampled``). The pipe carries only
+small messages (frame timestamps, geometry, where in the ring).
+
+When the child dies ``groups`` raises ``WorkerDied`` with the exit status, and the caller
+decides (a job is retried from its checkpoint, at most ``--max-job-retries`` times). An
+ordinary decoding error (a file that is not a video) comes back as its message and is raised as
+``VideoError``, as in-process decoding would.
 """
 
 from __future__ import annotations
@@ -48,10 +54,12 @@ import numpy as np
 from frameserve.errors import FrameserveError, VideoError
 from frameserve.processing.spec import PreprocessSpec
 from frameserve.processing.transform import Geometry, Preprocessor, opencv_on_caller_threads
+from frameserve.processing.yuv import RowsShape, YuvResizer, unsupported
 from frameserve.video.defects import DefectsSpec, with_defects
 from frameserve.video.filters import FilterChain
 from frameserve.video.frames import Frame, Sampling, SeekPoint
-from frameserve.video.prepare import FramePreparer, Group, Prepared
+from frameserve.video.prepare import FramePreparer, Group, Prepared, sampled
+from frameserve.video.ring import RingWriter
 from frameserve.video.warm import WarmWorker
 
 if TYPE_CHECKING:
@@ -96,6 +104,9 @@ class WorkerSpec:
     # pre-processes on one thread: a second thread would only hand frames over on that core.
     cores: tuple[int, ...] = ()
     slots: int = SLOTS  # groups the ring holds (``ring_slots``)
+    # The server may ask for pictures' rows instead of the pictures (``video.balance``): a
+    # bound worker of ``video run`` whose pictures have a row plan that fits the ring twice.
+    rows: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,7 @@ class WorkerStats:
     seconds: float = 0.0
     resize: str = "processing/"
     cores: tuple[int, ...] = ()  # the cores it was bound to; () when it was not
+    rows: int = 0  # frames shipped as rows, sampled by the server (``video.balance``)
 
 
 def slot_bytes(spec: PreprocessSpec | None, fused: bool, size: tuple[int, int], group: int,
@@ -171,12 +183,24 @@ def input_spec(
     fused = pre.fused if pre is not None else False
     info = source.info
     size = slot_bytes(spec, fused, (info.width, info.height), group, full)
+    slots = ring_slots(size, group, read_ahead)
+    rows = (
+        pre is not None and len(cores) == 1 and read_ahead > 0 and not full
+        and source.filters is None
+        and 2 * group * row_bytes(pre, (info.width, info.height)) <= slots * size
+    )  # fmt: skip
     return WorkerSpec(
         source.path, source.stream_id, source.sampling, source.threads, source.start,
         source.first_index, source.codec_options, spec, fused, full, group, size, where,
-        defects=defects, filters=source.filters, cores=cores,
-        slots=ring_slots(size, group, read_ahead),
+        defects=defects, filters=source.filters, cores=cores, slots=slots, rows=rows,
     )  # fmt: skip
+
+
+def row_bytes(pre: Preprocessor, size: tuple[int, int]) -> int:
+    """Bytes of the rows the model's sampling reads of a ``size`` picture (``RowPlan``); a
+    number past any ring where the pictures are not sampled from rows."""
+    plan = None if unsupported(pre) else YuvResizer(pre).row_plan(size)
+    return plan.nbytes(size[0]) if plan is not None else 1 << 62
 
 
 # -- the child ---------------------------------------------------------------------------------
@@ -190,7 +214,7 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
 
     opencv_on_caller_threads()
     shm = SharedMemory(shm_name)
-    free = list(range(spec.slots))
+    ring = RingWriter(conn, spec.slots * spec.slot_bytes)
     cores = bind_to_cores(spec.cores)
     try:
         source = VideoSource(
@@ -203,17 +227,23 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         stop = threading.Event()
         decoded = source.frames(stop)
         frames = decoded if len(cores) == 1 else read_ahead(decoded, stop, "ffmpeg")
+        room: _Room | None = None  # the group's rows' room in the ring, when it ships rows
+        shipped_rows = 0
         for frame in with_defects(frames, spec.defects, source.stats):
-            prepared = preparer.prepare(frame, full=spec.full)
+            if spec.rows and not pending:  # what the server asks for, group by group
+                room = _reserve(frame, ring, shm, preparer, spec)
+            rows = room.frame(len(pending)) if room is not None else None
+            prepared = preparer.prepare(frame, full=spec.full, rows=rows)
             pending.append(prepared)
             if len(pending) >= spec.group or not prepared.model_input:
-                _ship(conn, shm, free, preparer, pending, spec)
-                pending = []
+                shipped_rows += _ship(conn, shm, ring, preparer, pending, spec, room)
+                pending, room = [], None
         if pending:
-            _ship(conn, shm, free, preparer, pending, spec)
+            shipped_rows += _ship(conn, shm, ring, preparer, pending, spec, room)
         s = source.stats
         resize = preparer.last.get(spec.stream_id, "processing/")
-        conn.send(("end", WorkerStats(s.decoded, s.kept, s.corrupt, s.seconds, resize, cores)))
+        stats = WorkerStats(s.decoded, s.kept, s.corrupt, s.seconds, resize, cores, shipped_rows)
+        conn.send(("end", stats))
     except FrameserveError as err:
         conn.send(("error", err.message))
     except Exception as err:  # noqa: BLE001 - reported to the server, which fails the run
@@ -251,23 +281,51 @@ def serve_warm(conn: Connection) -> None:
     _child(conn, shm_name, spec)
 
 
-def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FramePreparer,
-          pending: list[Prepared], spec: WorkerSpec) -> None:  # fmt: skip
-    """Write one group into a free slot and tell the server."""
-    while not free:  # the server frees slots as it reads them
-        message = conn.recv()
-        if message[0] == "free":
-            free.append(message[1])
-    slot = free.pop()
-    base = slot * spec.slot_bytes
-    # the server normalises (fewer bytes); pictures are stacked straight into the slot
-    room = np.ndarray((spec.slot_bytes,), np.uint8, buffer=shm.buf, offset=base)
-    group = preparer.group(pending, normalize=False, out=room)
+@dataclass(frozen=True, slots=True)
+class _Room:
+    """A group's room in the ring, taken at its first frame when it ships rows: each frame's
+    rows are copied there as soon as it is decoded, while the picture is in the cache."""
+
+    base: int
+    view: np.ndarray  # flat uint8, at least ``slot_bytes``
+    per_frame: int  # bytes of one frame's rows
+
+    def frame(self, k: int) -> np.ndarray:
+        return self.view[k * self.per_frame : (k + 1) * self.per_frame]
+
+
+def _reserve(frame: Frame, ring: RingWriter, shm: SharedMemory, preparer: FramePreparer,
+             spec: WorkerSpec) -> _Room | None:  # fmt: skip
+    """At a group's first frame: take the server's asks; room for the group's rows where it
+    asks for rows and they take at most half the ring (a picture's size can change within a
+    stream), else None (pictures, stacked when shipped)."""
+    ring.poll()
+    picture = frame.picture
+    if not ring.rows or picture is None:
+        return None
+    n = preparer.row_bytes((picture.width, picture.height))
+    if n == 0 or 2 * spec.group * n > ring.size:
+        return None
+    need = max(spec.slot_bytes, spec.group * n)
+    base = ring.place(need)
+    return _Room(base, np.ndarray((need,), np.uint8, buffer=shm.buf, offset=base), n)
+
+
+def _ship(conn: Connection, shm: SharedMemory, ring: RingWriter, preparer: FramePreparer,
+          pending: list[Prepared], spec: WorkerSpec, room: _Room | None) -> int:  # fmt: skip
+    """Write one group into the ring (its rows are there already) and tell the server; the
+    frames shipped as rows."""
+    if room is None:
+        at = ring.place(spec.slot_bytes)
+        room = _Room(at, np.ndarray((spec.slot_bytes,), np.uint8, buffer=shm.buf, offset=at), 0)
+    base = room.base
+    # the server normalises (fewer bytes); pictures are stacked straight into the ring
+    group = preparer.group(pending, normalize=False, out=room.view)
     offset = 0
     tensor_info = None
     if group.tensor is not None:
         t = group.tensor
-        if not np.may_share_memory(t, room):  # made elsewhere (normalised one by one)
+        if not np.may_share_memory(t, room.view):  # made elsewhere (normalised one by one)
             np.ndarray(t.shape, t.dtype, buffer=shm.buf, offset=base)[...] = t
         tensor_info = (t.shape, t.dtype.str, group.normalized)
         offset = t.nbytes
@@ -282,7 +340,8 @@ def _ship(conn: Connection, shm: SharedMemory, free: list[int], preparer: FrameP
         f = p.frame
         fields = (f.index, f.pts, f.time_base, f.keyframe, f.seek, p.geometry, p.seconds, image)
         metas.append(_FrameMeta(*fields, defects=f.defects))
-    conn.send(("group", slot, tensor_info, metas))
+    conn.send(("group", base, tensor_info, metas, group.rows))
+    return len(metas) if group.rows is not None else 0
 
 
 # -- one call in a child -----------------------------------------------------------------------
@@ -417,6 +476,8 @@ class DecodeWorker(WorkerProcess):
                 warm.close()
                 warm = None
         self._shm = ring or SharedMemory(create=True, size=spec.slots * spec.slot_bytes)
+        pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
+        self._resizer = YuvResizer(pre) if spec.rows and pre is not None else None
         try:
             super().__init__(_child, (self._shm.name, spec), name, warm=warm)
             if warm is not None and ring is None:
@@ -441,16 +502,25 @@ class DecodeWorker(WorkerProcess):
                 return
             if kind == "error":
                 raise VideoError(message[1])
-            _, slot, tensor_info, metas = message
-            yield self._unpack(slot, tensor_info, metas)
+            _, base, tensor_info, metas, rows = message
+            yield self._unpack(base, tensor_info, metas, rows)
 
-    def _unpack(self, slot: int, tensor_info: Any, metas: list[_FrameMeta]) -> Group:
-        base = slot * self.spec.slot_bytes
+    def ask_for_rows(self, rows: bool) -> None:
+        """Ask the child to ship pictures' rows (True) or pictures (``video.balance``); from
+        its next group on. Ignored by a worker whose spec does not allow rows."""
+        if self.spec.rows:
+            self.send(("rows", rows))
+
+    def _unpack(
+        self, base: int, tensor_info: Any, metas: list[_FrameMeta], rows: RowsShape | None
+    ) -> Group:
         buf = self._shm.buf
         tensor, done = None, True
         if tensor_info is not None:
             shape, dtype, done = tensor_info
-            tensor = np.ndarray(shape, dtype, buffer=buf, offset=base).copy()
+            tensor = np.ndarray(shape, dtype, buffer=buf, offset=base)
+            if rows is None:
+                tensor = tensor.copy()
         frames = []
         for m in metas:
             image = None
@@ -460,8 +530,13 @@ class DecodeWorker(WorkerProcess):
             frame = Frame(self.spec.stream_id, m.index, m.pts, m.time_base, image, m.keyframe,
                           seek=m.seek, defects=m.defects)  # fmt: skip
             frames.append(Prepared(frame, geometry=m.geometry, seconds=dict(m.seconds)))
-        self.send(("free", slot))
-        return Group(frames, tensor, done)
+        group = Group(frames, tensor, done, rows)
+        if rows is not None:  # sampled straight from the ring, which holds the only copy
+            if self._resizer is None:
+                raise VideoError("decode worker: shipped rows to a reader that cannot sample")
+            group = sampled(group, self._resizer)
+        self.send(("free", base))
+        return group
 
     def close(self) -> None:
         """End the child (if it still runs) and free the ring."""
