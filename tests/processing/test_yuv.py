@@ -27,6 +27,7 @@ from frameserve.processing.yuv import (
     RowsShape,
     YuvPlanes,
     YuvResizer,
+    _row_maps,
     difference,
     yuv_to_rgb_matrix,
 )
@@ -304,6 +305,43 @@ def test_rows_past_the_picture_are_zero() -> None:
     assert (luma[plan.outside] == 0).all()
     inside = np.setdiff1d(np.arange(len(plan.luma)), plan.outside)
     assert np.array_equal(luma[inside], planes.y[plan.luma[inside]])
+
+
+@pytest.mark.parametrize("border", [cv2.BORDER_CONSTANT, cv2.BORDER_REPLICATE])
+def test_copied_rows_sample_alike_at_the_edges_of_remaps_rounding(border: int) -> None:
+    """Fractions at 1/32-of-a-pixel rounding ties (k/32 + 1/64, and a float32 step either
+    side), just under a whole pixel, at 0; rows below 0 and past the last row: the copied
+    rows and their maps give what the whole plane gives. Where a row's fraction would lose
+    bits on the copy (y far below 2i), ``_row_maps`` declines."""
+    rng = np.random.default_rng(7)
+    plane = rng.integers(0, 256, (120, 50), dtype=np.uint8)
+    ties = [(k + 0.5) / 32 + d for k in range(0, 32, 3) for d in (-2e-6, 0.0, 2e-6)]
+    fractions = [0.0, 0.3, 1 / 64, 63 / 64, 0.999, 0.9999999, *ties]
+    ys = [-0.99, -0.5] + [2.6 * i + f for i, f in enumerate(fractions, start=1)]
+    ys += [118.5, 119.0, 119.4]  # past the last row (119)
+    y = np.asarray(ys, dtype=np.float32)
+    x = np.linspace(-0.7, 49.6, 33, dtype=np.float32)
+
+    def maps(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(np.broadcast_to(x, (len(y), len(x)))), np.repeat(
+            y[:, None], len(x), 1
+        )
+
+    far = np.asarray([0.5, 1.5, 2.5, 0.3], dtype=np.float32)  # 0.3's low bits lost at 6.3
+    assert _row_maps(maps(far), plane.shape[0]) is None
+    planned = _row_maps(maps(y), plane.shape[0])
+    assert planned is not None
+    rows, outside, compact_maps = planned
+    assert len(outside) > 0
+    copied = plane[rows]
+    if border == cv2.BORDER_CONSTANT:
+        copied[outside] = 0  # as ``gather`` copies luma
+    whole = cv2.remap(plane, *maps(y), cv2.INTER_LINEAR, borderMode=border)
+    there = cv2.remap(copied, *compact_maps, cv2.INTER_LINEAR, borderMode=border)
+    if border == cv2.BORDER_REPLICATE:  # chroma's positions are clamped inside the picture
+        inside = (y >= 0) & (y <= plane.shape[0] - 1)
+        whole, there = whole[inside], there[inside]
+    assert np.array_equal(whole, there)
 
 
 def test_rows_of_the_wrong_size_are_refused() -> None:

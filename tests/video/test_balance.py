@@ -4,6 +4,7 @@ a worker that ships rows gives the tensors, and a run the lines, of one that sam
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -19,11 +20,13 @@ from frameserve.errors import VideoError
 from frameserve.processing.transform import Preprocessor
 from frameserve.serving.config import load_model_config
 from frameserve.serving.local import LocalServer
+from frameserve.serving.stats import VersionStats
 from frameserve.video import balance, warm
 from frameserve.video.balance import SamplingBalance
 from frameserve.video.config import load_video_pipeline
 from frameserve.video.decode import VideoSource, probe
 from frameserve.video.frames import Sampling
+from frameserve.video.prepare import FramePreparer
 from frameserve.video.ring import RingWriter
 from frameserve.video.run import RunOptions, VideoRun
 from frameserve.video.worker import READ_AHEAD_FRAMES, DecodeWorker, WorkerSpec, input_spec
@@ -71,18 +74,15 @@ def test_a_window_without_inference_decides_nothing() -> None:
     assert feed(b, [(0, 0), (0, 0), (0.1, 10)]) == [None, None, True]
 
 
-def test_model_times_read_a_versions_counters(
-    video_server: LocalServer, zoo_repository: Path, pan_clip: Clip, tmp_path: Path
-) -> None:
-    """What the balance is fed is the scheduler's own queue and compute time."""
-    name, config = load_video_pipeline("faces", zoo_repository)
-    video = VideoRun(video_server, name, config, [pan_clip.path], RunOptions(out=tmp_path))
-    video.run()
-    mv = video.processor.single
-    assert mv is not None
-    queue, compute = balance.model_times(mv.stats)
-    assert queue == mv.stats.queue.ns
-    assert compute == sum(b.compute_infer.ns for b in mv.stats.batches.values()) > 0
+def test_model_times_are_per_request_on_both_sides() -> None:
+    """Two groups of 8 merged into one batch of 16: each waited 1 ms and each spent the
+    batch's 10 ms computing (Triton's statistics), so the ratio is 0.1, not 0.2."""
+    stats = VersionStats("faces", "1", None)
+    stats.record_batch(items=16, requests=2, input_ns=0, infer_ns=10 * MS, output_ns=0)
+    for _ in range(2):
+        stats.record_success(total_ns=11 * MS, queue_ns=1 * MS)
+    queue, compute = balance.model_times(stats)
+    assert (queue, compute) == (2 * MS, 20 * MS)
 
 
 # -- the ring ----------------------------------------------------------------------------------
@@ -150,11 +150,19 @@ def faces_spec(repository: Path, clip: Path, *, cores: tuple[int, ...]) -> Worke
     )  # fmt: skip
 
 
-def decoded(spec: WorkerSpec, rows: bool) -> tuple[list[np.ndarray], int]:
+def decoded(
+    spec: WorkerSpec, rows: bool, off_after: int | None = None
+) -> tuple[list[np.ndarray], int]:
+    """Every group's pictures at model size, and the frames shipped as rows; ``rows`` asked
+    for before the first group, and pictures again after ``off_after`` groups."""
     worker = DecodeWorker(spec, "test-decode")
+    groups = []
     try:
         worker.ask_for_rows(rows)  # before its first group: every group comes as rows
-        groups = list(worker.groups(threading.Event()))
+        for group in worker.groups(threading.Event()):
+            groups.append(group)
+            if len(groups) == off_after:
+                worker.ask_for_rows(False)
     finally:
         worker.close()
     assert all(g.rows is None and not g.normalized for g in groups)  # sampled on arrival
@@ -173,6 +181,52 @@ def test_rows_sampled_by_the_reader_are_the_workers_pictures(
     assert len(sampled) == len(pictures) == 25
     pairs = zip(sampled, pictures, strict=True)
     assert all(a.shape == b.shape and np.array_equal(a, b) for a, b in pairs)
+
+
+def test_a_worker_asked_for_pictures_again_ships_pictures(
+    zoo_repository: Path, long_clip: Clip
+) -> None:
+    """Rows, then pictures from a group after the ask on: the same tensors either way."""
+    core = sorted(os.sched_getaffinity(0))[-1]
+    spec = faces_spec(zoo_repository, long_clip.path, cores=(core,))
+    pictures, _ = decoded(spec, rows=False)
+    # the ring holds 4 groups of rows (2.9 MB each): the worker cannot ship them all before
+    # it reads the second ask
+    mixed, shipped = decoded(spec, rows=True, off_after=1)
+    assert 8 <= shipped < long_clip.frames
+    pairs = zip(mixed, pictures, strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
+
+
+def test_a_group_whose_pictures_change_size_is_sampled_where_decoded(
+    zoo_repository: Path, long_clip: Clip, tmp_path: Path
+) -> None:
+    """A picture of another size than the group's first cannot be copied into the room the
+    group took for rows of the first's size: that group is sampled where it was decoded,
+    rows included, to the pictures of preparing each picture alone."""
+    config = load_model_config(zoo_repository / "faces" / "model.yaml").preprocess
+    assert config is not None
+    wide = make_clip(tmp_path / "wide.mp4", frames=2, size=(1280, 720), audio=False)
+
+    def pictures(path: Path, stream: int) -> list[Any]:
+        source = VideoSource(path, stream, Sampling.parse("all"), 1)
+        return list(itertools.islice(source.frames(threading.Event()), 2))
+
+    def mixed() -> list[Any]:
+        a, b = pictures(long_clip.path, 0), pictures(wide.path, 1)
+        return [a[0], b[0], a[1]]  # 960x540, 1280x720, 960x540
+
+    preparer = FramePreparer(Preprocessor(config, config.fuse), "test")
+    n = preparer.gathers(mixed()[0])
+    assert n == 216 * (960 + 480 + 480)
+    out = np.zeros(3 * n + 3 * 192 * 192 * 3, np.uint8)
+    prepared = [preparer.prepare(f, rows=out[k * n : (k + 1) * n]) for k, f in enumerate(mixed())]
+    assert [p.rows is not None for p in prepared] == [True, False, True]
+    group = preparer.group(prepared, normalize=False, out=out)
+    alone = FramePreparer(Preprocessor(config, config.fuse), "test")
+    expected = alone.group([alone.prepare(f) for f in mixed()], normalize=False)
+    assert group.rows is None and group.tensor is not None and expected.tensor is not None
+    assert np.array_equal(group.tensor, expected.tensor)
 
 
 def test_only_a_bound_worker_of_video_run_ships_rows(
@@ -222,7 +276,8 @@ def test_a_run_gives_the_same_lines_wherever_it_samples(
     infos = [probe(long_clip.path)]
 
     def run(out: Path, threshold: float) -> Any:
-        monkeypatch.setattr(SamplingBalance, "ON_BELOW", threshold)
+        monkeypatch.setattr(SamplingBalance, "ON_BELOW", threshold)  # on at once, or never
+        monkeypatch.setattr(SamplingBalance, "OFF_ABOVE", threshold)  # and never off again
         options = RunOptions(out=out, decode_threads=1, decoder_cores=((core,),))
         video = VideoRun(video_server, name, config, [long_clip.path], options, infos=infos,
                          warm=warm.start(1))  # fmt: skip

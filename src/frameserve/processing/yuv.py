@@ -219,20 +219,27 @@ class RowPlan:
 
 def _row_maps(
     maps: tuple[np.ndarray, np.ndarray], n: int
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
     """Rows to copy from a plane of ``n`` rows for remap ``maps`` whose y depends on the row
-    only, which of them lie outside, and the maps on the copies. Row i of the maps reads rows
-    floor(y) and floor(y) + 1, copied to 2i and 2i + 1; its y becomes 2i + frac(y). Both the
-    fraction of a float32 and ``2i + frac`` are exact in float32, and remap rounds each
-    position to 1/32 of a pixel alike: the same weights on the same pixels."""
+    only, which of them lie outside, and the maps on the copies; None where they would not
+    sample alike. Row i of the maps reads rows floor(y) and floor(y) + 1, copied to 2i and
+    2i + 1; its y becomes 2i + frac(y). frac(y) is exact in float32; 2i + frac is too unless
+    the fraction has more bits than a float32 near 2i keeps (a y much smaller than 2i, which
+    a plan that reads at most half the rows does not make): checked. With the same fraction
+    on the same rows, remap gives the same pixels, whether it weighs the positions as they are
+    or rounds them to 1/32 of a pixel first (half to even: the same fraction plus an even
+    number of 32nds rounds alike)."""
     mx, my = maps
     y = my[:, 0]
     top = np.floor(y)
     frac = (y - top).astype(np.float32)
+    base = 2 * np.arange(len(y), dtype=np.float32)
+    cy = base + frac
+    if not np.array_equal(cy - base, frac):  # float32 arithmetic: bits of frac lost
+        return None
     rows = np.repeat(top.astype(np.intp), 2)
     rows[1::2] += 1
     outside = np.flatnonzero((rows < 0) | (rows > n - 1))
-    cy = 2 * np.arange(len(y), dtype=np.float32) + frac
     return np.clip(rows, 0, n - 1), outside, (mx, np.repeat(cy[:, None], mx.shape[1], 1))
 
 
@@ -265,9 +272,11 @@ def _warp_plan(preprocessor: Preprocessor, w: int, h: int) -> _Plan:
     chroma = _chroma_map(xs[x0:x1], ys[y0:y1], w, h)
     row_plan = None
     if 4 * len(by) <= h:  # two rows read a sampled row: at most half the picture's rows
-        luma_rows, outside, luma_map = _row_maps(luma, h)
-        chroma_rows, _, chroma_map = _row_maps(chroma, (h + 1) // 2)
-        row_plan = RowPlan(g, luma_rows, outside, chroma_rows, luma_map, chroma_map)
+        luma_rows = _row_maps(luma, h)
+        chroma_rows = _row_maps(chroma, (h + 1) // 2)
+        if luma_rows is not None and chroma_rows is not None:
+            (lr, outside, luma_map), (cr, _, chroma_map) = luma_rows, chroma_rows
+            row_plan = RowPlan(g, lr, outside, cr, luma_map, chroma_map)
     return _Plan(
         source=(w, h),
         size=(x1 - x0, y1 - y0),
@@ -345,13 +354,15 @@ class YuvResizer:
             raise InvalidInput(f"YuvResizer.gather: no row plan for a {planes.size} picture")
         n, w = len(rows.luma), planes.size[0]
         y = out[: n * w].reshape(n, w)
-        np.take(planes.y, rows.luma, axis=0, out=y)
+        # mode="clip" (the rows are in range): "raise" writes through a temporary copy
+        np.take(planes.y, rows.luma, axis=0, out=y, mode="clip")
         y[rows.outside] = 0
         offset = n * w
         for c in planes.chroma:
             shape = (n, *c.shape[1:])
             size = int(np.prod(shape))
-            np.take(c, rows.chroma, axis=0, out=out[offset : offset + size].reshape(shape))
+            dest = out[offset : offset + size].reshape(shape)
+            np.take(c, rows.chroma, axis=0, out=dest, mode="clip")
             offset += size
 
     def from_rows(self, rows: np.ndarray, shape: RowsShape) -> tuple[np.ndarray, Geometry]:

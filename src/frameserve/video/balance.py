@@ -56,7 +56,6 @@ class SamplingBalance:
 
 
 def model_times(stats: VersionStats) -> tuple[int, int]:
-    """A model version's queue and compute nanoseconds so far, read from a thread other than
-    the loop that adds to them (``tuple()`` copies the batch sizes' dict in one step)."""
-    compute = sum(b.compute_infer.ns for b in tuple(stats.batches.values()))
-    return stats.queue.ns, compute
+    """A model version's queue and compute nanoseconds so far, both summed per request
+    (Triton's statistics: every request of a batch spent the batch's compute time)."""
+    return stats.queue.ns, stats.compute_infer.ns

@@ -29,7 +29,7 @@ from av.video.reformatter import VideoReformatter
 
 from frameserve.processing import yuv
 from frameserve.processing.transform import Geometry, Preprocessor
-from frameserve.processing.yuv import RowsShape
+from frameserve.processing.yuv import RowsShape, YuvPlanes
 from frameserve.video.frames import Frame
 from frameserve.video.scaler import ScalerPlan, full_rgb, plan_scaler
 from frameserve.video.yuv import planes_of
@@ -122,20 +122,32 @@ class FramePreparer:
         """Copy the picture's rows into ``out`` where the YUV path takes this input and the
         picture's row plan needs ``out.size`` bytes; what ``from_rows`` needs, and the
         geometry."""
+        planes = self._yuv_planes(frame, pre)
+        row_plan = self._yuv.row_plan(planes.size) if planes and self._yuv else None
+        if planes is None or row_plan is None or row_plan.nbytes(planes.size[0]) != out.size:
+            return None
+        assert self._yuv is not None
+        self._yuv.gather(planes, out)
+        self.last[frame.stream] = YUV_PATH
+        return RowsShape.of(planes), row_plan.geometry
+
+    def gathers(self, frame: Frame) -> int:
+        """Bytes of ``frame``'s rows where ``prepare(rows=)`` would copy them (the YUV path
+        takes its input and its picture has a row plan); else 0."""
+        planes = self._yuv_planes(frame, self.pre) if self.pre is not None else None
+        return self.row_bytes(planes.size) if planes is not None else 0
+
+    def _yuv_planes(self, frame: Frame, pre: Preprocessor) -> YuvPlanes | None:
+        """The picture's planes where the YUV path takes its input (decided on its first
+        picture of this size)."""
         picture = frame.picture
-        if picture is None or self._yuv is None or pre.spec.resize.pad_in == "tensor":
+        if picture is None or self._yuv is None:
             return None
         key = (frame.stream, picture.width, picture.height)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(frame, pre)
-        planes = planes_of(picture) if plan == YUV_PATH else None
-        row_plan = self._yuv.row_plan(planes.size) if planes is not None else None
-        if planes is None or row_plan is None or row_plan.nbytes(planes.size[0]) != out.size:
-            return None
-        self._yuv.gather(planes, out)
-        self.last[frame.stream] = YUV_PATH
-        return RowsShape.of(planes), row_plan.geometry
+        return planes_of(picture) if plan == YUV_PATH else None
 
     def row_bytes(self, size: tuple[int, int]) -> int:
         """Bytes of one ``size`` picture's copied rows; 0 when it has no row plan."""

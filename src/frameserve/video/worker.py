@@ -300,10 +300,7 @@ def _reserve(frame: Frame, ring: RingWriter, shm: SharedMemory, preparer: FrameP
     asks for rows and they take at most half the ring (a picture's size can change within a
     stream), else None (pictures, stacked when shipped)."""
     ring.poll()
-    picture = frame.picture
-    if not ring.rows or picture is None:
-        return None
-    n = preparer.row_bytes((picture.width, picture.height))
+    n = preparer.gathers(frame) if ring.rows else 0
     if n == 0 or 2 * spec.group * n > ring.size:
         return None
     need = max(spec.slot_bytes, spec.group * n)
