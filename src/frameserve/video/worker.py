@@ -54,7 +54,7 @@ import numpy as np
 from frameserve.errors import FrameserveError, VideoError
 from frameserve.processing.spec import PreprocessSpec
 from frameserve.processing.transform import Geometry, Preprocessor, opencv_on_caller_threads
-from frameserve.processing.yuv import RowsShape, YuvResizer, unsupported
+from frameserve.processing.yuv import RowsShape, YuvResizer
 from frameserve.video.defects import DefectsSpec, with_defects
 from frameserve.video.filters import FilterChain
 from frameserve.video.frames import Frame, Sampling, SeekPoint
@@ -184,23 +184,16 @@ def input_spec(
     info = source.info
     size = slot_bytes(spec, fused, (info.width, info.height), group, full)
     slots = ring_slots(size, group, read_ahead)
+    n = FramePreparer(pre, where).row_bytes((info.width, info.height)) if pre else 0
     rows = (
-        pre is not None and len(cores) == 1 and read_ahead > 0 and not full
-        and source.filters is None
-        and 2 * group * row_bytes(pre, (info.width, info.height)) <= slots * size
+        len(cores) == 1 and read_ahead > 0 and not full and source.filters is None
+        and 0 < 2 * group * n <= slots * size
     )  # fmt: skip
     return WorkerSpec(
         source.path, source.stream_id, source.sampling, source.threads, source.start,
         source.first_index, source.codec_options, spec, fused, full, group, size, where,
         defects=defects, filters=source.filters, cores=cores, slots=slots, rows=rows,
     )  # fmt: skip
-
-
-def row_bytes(pre: Preprocessor, size: tuple[int, int]) -> int:
-    """Bytes of the rows the model's sampling reads of a ``size`` picture (``RowPlan``); a
-    number past any ring where the pictures are not sampled from rows."""
-    plan = None if unsupported(pre) else YuvResizer(pre).row_plan(size)
-    return plan.nbytes(size[0]) if plan is not None else 1 << 62
 
 
 # -- the child ---------------------------------------------------------------------------------
