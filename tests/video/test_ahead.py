@@ -86,7 +86,8 @@ def test_the_plan_from_the_files_is_the_plan_of_the_loaded_models(
     finally:
         for w in workers:
             w.close()
-    assert specs[0].slots == ring_slots(specs[0].slot_bytes, specs[0].group, 128 // count) > SLOTS
+    share = READ_AHEAD_FRAMES // count
+    assert specs[0].slots == ring_slots(specs[0].slot_bytes, specs[0].group, share) > SLOTS
 
 
 @pytest.mark.parametrize("pipeline", ["faces", "person-mask"])
@@ -181,7 +182,8 @@ def test_rings_have_room_to_read_ahead_within_their_share_of_memory() -> None:
     faces, person = 8 * 192 * 192 * 3, 8 * 256 * 256 * 3  # a group of 8 at model size
     assert ring_slots(faces, 8, 0) == SLOTS  # jobs: a server runs many
     assert ring_slots(faces, 8, READ_AHEAD_FRAMES) == READ_AHEAD_FRAMES // 8
-    assert ring_slots(person, 8, READ_AHEAD_FRAMES // 4) == SLOTS + 1  # 4 inputs share it
+    # 4 inputs share it: 64 frames and 8 MB each, 5 groups of 1.5 MB
+    assert ring_slots(person, 8, READ_AHEAD_FRAMES // 4) == (READ_AHEAD_BYTES // 4) // person
     large = 6 << 20  # bounded by bytes
     assert SLOTS < ring_slots(large, 8, READ_AHEAD_FRAMES) == READ_AHEAD_BYTES // large < 16
     assert ring_slots(person, 8, READ_AHEAD_FRAMES) * person <= READ_AHEAD_BYTES
@@ -204,3 +206,36 @@ def test_video_run_decodes_ahead_of_the_model_load(
     assert sent < done.stderr.index("ready: 1 model version(s) loaded")
     assert "decoding afresh" not in done.stderr
     assert len((tmp_path / "pan.jsonl").read_text().splitlines()) == pan_clip.frames
+
+
+def test_video_run_forks_its_worker_with_the_results_of_a_spawned_one(
+    zoo_repository: Path, pan_clip: Clip, tmp_path: Path
+) -> None:
+    """``video run`` forks its worker once the input is planned (the command runs one thread
+    then, and the child has its libraries); a command that runs another thread from its start
+    spawns it, as before. The lines are the same."""
+    common = [
+        "video", "run", str(pan_clip.path), "--pipeline", "faces",
+        "--repository", str(zoo_repository), "--log-level", "debug", "--out",
+    ]  # fmt: skip
+    forked = subprocess.run(
+        [str(FRAMESERVE), *common, str(tmp_path / "f")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert forked.returncode == 0, forked.stderr
+    threaded = (
+        "import threading; threading.Thread(target=threading.Event().wait, daemon=True).start(); "
+        "from frameserve.cli.main import console; console()"
+    )
+    spawned = subprocess.run(
+        [sys.executable, "-c", threaded, *common, str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert spawned.returncode == 0, spawned.stderr
+    assert "1 decode worker(s) forked" in forked.stderr
+    assert "forked" not in spawned.stderr  # spawned at its start, before logging is set up
+    for done in (forked, spawned):
+        assert "decoding 1 input(s) ahead of the model load" in done.stderr
+    name = f"{pan_clip.path.stem}.jsonl"
+    assert lines(tmp_path / "f" / name) == lines(tmp_path / "s" / name)
+    assert len(lines(tmp_path / "f" / name)) == pan_clip.frames

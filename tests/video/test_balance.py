@@ -134,10 +134,11 @@ def test_the_ring_refuses_what_cannot_be() -> None:
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
     """960x540: ``faces`` reads 216 of its 540 rows (rows are copied where the warp reads at
-    most half the picture's). Longer than a run's ring (128 frames): a worker cannot ship it
-    all before the first answer."""
+    most half the picture's). Longer than a run's ring (``READ_AHEAD_FRAMES``): a worker
+    cannot ship it all before the first answer."""
     path = tmp_path_factory.mktemp("balance") / "zoom.mp4"
-    return make_clip(path, frames=200, size=(960, 540), motion="zoom", audio=False)
+    frames = READ_AHEAD_FRAMES + 64
+    return make_clip(path, frames=frames, size=(960, 540), motion="zoom", audio=False)
 
 
 def faces_spec(repository: Path, clip: Path, *, cores: tuple[int, ...]) -> WorkerSpec:
@@ -178,7 +179,7 @@ def test_rows_sampled_by_the_reader_are_the_workers_pictures(
     pictures, none = decoded(spec, rows=False)
     sampled, shipped = decoded(spec, rows=True)
     assert none == 0 and shipped == long_clip.frames
-    assert len(sampled) == len(pictures) == 25
+    assert len(sampled) == len(pictures) == long_clip.frames // 8
     pairs = zip(sampled, pictures, strict=True)
     assert all(a.shape == b.shape and np.array_equal(a, b) for a, b in pairs)
 

@@ -121,6 +121,53 @@ def test_warm_workers_end_when_told_or_when_this_side_closes(
     assert waiting.process.exitcode == 0
 
 
+def test_only_a_process_of_one_thread_forks_its_workers() -> None:
+    """A fork copies the locks other threads hold; ``can_fork`` counts the threads the OS
+    runs (OpenCV's and OpenBLAS's pools have no Python ``Thread``)."""
+    code = (
+        "import threading; from frameserve.video import warm; "
+        "before = warm.can_fork(); stop = threading.Event(); "
+        "threading.Thread(target=stop.wait).start(); after = warm.can_fork()\n"
+        "try:\n    warm.start(1, fork=True)\nexcept RuntimeError as err:\n    refused = str(err)\n"
+        "stop.set(); print(before, after, refused)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    refused = "decode workers forked from a process that runs threads\n"
+    assert out.stdout.split(" ", 2) == ["True", "False", refused], out.stderr
+
+
+def test_forked_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """Each forked child closes its copies of the parent's pipe ends (its own and those of the
+    children before it): when the parent is killed, every child sees its pipe close and ends,
+    none waits forever on a pipe it holds itself."""
+    code = (
+        "import os, signal, sys; from frameserve.video import warm; "
+        "workers = warm.start(3, fork=True); "
+        "print(' '.join(str(w.process.pid) for w in workers), flush=True); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 3
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in pids if alive(p)]
+    for pid in left:  # do not leave them behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
 def test_no_warm_workers_for_more_inputs_than_the_limit() -> None:
     assert warm.start(warm.MAX_INPUTS + 1) == []
     assert warm.start(0) == []

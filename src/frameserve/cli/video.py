@@ -103,15 +103,24 @@ def _run_on_ray(args: argparse.Namespace, name: str, config: object, sample: obj
 def run_video(args: argparse.Namespace) -> int:
     from frameserve.video import warm
 
-    # Decode workers import their libraries while this process imports the runtime and loads
-    # the models; the run ends those it does not use (video.warm).
+    # Decode workers are forked once the inputs are planned, with the libraries this process
+    # imported by then; where it cannot fork, they are spawned now, to import theirs while
+    # this process imports the runtime and loads the models. The run ends those it does not
+    # use (video.warm).
     wanted = 0 if args.ray is not None or args.video_out else len(args.inputs)
-    workers = warm.start(wanted)
+    workers = [] if warm.can_fork() else warm.start(wanted)
     try:
-        return _run_video(args, workers)
+        return _run_video(args, workers, wanted)
     finally:
         for worker in workers:
             worker.close()
+
+
+def _warm_count(workers: list[WarmWorker], wanted: int) -> int:
+    """Warm workers the run will have: those started, or those it forks after planning."""
+    from frameserve.video.warm import MAX_INPUTS
+
+    return len(workers) if workers or wanted > MAX_INPUTS else wanted
 
 
 def _decoder_cores(
@@ -138,7 +147,9 @@ def _decoder_cores(
     return replace(options, decoder_cores=tuple(cores)), left
 
 
-def _run_video(args: argparse.Namespace, workers: list[WarmWorker]) -> int:
+def _run_video(args: argparse.Namespace, workers: list[WarmWorker], wanted: int) -> int:
+    """The run; ``workers``: the warm workers started so far, to which those it starts are
+    added (the caller ends them)."""
     from frameserve.cli import logs
     from frameserve.errors import FrameserveError
     from frameserve.serving.local import LocalServer
@@ -161,13 +172,19 @@ def _run_video(args: argparse.Namespace, workers: list[WarmWorker]) -> int:
             args.out, sample, args.video_out, args.mask_track, args.inflight, args.decode_threads,
             params=params, profiling=args.profile,
         )  # fmt: skip
-        options, budget = _decoder_cores(args, config, options, len(workers))
-        if workers:  # they decode while the models load (video.ahead)
+        options, budget = _decoder_cores(args, config, options, _warm_count(workers, wanted))
+        if wanted:  # they decode while the models load (video.ahead)
+            from frameserve.processing.transform import opencv_on_caller_threads
+            from frameserve.video import warm
             from frameserve.video.ahead import decode_ahead, plan_ahead
 
-            decode_ahead(
-                workers, plan_ahead(name, config, args.inputs, infos, options, args.repository)
-            )
+            # As the server sets it anyway; here before planning samples a probe picture, so
+            # that OpenCV starts no pool of threads: this process stays one that may fork.
+            opencv_on_caller_threads()
+            specs = plan_ahead(name, config, args.inputs, infos, options, args.repository)
+            if not workers:
+                workers.extend(warm.start(wanted, fork=warm.can_fork()))
+            decode_ahead(workers, specs)
         settings = ServerSettings(
             repository=args.repository,
             model_control_mode="explicit",

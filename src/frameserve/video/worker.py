@@ -70,9 +70,11 @@ T = TypeVar("T")
 
 SLOTS = 3  # groups in the ring: one being written, one being read, one spare
 # ``video run``: frames a run's workers may decode ahead of the models, shared by its inputs,
-# and the most shared memory that takes (``faces``, one input: 16 groups of 8, 14 MB;
-# ``person-mask`` 25 MB; half of a default Docker container's 64 MB ``/dev/shm``)
-READ_AHEAD_FRAMES = 128
+# and the most shared memory that takes (``faces``, one input: 32 groups of 8, 28 MB;
+# ``person-mask`` 20 groups, 31 MB; half of a default Docker container's 64 MB ``/dev/shm``).
+# A forked worker decodes ~0.1 s before the models are ready: 128 frames filled on ``pan``
+# and the worker waited 0.02-0.09 s for room (README, video benchmark change table).
+READ_AHEAD_FRAMES = 256
 READ_AHEAD_BYTES = 32 << 20
 POLL_S = 0.1
 
