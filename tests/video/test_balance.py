@@ -37,16 +37,21 @@ MS = 1_000_000
 
 
 # -- the decision ------------------------------------------------------------------------------
-def feed(b: SamplingBalance, windows: list[tuple[float, float]]) -> list[bool | None]:
-    """Each window: (queue ms, compute ms) added over ``WINDOW`` groups; the answer at its end."""
+def feed(
+    b: SamplingBalance, windows: list[tuple[float, float]], busy: list[float] | None = None
+) -> list[bool | None]:
+    """Each window: (queue ms, compute ms) added over ``WINDOW`` groups, in one second of wall
+    with the command's cores ``busy`` (a share; half by default); the answer at its end."""
     queue = compute = 0
+    cpu = wall = 0.0
     answers = []
-    assert b.update(queue, compute) is None  # the first group only starts the count
-    for q, c in windows:
+    assert b.update(queue, compute, cpu, wall) is None  # the first group only starts the count
+    for (q, c), share in zip(windows, busy or [0.5] * len(windows), strict=True):
         for _ in range(b.WINDOW - 1):
-            assert b.update(queue, compute) is None
+            assert b.update(queue, compute, cpu, wall) is None
         queue, compute = queue + int(q * MS), compute + int(c * MS)
-        answers.append(b.update(queue, compute))
+        cpu, wall = cpu + share * b.cores, wall + 1.0
+        answers.append(b.update(queue, compute, cpu, wall))
     return answers
 
 
@@ -67,6 +72,23 @@ def test_model_waiting_from_the_start_keeps_pictures() -> None:
     b = SamplingBalance()
     assert feed(b, [(80, 100), (150, 100), (2.5, 100)]) == [None, None, None]
     assert not b.rows
+
+
+def test_pictures_while_the_command_has_no_core_to_spare() -> None:
+    """Frames that do not wait say the decoder is slower than the model, not that the
+    command has time for the sampling: on ``pan`` both cores are full, and rows would only
+    add the copy."""
+    b = SamplingBalance()
+    busy = [1.0, 0.9, 0.86, 0.8, 0.93, 0.97]
+    # full: pictures; room again: rows; busier with the sampling but under the upper mark:
+    # still rows; full: pictures
+    assert feed(b, [(0.5, 100)] * 6, busy=busy) == [None, None, None, True, None, False]
+
+
+def test_the_share_is_of_the_commands_cores() -> None:
+    two = SamplingBalance(cores=2)
+    assert feed(two, [(0.5, 100)], busy=[0.7]) == [True]  # 1.4 cores busy of 2
+    assert feed(SamplingBalance(cores=1), [(0.5, 100)], busy=[0.9]) == [None]
 
 
 def test_a_window_without_inference_decides_nothing() -> None:

@@ -33,7 +33,7 @@ from frameserve.processing.detectors import DETECTION_TASKS
 from frameserve.processing.results import Detections, Moderation
 from frameserve.serving.local import ServerHandle
 from frameserve.serving.types import Admission
-from frameserve.video.balance import SamplingBalance, model_times
+from frameserve.video.balance import SamplingBalance
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import (
     VideoInfo,
@@ -444,7 +444,8 @@ class VideoRun:
         n = st.source.stream_id
         name, warm = f"{self._prefix}decode-worker-{n}", self._warm.pop(n, None)
         worker = DecodeWorker(self._worker_spec(st), name, warm=warm)
-        balance = SamplingBalance() if worker.spec.rows else None
+        cores = self.local.server.budget.cores  # the decoders' cores already set aside
+        balance = SamplingBalance(cores) if worker.spec.rows else None
         previous: Frame | None = None
         try:
             for group in worker.groups(self.stop):
@@ -462,7 +463,7 @@ class VideoRun:
                 for p in group.frames:
                     p.version = mv
                 st.pump.send(normalized(group, pre))
-                if balance and (rows := balance.update(*model_times(mv.stats))) is not None:
+                if balance and (rows := balance.observe(mv.stats)) is not None:
                     worker.ask_for_rows(rows)
             if not self.stop.is_set():
                 st.pump.end()
