@@ -71,7 +71,6 @@ class SamplingBalance:
         self.rows = wanted
         return wanted
 
-
     def observe(self, stats: VersionStats) -> bool | None:
         """``update`` with a model version's counters and this process's times, now."""
         return self.update(*model_times(stats), *command_times())
