@@ -146,9 +146,14 @@ def test_forked_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
         "print(' '.join(str(w.process.pid) for w in workers), flush=True); "
         "os.kill(os.getpid(), signal.SIGKILL)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == -signal.SIGKILL, out.stderr
-    pids = [int(p) for p in out.stdout.split()]
+    # Not ``subprocess.run``: children that outlive the parent hold its stdout open.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert parent.wait(60) == -signal.SIGKILL
+    parent.stdout.close()
     assert len(pids) == 3
 
     def alive(pid: int) -> bool:
