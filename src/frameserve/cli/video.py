@@ -14,7 +14,7 @@ from frameserve.cli.args import add_model_cache, model_cache_dir, positive_int
 if TYPE_CHECKING:
     from frameserve.cpu import CpuBudget
     from frameserve.video.config import VideoPipelineConfig
-    from frameserve.video.run import RunOptions
+    from frameserve.video.plan import RunOptions
     from frameserve.video.warm import WarmWorker
 
 
@@ -130,7 +130,7 @@ def _decoder_cores(
     (``cpu.decoder_cores``), and the models sized for the cores left; else as asked."""
     from frameserve.cpu import decoder_cores, detect_cpu_budget
     from frameserve.video.decode import default_decode_threads
-    from frameserve.video.run import decodes_in_workers
+    from frameserve.video.plan import decodes_in_workers
 
     budget = detect_cpu_budget()
     inputs = len(args.inputs)
@@ -152,13 +152,11 @@ def _run_video(args: argparse.Namespace, workers: list[WarmWorker], wanted: int)
     added (the caller ends them)."""
     from frameserve.cli import logs
     from frameserve.errors import FrameserveError
-    from frameserve.serving.local import LocalServer
-    from frameserve.serving.server import ServerSettings
     from frameserve.video.config import load_video_pipeline
     from frameserve.video.decode import probe
     from frameserve.video.frames import Sampling
     from frameserve.video.params import read_params
-    from frameserve.video.run import RunOptions, VideoRun, describe_input
+    from frameserve.video.plan import RunOptions
 
     logs.configure(args.log_level, "text")
     try:
@@ -185,6 +183,11 @@ def _run_video(args: argparse.Namespace, workers: list[WarmWorker], wanted: int)
             if not workers:
                 workers.extend(warm.start(wanted, fork=warm.can_fork()))
             decode_ahead(workers, specs)
+        # The server's modules only now: the workers were forked without them (video.plan).
+        from frameserve.serving.local import LocalServer
+        from frameserve.serving.server import ServerSettings
+        from frameserve.video.run import VideoRun, describe_input
+
         settings = ServerSettings(
             repository=args.repository,
             model_control_mode="explicit",

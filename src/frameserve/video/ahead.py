@@ -27,10 +27,9 @@ from pathlib import Path
 from frameserve.errors import FrameserveError
 from frameserve.processing.transform import Preprocessor
 from frameserve.serving.config import read_folder_config
+from frameserve.video import plan
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import VideoInfo
-from frameserve.video.pump import frames_in_flight, group_size
-from frameserve.video.run import RunOptions, decodes_in_workers, input_source, run_sampling
 from frameserve.video.warm import WarmWorker
 from frameserve.video.worker import READ_AHEAD_FRAMES, WorkerSpec, input_spec
 
@@ -42,18 +41,18 @@ def plan_ahead(
     config: VideoPipelineConfig,
     inputs: list[Path],
     infos: list[VideoInfo],
-    options: RunOptions,
+    options: plan.RunOptions,
     repository: Path,
 ) -> list[WorkerSpec] | None:
     """Each input's worker spec as ``VideoRun`` will plan it once the models are loaded, from
     the files alone; None when the files do not say it (no declared pre-processing, a batch
     size or a share of frames in flight that the loaded model decides) or they are invalid
     (the load that follows reports that)."""
-    if not decodes_in_workers(config, options) or options.decode_threads < 1:
+    if not plan.decodes_in_workers(config, options) or options.decode_threads < 1:
         return None
     try:
         model = read_folder_config(repository / config.models[0])
-        sampling = run_sampling(name, config, options)
+        sampling = plan.run_sampling(name, config, options)
     except FrameserveError:
         return None
     batch, instances = model.max_batch_size, model.instances
@@ -61,16 +60,16 @@ def plan_ahead(
         return None
     if instances is None and not options.inflight and len(inputs) > 1:
         return None  # the group is a share of frames in flight that the runtime sizes
-    inflight = options.inflight or frames_in_flight([(batch, instances or 1)], len(inputs))
+    inflight = options.inflight or plan.frames_in_flight([(batch, instances or 1)], len(inputs))
     pre = Preprocessor(model.preprocess, model.preprocess.fuse)
     cores = dict(enumerate(options.decoder_cores))
     specs = []
     for n, (path, info) in enumerate(zip(inputs, infos, strict=True)):
         specs.append(
             input_spec(
-                input_source(path, n, config, sampling, options.decode_threads, info),
+                plan.input_source(path, n, config, sampling, options.decode_threads, info),
                 pre,
-                group=group_size(batch, inflight),
+                group=plan.group_size(batch, inflight),
                 full=False,
                 where=f"pipeline {name}",
                 defects=config.defects,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -68,23 +68,6 @@ class Finished:
     @property
     def frame(self) -> Frame:
         return self.item.prepared.frame
-
-
-def frames_in_flight(models: Iterable[tuple[int, int]], streams: int) -> int:
-    """Enough frames in flight per stream to fill the batches of ``models`` (each its max
-    batch size and instances), shared by ``streams``."""
-    want = 4
-    for max_batch_size, instances in models:
-        want = max(want, 2 * max(1, max_batch_size) * max(1, instances))
-    return max(2, -(-want // streams))
-
-
-def group_size(max_batch_size: int, inflight: int) -> int:
-    """Frames per request to a model: its batch, or half of the frames in flight, so that one
-    group is decoded while the one before it runs."""
-    if max_batch_size <= 1:
-        return 1
-    return max(1, min(max_batch_size, inflight // 2))
 
 
 class FramePump:

@@ -23,7 +23,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +43,19 @@ from frameserve.video.decode import (
     read_ahead,
 )
 from frameserve.video.defects import with_defects
-from frameserve.video.frames import Frame, Sampling
+from frameserve.video.frames import Frame
+from frameserve.video.plan import (
+    RunOptions,
+    decodes_in_workers,
+    frames_in_flight,
+    group_size,
+    input_source,
+    run_sampling,
+)
 from frameserve.video.prepare import normalized
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
-from frameserve.video.pump import FramePump, frames_in_flight, group_size
+from frameserve.video.pump import FramePump
 from frameserve.video.scaler import full_rgb
 from frameserve.video.script_streams import ScriptStreams, add_script_stages, stage_counters
 from frameserve.video.streams import InputSummary, StreamOutputs, StreamPlan, StreamRun, StreamStart
@@ -65,55 +73,6 @@ from frameserve.video.worker import (
 log = logging.getLogger(__name__)
 
 FrameHook = Callable[[StreamRun, Frame], None]  # runs in the sink thread, before the write
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What the CLI (or a job) asks for on top of the pipeline file."""
-
-    out: Path = Path("out")
-    sample: Sampling | None = None  # None: the pipeline's own ``sample``
-    video_out: bool = False
-    mask_track: bool = False
-    inflight: int = 0  # frames in flight per input; 0: from the models' batch sizes
-    decode_threads: int = 0  # FFmpeg threads per input; 0: the core budget
-    summary: bool = True  # OUT/<stem>.summary.json when the pipeline has one (tune trials: off)
-    params: Mapping[str, Any] | None = None  # each input's params for script models
-    profiling: bool = False  # script models report their own stages (``--profile``)
-    # ``video run``: the cores each input's warm decode worker binds itself to
-    # (``cpu.decoder_cores``, the server's budget already less them); jobs and streams share the
-    # server's cores and never bind
-    decoder_cores: tuple[tuple[int, ...], ...] = ()
-
-
-def decodes_in_workers(config: VideoPipelineConfig, options: RunOptions) -> bool:
-    """Whether ``video run``'s warm workers can decode for this pipeline: one analysis model
-    (their groups are its pictures at model size), and no whole frames for a video out."""
-    single = config.steps is not None and len(config.steps) == 1
-    return single and not config.interpolates and not options.video_out
-
-
-def run_sampling(name: str, config: VideoPipelineConfig, options: RunOptions) -> Sampling:
-    """Which frames a run keeps: ``--sample``, else the pipeline's own ``sample``."""
-    return options.sample or Sampling.parse(config.sample, f"{name}: sample")
-
-
-def input_source(
-    path: Path,
-    stream_id: int,
-    config: VideoPipelineConfig,
-    sampling: Sampling,
-    threads: int,
-    info: VideoInfo | None,
-    start: StreamStart | None = None,
-) -> VideoSource:
-    """One input as a run decodes it (``VideoRun`` and ``video.ahead``, whose worker specs
-    must come out equal): the pipeline's decode options and filters, from ``start`` on."""
-    seek, first = (start.seek, start.next_frame) if start is not None else (None, 0)
-    return VideoSource(
-        path, stream_id, sampling, threads, seek, first, config.decode.codec_options(), info,
-        config.filters,
-    )  # fmt: skip
 
 
 @dataclass
