@@ -12,7 +12,8 @@ and the medians of those paired ratios are printed with the range. The host's sp
 a round, and many rounds (12-24) the rest. A variant is ``NAME=SRC`` (``PYTHONPATH=SRC``: a
 checkout's ``src`` folder, byte-compiled first as ``run.py`` does) or ``loop`` (the
 opencv-openvino baseline, ``baseline_openvino.py``). ``--inputs N`` runs the clip N times in one
-``video run`` (the loop always takes one input).
+``video run`` (the loop always takes one input). ``NAME=SRC:FLAGS`` adds ``video run`` flags to
+that variant (``change=src:--decode-threads 2``), to compare a run option on one tree.
 """
 
 from __future__ import annotations
@@ -40,18 +41,21 @@ ROOT = HERE.parent.parent
 class Variant:
     name: str
     src: Path | None  # None: the opencv-openvino loop
+    flags: tuple[str, ...] = ()  # extra ``video run`` flags
     runs: list[tuple[float, float]] = field(default_factory=list)  # (wall s, CPU s)
 
 
 def parse_variant(text: str) -> Variant:
     if text == "loop":
         return Variant("loop", None)
-    name, sep, src = text.partition("=")
+    name, sep, rest = text.partition("=")
+    src, _, flags = rest.partition(":")
     if not sep or not name or not Path(src, "frameserve").is_dir():
         raise SystemExit(
-            f"variant: expected NAME=SRC with SRC/frameserve a folder, or loop; got {text!r}"
+            "variant: expected NAME=SRC[:FLAGS] with SRC/frameserve a folder, or loop; "
+            f"got {text!r}"
         )
-    return Variant(name, Path(src).resolve())
+    return Variant(name, Path(src).resolve(), tuple(flags.split()))
 
 
 def command(v: Variant, clips: list[Path], pipeline: str, repository: Path, out: Path) -> list[str]:
@@ -68,7 +72,7 @@ def command(v: Variant, clips: list[Path], pipeline: str, repository: Path, out:
     cli = Path(python).parent / "frameserve"  # the console script; PYTHONPATH picks the tree
     return [
         str(cli), "video", "run", *map(str, clips), "--pipeline", pipeline,
-        "--repository", str(repository), "--out", str(out),
+        "--repository", str(repository), "--out", str(out), *v.flags,
     ]  # fmt: skip
 
 
@@ -98,7 +102,7 @@ def paired(v: Variant, base: Variant) -> tuple[list[float], list[float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "variants", nargs="+", metavar="NAME=SRC|loop", help="the first is the base"
+        "variants", nargs="+", metavar="NAME=SRC[:FLAGS]|loop", help="the first is the base"
     )
     parser.add_argument("--clip", choices=KINDS, default="detail")
     parser.add_argument("--pipeline", default="faces")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+from video.media import Clip
 
 SCRIPT = """
 import sys
@@ -43,3 +46,44 @@ def test_inputs_are_planned_without_the_servers_modules() -> None:
         check=True,
     )  # fmt: skip
     assert out.stdout.strip() == "", f"imported to plan the inputs: {out.stdout.strip()}"
+
+
+COLLECTOR = """
+import gc, os, sys
+from pathlib import Path
+from frameserve.cli import main
+
+out, parent, exit_now = Path(sys.argv.pop(1)), os.getpid(), os._exit
+
+
+def noted_exit(code):  # the command's and its forked decode worker's last step
+    who = "command" if os.getpid() == parent else "worker"
+    with out.open("a") as f:
+        f.write(f"{who} enabled={gc.isenabled()} frozen={gc.get_freeze_count() > 0}\\n")
+    exit_now(code)
+
+
+os._exit = noted_exit
+sys.argv = ["frameserve", *sys.argv[1:]]
+main.console()
+"""
+
+
+def test_the_console_script_collects_garbage_again_once_the_run_starts(
+    pan_clip: Clip, zoo_repository: Path, tmp_path: Path
+) -> None:
+    """``frameserve video run`` pauses the garbage collector through its start-up (imports,
+    model load) and resumes it for the run with what start-up made frozen; its forked decode
+    worker, which copied the paused collector, collects again too. Seen as each process
+    exits (the script patches ``os._exit``, which both call last)."""
+    notes = tmp_path / "notes.txt"
+    argv = [
+        sys.executable, "-c", COLLECTOR, str(notes), "video", "run", str(pan_clip.path),
+        "--pipeline", "faces", "--repository", str(zoo_repository), "--out", str(tmp_path / "o"),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(notes.read_text().splitlines()) == [
+        "command enabled=True frozen=True",
+        "worker enabled=True frozen=True",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from dataclasses import replace
@@ -116,6 +117,16 @@ def run_video(args: argparse.Namespace) -> int:
             worker.close()
 
 
+def resume_collector() -> None:
+    """The garbage collector back on, where the console script paused it for the start-up
+    (``cli.main.console``), with what start-up made frozen: the modules and models last as
+    long as the process, and no later pass walks them. A caller that did not pause it (tests,
+    ``main``) is left as it was."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def _warm_count(workers: list[WarmWorker], wanted: int) -> int:
     """Warm workers the run will have: those started, or those it forks after planning."""
     from frameserve.video.warm import MAX_INPUTS
@@ -199,6 +210,7 @@ def _run_video(args: argparse.Namespace, workers: list[WarmWorker], wanted: int)
             print(describe_input(info), file=sys.stderr)  # noqa: T201
         with LocalServer(settings) as local:
             run = VideoRun(local, name, config, args.inputs, options, infos=infos, warm=workers)
+            resume_collector()
             if not sys.stderr.isatty():  # no bar to draw: tqdm is not even imported
                 summary = run.run()
             else:

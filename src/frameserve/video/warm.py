@@ -145,8 +145,10 @@ def _child(conn: Connection, parents: tuple[Connection, ...] = ()) -> None:
     for end in parents:  # forked: the parent's ends of the pipes, copied
         end.close()
     # What the child has now lives as long as it does (forked: the parent's objects, which the
-    # collector then never walks, so their pages stay shared).
+    # collector then never walks, so their pages stay shared). Forked during the console
+    # script's start-up, the child also copied its paused collector: on again.
     gc.freeze()
+    gc.enable()
     from frameserve.video.worker import serve_warm  # numpy, OpenCV, PyAV: the slow part
 
     serve_warm(conn)
