@@ -184,3 +184,13 @@ def test_decoder_cores_from_this_process_mask() -> None:
     mask = sorted(os.sched_getaffinity(0))
     picked = decoder_cores(1, 1, len(mask))
     assert picked == ([(mask[-1],)] if len(mask) > 1 else [])
+
+
+def test_a_budget_without_the_decoders_cores_binds_inference_to_the_rest() -> None:
+    budget = CpuBudget(4, "affinity mask", None, 4)
+    left = budget.without_cores([(2,), (3,)], "for the decode workers", [0, 1, 2, 3])
+    assert left == CpuBudget(
+        2, "affinity mask, less 2 for the decode workers", None, 4, cpus=(0, 1)
+    )
+    assert left.describe().endswith("inference on cpus 0,1")
+    assert budget.without(2, "for the decode workers").cpus == ()  # a count binds nothing

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -22,6 +22,8 @@ class CpuBudget:
     source: str
     quota_cores: float | None = None
     affinity_cores: int | None = None
+    # The cores the models' inference threads are bound to; () where the OS places them.
+    cpus: tuple[int, ...] = ()
 
     def without(self, cores: int, why: str) -> CpuBudget:
         """What is left after ``cores`` are set aside (at least one core)."""
@@ -31,12 +33,24 @@ class CpuBudget:
         return CpuBudget(left, f"{self.source}, less {cores} {why}", self.quota_cores,
                          self.affinity_cores)  # fmt: skip
 
+    def without_cores(self, taken: list[tuple[int, ...]], why: str, mask: list[int]) -> CpuBudget:
+        """What is left after the cores ``taken`` (``decoder_cores``) are set aside, with the
+        inference threads bound to the rest of the affinity ``mask``: each keeps its core's
+        caches, and none is preempted by the decoders. The process's other threads (light:
+        the event loop, sinks) stay free to use every core."""
+        busy = {c for cores in taken for c in cores}
+        left = self.without(len(busy), why)
+        rest = tuple(c for c in mask if c not in busy)
+        return replace(left, cpus=rest) if rest else left
+
     def describe(self) -> str:
         parts = [f"{self.cores} cores (from {self.source})"]
         if self.affinity_cores is not None:
             parts.append(f"affinity={self.affinity_cores}")
         if self.quota_cores is not None:
             parts.append(f"quota={self.quota_cores:g}")
+        if self.cpus:
+            parts.append(f"inference on cpus {','.join(map(str, self.cpus))}")
         return ", ".join(parts)
 
 

@@ -7,7 +7,9 @@ ONNX Runtime at f32 is the reference the OpenVINO results are compared with.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -201,6 +203,46 @@ def test_compile_properties_for_other_devices_drop_cpu_only_ones() -> None:
     )
     assert "INFERENCE_NUM_THREADS" not in p and "ENABLE_CPU_PINNING" not in p
     assert p["PERFORMANCE_HINT"] == "THROUGHPUT"
+
+
+def _allowed(status: str) -> str:
+    found = re.search(r"Cpus_allowed_list:\s*(\S+)", status)
+    assert found is not None
+    return found.group(1)
+
+
+def _allowed_cpus(prefix: str) -> set[str]:
+    """The CPUs the live threads named ``prefix``... may run on, as the kernel lists them."""
+    return {
+        _allowed(Path(f"/proc/self/task/{t.native_id}/status").read_text())
+        for t in threading.enumerate()
+        if t.name.startswith(prefix)
+    }
+
+
+def test_inference_threads_run_on_the_budgets_cpus(tmp_path: Path) -> None:
+    """A budget that names cpus (``video run`` with bound decoders) binds each inference
+    thread as it starts; OpenVINO runs a one-thread stream on that thread. A budget that
+    names none leaves them where the process may run. (With OpenVINO's own pinning on, it
+    places the thread itself while it infers; the video zoo models turn it off.)"""
+    simple_add_sub(tmp_path / "model.onnx", batch=1)
+    first = sorted(os.sched_getaffinity(0))[0]
+    config = {
+        "backend": "openvino", "max_batch_size": 4, "instances": 2,
+        "openvino": {"enable_cpu_pinning": False},
+    }  # fmt: skip
+    a = np.ones((2, 16), np.int32)
+    for budget, expected in (
+        (CpuBudget(1, "test", cpus=(first,)), str(first)),
+        (CpuBudget(1, "test"), _allowed(Path("/proc/self/status").read_text())),
+    ):
+        backend = load_backend(settings(tmp_path, config, True, budget))
+        try:
+            out = infer(backend, {"INPUT0": a, "INPUT1": a})
+            np.testing.assert_array_equal(out["OUTPUT0"], a + a)
+            assert _allowed_cpus("ov-m") == {expected}
+        finally:
+            backend.close()
 
 
 def test_openvino_gives_a_static_batch_model_a_dynamic_batch(tmp_path: Path) -> None:

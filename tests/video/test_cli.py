@@ -187,8 +187,8 @@ def test_one_input_decodes_on_a_core_of_its_own_and_the_models_get_the_rest(
     zoo_repository: Path, pan_clip: Clip, tmp_path: Path
 ) -> None:
     """With a core to spare (2 here), the input's decode worker binds to the mask's last core and
-    the models are compiled for the cores left; ``--no-pin-decoders`` keeps the old layout.
-    Both give the same results."""
+    the models are compiled for the cores left, their inference threads bound to them;
+    ``--no-pin-decoders`` keeps the old layout. Both give the same results."""
     mask = sorted(os.sched_getaffinity(0))
     common = (pan_clip.path, "--pipeline", "faces", "--repository", zoo_repository,
               "--profile", "--log-level", "info")  # fmt: skip
@@ -196,12 +196,16 @@ def test_one_input_decodes_on_a_core_of_its_own_and_the_models_get_the_rest(
     free = run_cli(*common, "--out", tmp_path / "f", "--no-pin-decoders")
     assert bound.returncode == 0, bound.stderr
     assert free.returncode == 0, free.stderr
-    [b], [f] = json.loads(bound.stdout)["streams"], json.loads(free.stdout)["streams"]
+    bound_run, free_run = json.loads(bound.stdout), json.loads(free.stdout)
+    [b], [f] = bound_run["streams"], free_run["streams"]
     assert f["decoder_cores"] == []
+    assert free_run["inference_cores"] == []
     if len(mask) < 2:
         assert b["decoder_cores"] == []
+        assert bound_run["inference_cores"] == []
     else:
         assert b["decoder_cores"] == [mask[-1]]
+        assert bound_run["inference_cores"] == mask[:-1]
         assert "less 1 for the decode workers" in bound.stderr
         assert "less 1 for the decode workers" not in free.stderr
     name = f"{pan_clip.path.stem}.jsonl"

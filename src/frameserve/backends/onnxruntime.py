@@ -115,7 +115,9 @@ class OnnxRuntimeBackend:
         self._output_names = [o.name for o in self.outputs]
         self._bytes_inputs = {i.name for i in self.inputs if i.datatype == "BYTES"}
         self._bytes_outputs = {o.name for o in self.outputs if o.datatype == "BYTES"}
-        self._runner = BlockingRunner(self.max_concurrency, f"ort-{settings.model_name}")
+        self._runner = BlockingRunner(
+            self.max_concurrency, f"ort-{settings.model_name}", settings.budget.cpus
+        )
 
     def describe(self) -> str:
         return (

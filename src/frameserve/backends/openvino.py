@@ -193,7 +193,9 @@ class OpenVinoBackend:
         self._compiles: dict[int, threading.Thread] = {}  # size -> its compile (kept, joined)
         self._compiles_lock = threading.Lock()
         self._closed = False
-        self._runner = BlockingRunner(self.max_concurrency, f"ov-{settings.model_name}")
+        self._runner = BlockingRunner(
+            self.max_concurrency, f"ov-{settings.model_name}", settings.budget.cpus
+        )
         self._output_names = [o.name for o in self.outputs]
         self._bytes_inputs = {i.name for i in self.inputs if i.datatype == "BYTES"}
         self._bytes_outputs = {i for i, o in enumerate(self.outputs) if o.datatype == "BYTES"}

@@ -86,7 +86,9 @@ class PythonBackend:
         finally:
             sys.modules.pop(module_name, None)
         self._output_names = {o.name for o in self.outputs}
-        self._runner = BlockingRunner(self.max_concurrency, f"py-{settings.model_name}")
+        self._runner = BlockingRunner(
+            self.max_concurrency, f"py-{settings.model_name}", settings.budget.cpus
+        )
         self._where = where
         self._name = settings.model_name
         self._batch_dim = batch_dim

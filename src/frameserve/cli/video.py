@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -154,7 +155,7 @@ def _decoder_cores(
     cores = decoder_cores(inputs, threads, budget.cores)
     if not cores:
         return options, budget
-    left = budget.without(inputs * threads, "for the decode workers")
+    left = budget.without_cores(cores, "for the decode workers", sorted(os.sched_getaffinity(0)))
     return replace(options, decoder_cores=tuple(cores)), left
 
 

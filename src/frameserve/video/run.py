@@ -85,6 +85,7 @@ class RunSummary:
     frames: int
     profile: StageProfile
     batches: dict[str, float] = field(default_factory=dict)  # model -> mean batch size
+    inference_cores: tuple[int, ...] = ()  # the cores inference was bound to; () none
 
     @property
     def fps(self) -> float:
@@ -100,6 +101,7 @@ class RunSummary:
             "stages": self.profile.to_json(),
             **({"script_stages": self.profile.script_json()} if self.profile.script else {}),
             "streams": [stream.to_json() for stream in self.streams],
+            "inference_cores": list(self.inference_cores),
         }
 
 
@@ -324,6 +326,7 @@ class VideoRun:
             self._done,
             self.profile,
             batches,
+            self.local.server.budget.cpus,
         )
 
     def _thread(self, name: str, target: Callable[[StreamRun], None], st: StreamRun) -> Any:
