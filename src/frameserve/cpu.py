@@ -33,13 +33,21 @@ class CpuBudget:
         return CpuBudget(left, f"{self.source}, less {cores} {why}", self.quota_cores,
                          self.affinity_cores)  # fmt: skip
 
-    def without_cores(self, taken: list[tuple[int, ...]], why: str, mask: list[int]) -> CpuBudget:
+    def without_cores(
+        self, taken: list[tuple[int, ...]], why: str, mask: list[int] | None = None
+    ) -> CpuBudget:
         """What is left after the cores ``taken`` (``decoder_cores``) are set aside, with the
-        inference threads bound to the rest of the affinity ``mask``: each keeps its core's
-        caches, and none is preempted by the decoders. The process's other threads (light:
-        the event loop, sinks) stay free to use every core."""
+        inference threads bound to the rest of the affinity mask (this process's, as
+        ``decoder_cores`` reads it; ``mask`` for tests): each keeps its core's caches, and
+        none is preempted by the decoders. The process's other threads (light: the event loop,
+        sinks) stay free to use every core."""
         busy = {c for cores in taken for c in cores}
         left = self.without(len(busy), why)
+        if mask is None:
+            try:
+                mask = sorted(os.sched_getaffinity(0))
+            except (AttributeError, OSError):
+                return left
         rest = tuple(c for c in mask if c not in busy)
         return replace(left, cpus=rest) if rest else left
 

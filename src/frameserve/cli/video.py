@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -155,7 +154,7 @@ def _decoder_cores(
     cores = decoder_cores(inputs, threads, budget.cores)
     if not cores:
         return options, budget
-    left = budget.without_cores(cores, "for the decode workers", sorted(os.sched_getaffinity(0)))
+    left = budget.without_cores(cores, "for the decode workers")
     return replace(options, decoder_cores=tuple(cores)), left
 
 
