@@ -21,6 +21,7 @@ elsewhere, to the same pixels as ``resize_image``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,16 +76,23 @@ class YuvPlanes:
     range: ColorRange = "limited"
 
     def __post_init__(self) -> None:
-        if self.y.dtype != np.uint8 or self.y.ndim != 2 or 0 in self.y.shape:
+        y = self.y
+        if y.dtype != np.uint8 or y.ndim != 2 or not y.size:
             raise InvalidInput(
-                f"YuvPlanes.y: expected a non-empty HxW uint8 plane, "
-                f"got {self.y.dtype} {list(self.y.shape)}"
+                f"YuvPlanes.y: expected a non-empty HxW uint8 plane, got {y.dtype} {list(y.shape)}"
             )
-        h, w = self.y.shape
-        half = [(h + 1) // 2, (w + 1) // 2]
-        expected = [half + [2]] if len(self.chroma) == 1 else [half, half]
-        got = [list(c.shape) for c in self.chroma]
-        if got != expected or any(c.dtype != np.uint8 for c in self.chroma):
+        h, w = y.shape
+        half = ((h + 1) // 2, (w + 1) // 2)
+        chroma = self.chroma
+        # a tuple compare per plane: decode workers build one of these per frame
+        if len(chroma) == 1:
+            fits = chroma[0].shape == (*half, 2) and chroma[0].dtype == np.uint8
+        else:
+            fits = len(chroma) == 2 and chroma[0].shape == chroma[1].shape == half
+            fits = fits and chroma[0].dtype == chroma[1].dtype == np.uint8
+        if not fits:
+            expected = [[*half, 2]] if len(chroma) == 1 else [list(half), list(half)]
+            got = [list(c.shape) for c in chroma]
             raise InvalidInput(
                 f"YuvPlanes.chroma: expected uint8 planes of shapes {expected} for a {w}x{h} "
                 f"picture, got {got} {[str(c.dtype) for c in self.chroma]}"
@@ -356,11 +364,12 @@ class YuvResizer:
         y = out[: n * w].reshape(n, w)
         # mode="clip" (the rows are in range): "raise" writes through a temporary copy
         np.take(planes.y, rows.luma, axis=0, out=y, mode="clip")
-        y[rows.outside] = 0
+        if rows.outside.size:
+            y[rows.outside] = 0
         offset = n * w
-        for c in planes.chroma:
+        for c in planes.chroma:  # (a decode worker's hot path: no numpy calls on shapes)
             shape = (n, *c.shape[1:])
-            size = int(np.prod(shape))
+            size = math.prod(shape)
             dest = out[offset : offset + size].reshape(shape)
             np.take(c, rows.chroma, axis=0, out=dest, mode="clip")
             offset += size

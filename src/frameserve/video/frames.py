@@ -107,6 +107,12 @@ class FrameSelector:
         """Where decoding may restart: the keyframe at ``pts`` before ``keep`` decides on it."""
         return SeekPoint(pts, index, self._next_tick)
 
+    @property
+    def timed(self) -> bool:
+        """Whether ``keep`` reads the frame's time (``fps:F``); callers that decode every
+        frame pass 0 otherwise, and skip a ``Fraction`` product a frame."""
+        return self.sampling.mode == "fps"
+
     def keep(self, index: int, seconds: Fraction, keyframe: bool) -> bool:
         s = self.sampling
         if s.mode == "all":

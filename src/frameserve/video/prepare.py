@@ -84,6 +84,9 @@ class FramePreparer:
         # input -> its swscale context, kept (see ``video.scaler``); each input is prepared by
         # one thread only (its decoder), so no context is used by two threads
         self._reformatters: dict[int, VideoReformatter] = {}
+        # (picture, its planes) of the last ``_yuv_planes``: a decode worker asks for a group's
+        # first picture twice (``gathers``, then ``prepare``); a tuple, read and replaced whole
+        self._last_planes: tuple[Any, YuvPlanes | None] | None = None
 
     def prepare(self, frame: Frame, full: bool = False, rows: np.ndarray | None = None) -> Prepared:
         """Convert ``frame``'s picture to the model's input size and, for ``full`` (a sink
@@ -95,12 +98,12 @@ class FramePreparer:
         pre = self.pre
         if pre is None or frame.spare:
             full_rgb(frame, self._scaler(frame))
-            frame.picture = None
+            self._let_go(frame)
             return prepared
         started = time.perf_counter()
         if rows is not None and not full and (copied := self._gather(frame, pre, rows)):
             prepared.rows, prepared.geometry = copied
-            frame.picture = None
+            self._let_go(frame)
             prepared.seconds["preprocess"] = time.perf_counter() - started
             return prepared
         if full:
@@ -112,9 +115,14 @@ class FramePreparer:
             prepared.tensor, prepared.geometry = tensor, geometries[0]
         else:
             prepared.placed, prepared.geometry = self._resized(frame, pre)
-        frame.picture = None
+        self._let_go(frame)
         prepared.seconds["preprocess"] = time.perf_counter() - started
         return prepared
+
+    def _let_go(self, frame: Frame) -> None:
+        """The picture converted: let it go (FFmpeg reuses its buffer), and its planes."""
+        frame.picture = None
+        self._last_planes = None
 
     def _gather(
         self, frame: Frame, pre: Preprocessor, out: np.ndarray
@@ -143,11 +151,16 @@ class FramePreparer:
         picture = frame.picture
         if picture is None or self._yuv is None:
             return None
+        last = self._last_planes
+        if last is not None and last[0] is picture:
+            return last[1]
         key = (frame.stream, picture.width, picture.height)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(frame, pre)
-        return planes_of(picture) if plan == YUV_PATH else None
+        planes = planes_of(picture) if plan == YUV_PATH else None
+        self._last_planes = (picture, planes)
+        return planes
 
     def row_bytes(self, size: tuple[int, int]) -> int:
         """Bytes of one ``size`` picture's copied rows; 0 when it has no row plan."""
@@ -164,7 +177,7 @@ class FramePreparer:
         if plan is None:
             plan = self._plans[key] = self._plan(frame, pre)
         if plan == YUV_PATH:
-            planes = planes_of(picture)
+            planes = self._yuv_planes(frame, pre)
             done = self._yuv.resize_image(planes) if planes is not None and self._yuv else None
             if done is not None:
                 self.last[frame.stream] = YUV_PATH

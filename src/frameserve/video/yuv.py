@@ -39,10 +39,16 @@ def planes_of(frame: av.VideoFrame) -> YuvPlanes | None:
 
 
 def _view(plane: av.video.plane.VideoPlane, channels: int) -> np.ndarray | None:
-    """Rows of ``plane`` without their padding (``line_size`` may exceed the width); the
-    array keeps the plane, and so the frame, alive."""
-    if plane.line_size < 0:  # bottom-up rows: rare (flip filters), not worth a copy here
+    """Rows of ``plane`` without their padding (``line_size`` may exceed the width), as one
+    strided array over the plane's buffer (a decode worker makes these per frame: one array,
+    not a flat view reshaped and sliced twice); it keeps the plane, and so the frame, alive."""
+    line = plane.line_size
+    if line < 0:  # bottom-up rows: rare (flip filters), not worth a copy here
         return None
-    rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(plane.height, plane.line_size)
-    view = rows[:, : plane.width * channels]
-    return view.reshape(plane.height, plane.width, channels) if channels > 1 else view
+    width = plane.width  # in samples of ``channels`` bytes
+    if channels > 1:
+        shape: tuple[int, ...] = (plane.height, width, channels)
+        strides: tuple[int, ...] = (line, channels, 1)
+    else:
+        shape, strides = (plane.height, width), (line, 1)
+    return np.ndarray(shape, np.uint8, plane, 0, strides)  # type: ignore[arg-type]  # a buffer
