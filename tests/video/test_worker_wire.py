@@ -11,7 +11,7 @@ import numpy as np
 from frameserve.processing.transform import Geometry
 from frameserve.video.frames import Frame, FrameSelector, Sampling, SeekPoint
 from frameserve.video.prepare import Prepared
-from frameserve.video.worker import pack_frames, unpack_frames
+from frameserve.video.shipping import pack_frames, unpack_frames
 
 SQUARE = Geometry((1280, 720), (192, 192), (0.15, 0.15), (0.0, 42.0))
 WIDE = Geometry((960, 540), (192, 192), (0.2, 0.2), (0.0, 42.0))

@@ -26,7 +26,7 @@ load (``video.ahead``), and through the moments the model side is slower than th
 bound worker of ``video run`` (``WorkerSpec.rows``) ships, while the server asks for it
 (``video.balance``), the rows of each picture that the model's sampling reads instead of the
 picture at model size, and the server samples them (``prepare.sampled``). The pipe carries only
-small messages (frame timestamps, geometry, where in the ring).
+small messages (frame timestamps, geometry, where in the ring: ``video.shipping``).
 
 When the child dies ``groups`` raises ``WorkerDied`` with the exit status, and the caller
 decides (a job is retried from its checkpoint, at most ``--max-job-retries`` times). An
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -57,9 +57,10 @@ from frameserve.processing.transform import Geometry, Preprocessor, opencv_on_ca
 from frameserve.processing.yuv import RowsShape, YuvResizer
 from frameserve.video.defects import DefectsSpec, with_defects
 from frameserve.video.filters import FilterChain
-from frameserve.video.frames import Frame, Sampling, SeekPoint
+from frameserve.video.frames import Sampling, SeekPoint
 from frameserve.video.prepare import FramePreparer, Group, Prepared, sampled
 from frameserve.video.ring import RingWriter
+from frameserve.video.shipping import Room, reserve, ship, unpack_frames
 from frameserve.video.warm import WarmWorker
 
 if TYPE_CHECKING:
@@ -111,26 +112,6 @@ class WorkerSpec:
     # The server may ask for pictures' rows instead of the pictures (``video.balance``): a
     # bound worker of ``video run`` whose pictures have a row plan that fits the ring twice.
     rows: bool = False
-
-
-class _FrameMeta(NamedTuple):
-    """One frame of a group, as the pipe carries it (the pixels are in the slot).
-
-    Sent as a plain tuple (``tuple(meta)``; ``_FrameMeta._make`` on the server's side), with
-    what its group's frames share (the time base, a geometry) sent once per group: a decode
-    worker ships every group, and pickling eight dataclasses with a ``Fraction`` and a
-    ``Geometry`` each took five times as long as the tuples (30 against 6 us a group, more
-    with the decoder's data in the caches)."""
-
-    frame_index: int
-    pts: int
-    time_base: Fraction | None  # None: the group's (``_ship``)
-    keyframe: bool
-    seek: SeekPoint | None
-    geometry: Geometry | None  # None: the group's
-    preprocess_s: float | None  # seconds spent preparing it (None: not prepared)
-    image: tuple[int, tuple[int, ...]] | None  # (offset in the slot, shape) of a whole frame
-    defects: list[str] | None = None
 
 
 @dataclass
@@ -229,19 +210,19 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         stop = threading.Event()
         decoded = source.frames(stop)
         frames = decoded if len(cores) == 1 else read_ahead(decoded, stop, "ffmpeg")
-        room: _Room | None = None  # the group's rows' room in the ring, when it ships rows
+        room: Room | None = None  # the group's rows' room in the ring, when it ships rows
         shipped_rows = 0
         for frame in with_defects(frames, spec.defects, source.stats):
             if spec.rows and not pending:  # what the server asks for, group by group
-                room = _reserve(frame, ring, shm, preparer, spec)
+                room = reserve(frame, ring, shm, preparer, spec)
             rows = room.frame(len(pending)) if room is not None else None
             prepared = preparer.prepare(frame, full=spec.full, rows=rows)
             pending.append(prepared)
             if len(pending) >= spec.group or not prepared.model_input:
-                shipped_rows += _ship(conn, shm, ring, preparer, pending, spec, room)
+                shipped_rows += ship(conn, shm, ring, preparer, pending, spec, room)
                 pending, room = [], None
         if pending:
-            shipped_rows += _ship(conn, shm, ring, preparer, pending, spec, room)
+            shipped_rows += ship(conn, shm, ring, preparer, pending, spec, room)
         s = source.stats
         resize = preparer.last.get(spec.stream_id, "processing/")
         stats = WorkerStats(s.decoded, s.kept, s.corrupt, s.seconds, resize, cores, shipped_rows)
@@ -281,111 +262,6 @@ def serve_warm(conn: Connection) -> None:
         return
     shm_name, spec = message
     _child(conn, shm_name, spec)
-
-
-@dataclass(frozen=True, slots=True)
-class _Room:
-    """A group's room in the ring, taken at its first frame when it ships rows: each frame's
-    rows are copied there as soon as it is decoded, while the picture is in the cache."""
-
-    base: int
-    view: np.ndarray  # flat uint8, at least ``slot_bytes``
-    per_frame: int  # bytes of one frame's rows
-
-    def frame(self, k: int) -> np.ndarray:
-        return self.view[k * self.per_frame : (k + 1) * self.per_frame]
-
-
-def _reserve(frame: Frame, ring: RingWriter, shm: SharedMemory, preparer: FramePreparer,
-             spec: WorkerSpec) -> _Room | None:  # fmt: skip
-    """At a group's first frame: take the server's asks; room for the group's rows where it
-    asks for rows and they take at most half the ring (a picture's size can change within a
-    stream), else None (pictures, stacked when shipped)."""
-    ring.poll()
-    n = preparer.gathers(frame) if ring.rows else 0
-    if n == 0 or 2 * spec.group * n > ring.size:
-        return None
-    need = max(spec.slot_bytes, spec.group * n)
-    base = ring.place(need)
-    return _Room(base, np.ndarray((need,), np.uint8, buffer=shm.buf, offset=base), n)
-
-
-def _ship(conn: Connection, shm: SharedMemory, ring: RingWriter, preparer: FramePreparer,
-          pending: list[Prepared], spec: WorkerSpec, room: _Room | None) -> int:  # fmt: skip
-    """Write one group into the ring (its rows are there already) and tell the server; the
-    frames shipped as rows."""
-    if room is None:
-        at = ring.place(spec.slot_bytes)
-        room = _Room(at, np.ndarray((spec.slot_bytes,), np.uint8, buffer=shm.buf, offset=at), 0)
-    base = room.base
-    # the server normalises (fewer bytes); pictures are stacked straight into the ring
-    group = preparer.group(pending, normalize=False, out=room.view)
-    offset = 0
-    tensor_info = None
-    if group.tensor is not None:
-        t = group.tensor
-        if not np.may_share_memory(t, room.view):  # made elsewhere (normalised one by one)
-            np.ndarray(t.shape, t.dtype, buffer=shm.buf, offset=base)[...] = t
-        tensor_info = (t.shape, t.dtype.str, group.normalized)
-        offset = t.nbytes
-    images = []
-    for p in group.frames:
-        image = None
-        if p.frame.image is not None and spec.full:
-            im = p.frame.image
-            np.ndarray(im.shape, np.uint8, buffer=shm.buf, offset=base + offset)[...] = im
-            image = (offset, im.shape)
-            offset += im.nbytes
-        images.append(image)
-    time_base, shared, metas = pack_frames(group.frames, images)
-    conn.send(("group", base, tensor_info, time_base, shared, metas, group.rows))
-    return len(metas) if group.rows is not None else 0
-
-
-def pack_frames(
-    frames: list[Prepared], images: list[tuple[int, tuple[int, ...]] | None]
-) -> tuple[Fraction, Geometry | None, list[tuple[Any, ...]]]:
-    """A group's frames as the pipe carries them: the time base and the geometry its frames
-    share, sent once, and a ``_FrameMeta`` tuple per frame (``images``: where each frame's
-    whole image is in the slot) that names its own only where it differs."""
-    time_base = frames[0].frame.time_base
-    shared = frames[0].geometry
-    if any(p.geometry != shared for p in frames):
-        shared = None
-    metas = []
-    for p, image in zip(frames, images, strict=True):
-        f = p.frame
-        geometry = p.geometry if shared is None else None
-        own = None if f.time_base is time_base or f.time_base == time_base else f.time_base
-        seconds = p.seconds.get("preprocess")
-        metas.append((f.index, f.pts, own, f.keyframe, f.seek, geometry, seconds, image, f.defects))
-    return time_base, shared, metas
-
-
-def unpack_frames(
-    stream: int,
-    time_base: Fraction,
-    geometry: Geometry | None,
-    metas: list[tuple[Any, ...]],
-    slot: memoryview | None = None,
-) -> list[Prepared]:
-    """``pack_frames``' frames of input ``stream`` again, their whole images copied out of
-    ``slot`` (the group's bytes in the ring) where they have one."""
-    frames = []
-    for fields in metas:
-        m = _FrameMeta._make(fields)
-        image = None
-        if m.image is not None:
-            assert slot is not None
-            offset, shape = m.image
-            image = np.ndarray(shape, np.uint8, buffer=slot, offset=offset).copy()
-        base_of = m.time_base if m.time_base is not None else time_base
-        frame = Frame(stream, m.frame_index, m.pts, base_of, image, m.keyframe, seek=m.seek,
-                      defects=m.defects)  # fmt: skip
-        seconds = {} if m.preprocess_s is None else {"preprocess": m.preprocess_s}
-        placed = m.geometry if m.geometry is not None else geometry
-        frames.append(Prepared(frame, geometry=placed, seconds=seconds))
-    return frames
 
 
 # -- one call in a child -----------------------------------------------------------------------
