@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 
 from frameserve.processing.transform import Geometry
-from frameserve.video.frames import Frame, FrameSelector, Sampling, SeekPoint
+from frameserve.video.frames import Frame, SeekPoint
 from frameserve.video.prepare import Prepared
 from frameserve.video.shipping import pack_frames, unpack_frames
 
@@ -71,15 +71,3 @@ def test_whole_images_come_out_of_the_slot_as_copies() -> None:
     assert np.array_equal(first.ravel(), slot[:72]) and np.array_equal(second.ravel(), slot[72:])
     slot[:] = 0  # the ring's bytes are reused: the frames keep theirs
     assert first.any() and second.any()
-
-
-def test_only_fps_sampling_reads_a_frames_time() -> None:
-    """``FrameSelector.timed``: decoders skip a frame's time (a ``Fraction`` product a frame)
-    for the modes that decide from the index or the keyframe flag alone."""
-    timed = {m: FrameSelector(Sampling.parse(m)).timed for m in ("all", "every:3", "keyframes")}
-    assert timed == {"all": False, "every:3": False, "keyframes": False}
-    assert FrameSelector(Sampling.parse("fps:5")).timed
-    untimed = FrameSelector(Sampling.parse("every:3"))
-    assert [untimed.keep(i, Fraction(0), False) for i in range(7)] == [
-        True, False, False, True, False, False, True,
-    ]  # fmt: skip

@@ -136,7 +136,7 @@ def plan_chunks(path: Path, sampling: Sampling, chunk_frames: int, overlap: int)
             point = selector.seek_point(p.pts, index)
             if not starts or index - starts[-1][0] >= chunk_frames:
                 starts.append((index, point))
-        if selector.keep(index, p.pts * time_base, p.keyframe):
+        if selector.keep(index, p.pts, time_base, p.keyframe):
             kept.append(index)
     if not starts or starts[0][0] != 0:
         raise VideoError(f"{path}: the first frame is not a keyframe: cannot cut chunks")

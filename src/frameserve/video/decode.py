@@ -216,15 +216,13 @@ class VideoSource:
             stream.codec_context.skip_frame = "NONKEY"
         time_base = stream.time_base or Fraction(1, 90000)
         selector = FrameSelector.resume(self.sampling, self.start)
-        timed = selector.timed
         passed: SeekPoint | None = None  # the keyframe passed since the last kept frame
         started = time.perf_counter()
         for frame, index in self._decoded(container, stream, stop, seek):
             pts = frame.pts if frame.pts is not None else self._guess_pts(index, time_base)
             if frame.key_frame and frame.pts is not None:
                 passed = selector.seek_point(pts, index)
-            seconds = pts * time_base if timed else _UNTIMED
-            keep = selector.keep(index, seconds, bool(frame.key_frame))
+            keep = selector.keep(index, pts, time_base, bool(frame.key_frame))
             if not keep or index < self.first_index:
                 continue
             self.stats.kept += 1
@@ -296,7 +294,6 @@ class VideoSource:
         return int(index / rate / time_base)
 
 
-_UNTIMED = Fraction(0)  # a frame's time, for a selector that does not read it
 READ_AHEAD = 4  # decoded frames waiting for the thread that prepares them, at most
 _POLL_S = 0.1  # how often a blocked read-ahead thread looks at its stop events
 _END = object()

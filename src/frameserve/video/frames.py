@@ -107,13 +107,10 @@ class FrameSelector:
         """Where decoding may restart: the keyframe at ``pts`` before ``keep`` decides on it."""
         return SeekPoint(pts, index, self._next_tick)
 
-    @property
-    def timed(self) -> bool:
-        """Whether ``keep`` reads the frame's time (``fps:F``); callers that decode every
-        frame pass 0 otherwise, and skip a ``Fraction`` product a frame."""
-        return self.sampling.mode == "fps"
-
-    def keep(self, index: int, seconds: Fraction, keyframe: bool) -> bool:
+    def keep(self, index: int, pts: int, time_base: Fraction, keyframe: bool) -> bool:
+        """Whether the frame at ``index`` (``pts`` in ``time_base``) is kept; only ``fps:F``
+        reads its time (a decoder calls this for every frame: the other modes skip the
+        ``Fraction`` product)."""
         s = self.sampling
         if s.mode == "all":
             return True
@@ -121,6 +118,7 @@ class FrameSelector:
             return index % s.every == 0
         if s.mode == "keyframes":
             return keyframe
+        seconds = pts * time_base
         if self._next_tick is None:
             self._next_tick = seconds
         if seconds < self._next_tick:

@@ -32,7 +32,7 @@ from frameserve.processing.transform import Geometry, Preprocessor
 from frameserve.processing.yuv import RowsShape, YuvPlanes
 from frameserve.video.frames import Frame
 from frameserve.video.scaler import ScalerPlan, full_rgb, plan_scaler
-from frameserve.video.yuv import planes_of
+from frameserve.video.yuv import has_tags_to_follow, planes_of
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,6 @@ class FramePreparer:
         # input -> its swscale context, kept (see ``video.scaler``); each input is prepared by
         # one thread only (its decoder), so no context is used by two threads
         self._reformatters: dict[int, VideoReformatter] = {}
-        # (picture, its planes) of the last ``_yuv_planes``: a decode worker asks for a group's
-        # first picture twice (``gathers``, then ``prepare``); a tuple, read and replaced whole
-        self._last_planes: tuple[Any, YuvPlanes | None] | None = None
 
     def prepare(self, frame: Frame, full: bool = False, rows: np.ndarray | None = None) -> Prepared:
         """Convert ``frame``'s picture to the model's input size and, for ``full`` (a sink
@@ -98,12 +95,12 @@ class FramePreparer:
         pre = self.pre
         if pre is None or frame.spare:
             full_rgb(frame, self._scaler(frame))
-            self._let_go(frame)
+            frame.picture = None
             return prepared
         started = time.perf_counter()
         if rows is not None and not full and (copied := self._gather(frame, pre, rows)):
             prepared.rows, prepared.geometry = copied
-            self._let_go(frame)
+            frame.picture = None
             prepared.seconds["preprocess"] = time.perf_counter() - started
             return prepared
         if full:
@@ -115,14 +112,9 @@ class FramePreparer:
             prepared.tensor, prepared.geometry = tensor, geometries[0]
         else:
             prepared.placed, prepared.geometry = self._resized(frame, pre)
-        self._let_go(frame)
+        frame.picture = None
         prepared.seconds["preprocess"] = time.perf_counter() - started
         return prepared
-
-    def _let_go(self, frame: Frame) -> None:
-        """The picture converted: let it go (FFmpeg reuses its buffer), and its planes."""
-        frame.picture = None
-        self._last_planes = None
 
     def _gather(
         self, frame: Frame, pre: Preprocessor, out: np.ndarray
@@ -141,9 +133,14 @@ class FramePreparer:
 
     def gathers(self, frame: Frame) -> int:
         """Bytes of ``frame``'s rows where ``prepare(rows=)`` would copy them (the YUV path
-        takes its input and its picture has a row plan); else 0."""
-        planes = self._yuv_planes(frame, self.pre) if self.pre is not None else None
-        return self.row_bytes(planes.size) if planes is not None else 0
+        takes its input and its picture has a row plan); else 0. Makes no views of the
+        picture: ``prepare`` does, once."""
+        picture, pre = frame.picture, self.pre
+        if picture is None or pre is None or self._yuv is None:
+            return 0
+        if self._plan_of(frame, pre) != YUV_PATH or not has_tags_to_follow(picture):
+            return 0
+        return self.row_bytes((picture.width, picture.height))
 
     def _yuv_planes(self, frame: Frame, pre: Preprocessor) -> YuvPlanes | None:
         """The picture's planes where the YUV path takes its input (decided on its first
@@ -151,16 +148,16 @@ class FramePreparer:
         picture = frame.picture
         if picture is None or self._yuv is None:
             return None
-        last = self._last_planes
-        if last is not None and last[0] is picture:
-            return last[1]
+        return planes_of(picture) if self._plan_of(frame, pre) == YUV_PATH else None
+
+    def _plan_of(self, frame: Frame, pre: Preprocessor) -> ScalerPlan | str:
+        """How this input's pictures of this size are resized (planned on the first)."""
+        picture = frame.picture
         key = (frame.stream, picture.width, picture.height)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(frame, pre)
-        planes = planes_of(picture) if plan == YUV_PATH else None
-        self._last_planes = (picture, planes)
-        return planes
+        return plan
 
     def row_bytes(self, size: tuple[int, int]) -> int:
         """Bytes of one ``size`` picture's copied rows; 0 when it has no row plan."""
@@ -172,16 +169,14 @@ class FramePreparer:
         if picture is None:  # already RGB (a frame made by the caller)
             assert frame.image is not None
             return pre.resize_image(frame.image)
-        key = (frame.stream, picture.width, picture.height)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = self._plan(frame, pre)
+        plan = self._plan_of(frame, pre)
         if plan == YUV_PATH:
-            planes = self._yuv_planes(frame, pre)
+            planes = planes_of(picture)
             done = self._yuv.resize_image(planes) if planes is not None and self._yuv else None
             if done is not None:
                 self.last[frame.stream] = YUV_PATH
                 return done
+            key = (frame.stream, picture.width, picture.height)
             plan = self._plans[key] = self._plan(frame, pre, yuv_ok=False)
         assert isinstance(plan, ScalerPlan)
         self.last[frame.stream] = plan.describe()

@@ -23,19 +23,32 @@ _AVCOL_RANGE_JPEG = 2
 
 def planes_of(frame: av.VideoFrame) -> YuvPlanes | None:
     """The frame's planes and colour tags, or None where ``processing.yuv`` cannot follow."""
-    fmt = frame.format.name
-    channels = _CHROMA_CHANNELS.get(fmt)
-    matrix = _MATRICES.get(frame.colorspace)
-    if channels is None or matrix is None:
+    tags = _tags(frame)
+    if tags is None:
         return None
-    full = fmt == "yuvj420p" or frame.color_range == _AVCOL_RANGE_JPEG
-    color_range: ColorRange = "full" if full else "limited"
+    channels, matrix, color_range = tags
     planes = frame.planes
     views = [_view(planes[0], 1)] + [_view(p, channels) for p in planes[1:]]
     if any(v is None for v in views):
         return None
     y, *chroma = [v for v in views if v is not None]
     return YuvPlanes(y, tuple(chroma), matrix, color_range)
+
+
+def has_tags_to_follow(frame: av.VideoFrame) -> bool:
+    """Whether ``processing.yuv`` follows the frame's pixel format and colour tags (what
+    ``planes_of`` checks before it makes the planes' views; it also refuses bottom-up rows)."""
+    return _tags(frame) is not None
+
+
+def _tags(frame: av.VideoFrame) -> tuple[int, Matrix, ColorRange] | None:
+    fmt = frame.format.name
+    channels = _CHROMA_CHANNELS.get(fmt)
+    matrix = _MATRICES.get(frame.colorspace)
+    if channels is None or matrix is None:
+        return None
+    full = fmt == "yuvj420p" or frame.color_range == _AVCOL_RANGE_JPEG
+    return channels, matrix, "full" if full else "limited"
 
 
 def _view(plane: av.video.plane.VideoPlane, channels: int) -> np.ndarray | None:

@@ -141,12 +141,11 @@ class SourceReader:
                 index = self.decoded
                 self.decoded += 1
                 pts = self._pts(decoded, index, time_base, rate)
-                seconds = pts * time_base
                 key = bool(decoded.key_frame)
-                if not all(s.keep(index, seconds, key) for s in selectors):
+                if not all(s.keep(index, pts, time_base, key) for s in selectors):
                     continue
                 if not self.source.network:
-                    arrived = self._release(seconds, stop)
+                    arrived = self._release(pts * time_base, stop)
                     if stop.is_set():
                         return
                 frame = Frame(0, index, pts, time_base, None, key, picture=decoded)
