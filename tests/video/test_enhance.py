@@ -24,7 +24,8 @@ from frameserve.video.config import load_video_pipeline, parse_video_pipeline
 from frameserve.video.decode import VideoSource
 from frameserve.video.filters import FilterChain, FilterStep, FrameFilter, parse_filters
 from frameserve.video.frames import Sampling
-from frameserve.video.run import RunOptions, RunSummary, VideoRun
+from frameserve.video.run import RunOptions, VideoRun
+from frameserve.video.streams import RunSummary
 from video.media import Clip
 from video.noisy import FRAMES, SIZE, TIME_BASE, NoisyClip, audio, decoded, psnr, write_noisy_clip
 

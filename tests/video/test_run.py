@@ -27,8 +27,9 @@ from frameserve.serving.server import ServerSettings
 from frameserve.video.config import load_video_pipeline
 from frameserve.video.frames import Sampling
 from frameserve.video.masks import fill_polygons
-from frameserve.video.run import RunOptions, RunSummary, VideoRun
+from frameserve.video.run import RunOptions, VideoRun
 from frameserve.video.sinks import frame_fields
+from frameserve.video.streams import RunSummary
 from video.media import Clip, corrupt_clip, make_clip, write_bad_input
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails the test instead of the whole session

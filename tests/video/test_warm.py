@@ -27,7 +27,8 @@ from frameserve.video.config import load_video_pipeline
 from frameserve.video.decode import VideoSource, probe
 from frameserve.video.frames import Sampling
 from frameserve.video.prepare import FramePreparer, normalized
-from frameserve.video.run import RunOptions, RunSummary, VideoRun
+from frameserve.video.run import RunOptions, VideoRun
+from frameserve.video.streams import RunSummary
 from frameserve.video.worker import WorkerDied, bind_to_cores, slot_bytes
 from video.media import Clip
 

@@ -32,7 +32,7 @@ def run_video_tune(args: argparse.Namespace) -> int:
         resolve_pipeline,
         tune_pipeline,
     )
-    from frameserve.video.run import describe_input
+    from frameserve.video.streams import describe_input
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)  # noqa: T201

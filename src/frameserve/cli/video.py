@@ -48,6 +48,11 @@ def add_video(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--pin-decoders", action=argparse.BooleanOptionalAction, default=True,
                    help="bind each input's decode worker to a core of its own when the core "
                         "budget has one to spare beside inference (default: on)")  # fmt: skip
+    p.add_argument("--second-decoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="one input whose decode worker has a core of its own: a second decode "
+                        "worker decodes its last pieces (keyframe to keyframe) when the "
+                        "inference cores would otherwise idle; the results are the same "
+                        "(default: on)")  # fmt: skip
     p.add_argument("--inflight", type=positive_int, default=0, metavar="N",
                    help="frames in flight per input (default: 2 x max_batch_size x instances "
                         "/ inputs); frameserve tune --pipeline picks both")  # fmt: skip
@@ -81,7 +86,8 @@ def _run_on_ray(args: argparse.Namespace, name: str, config: object, sample: obj
     """``video run --ray``: the cluster makes each input's results (and summary)."""
     from frameserve.scale.cluster import RaySettings
     from frameserve.scale.files import FileJob, run_files
-    from frameserve.video.run import RunOptions, plan_outputs
+    from frameserve.video.run import RunOptions
+    from frameserve.video.streams import plan_outputs
 
     settings = RaySettings(args.ray, args.ray_auth_token_file, chunk_seconds=args.ray_chunk_seconds)
     if args.mask_track:
@@ -155,7 +161,14 @@ def _decoder_cores(
     if not cores:
         return options, budget
     left = budget.without_cores(cores, "for the decode workers")
-    return replace(options, decoder_cores=tuple(cores)), left
+    options = replace(options, decoder_cores=tuple(cores))
+    if args.second_decoder and inputs == 1 and left.cpus:  # video.split, where it applies
+        from frameserve.video.plan import run_sampling, splits
+
+        second = replace(options, second_cores=left.cpus)
+        if splits(config, second, run_sampling(args.pipeline, config, second)):
+            options = second
+    return options, left
 
 
 def _run_video(args: argparse.Namespace, workers: list[WarmWorker], wanted: int) -> int:
@@ -182,6 +195,8 @@ def _run_video(args: argparse.Namespace, workers: list[WarmWorker], wanted: int)
             params=params, profiling=args.profile,
         )  # fmt: skip
         options, budget = _decoder_cores(args, config, options, _warm_count(workers, wanted))
+        if workers:  # spawned at the start (no fork here): none for a second decoder
+            options = replace(options, second_cores=())
         if wanted:  # they decode while the models load (video.ahead)
             from frameserve.processing.transform import opencv_on_caller_threads
             from frameserve.video import warm
@@ -191,13 +206,15 @@ def _run_video(args: argparse.Namespace, workers: list[WarmWorker], wanted: int)
             # that OpenCV starts no pool of threads: this process stays one that may fork.
             opencv_on_caller_threads()
             specs = plan_ahead(name, config, args.inputs, infos, options, args.repository)
-            if not workers:
-                workers.extend(warm.start(wanted, fork=warm.can_fork()))
+            if not workers:  # and one for a second decoder (video.split)
+                count = wanted + (1 if options.second_cores else 0)
+                workers.extend(warm.start(count, fork=warm.can_fork()))
             decode_ahead(workers, specs)
         # The server's modules only now: the workers were forked without them (video.plan).
         from frameserve.serving.local import LocalServer
         from frameserve.serving.server import ServerSettings
-        from frameserve.video.run import VideoRun, describe_input
+        from frameserve.video.run import VideoRun
+        from frameserve.video.streams import describe_input
 
         settings = ServerSettings(
             repository=args.repository,

@@ -45,7 +45,8 @@ from frameserve.tools.tune_space import Candidate, Precision, SearchSpace, apply
 from frameserve.video import warm
 from frameserve.video.config import VideoPipelineConfig, load_video_pipeline
 from frameserve.video.decode import VideoInfo, default_decode_threads, probe
-from frameserve.video.run import RunOptions, RunSummary, VideoRun
+from frameserve.video.run import RunOptions, VideoRun
+from frameserve.video.streams import RunSummary
 
 MIN_FRAMES = 10  # a measured window holds at least this many frames (else: the whole clip)
 BATCHES = (4, 8, 16, 32, 64)  # video batches are worth more than 1 or 2 frames

@@ -30,6 +30,7 @@ from frameserve.serving.config import read_folder_config
 from frameserve.video import plan
 from frameserve.video.config import VideoPipelineConfig
 from frameserve.video.decode import VideoInfo
+from frameserve.video.split import second_spec
 from frameserve.video.warm import WarmWorker
 from frameserve.video.worker import READ_AHEAD_FRAMES, WorkerSpec, input_spec
 
@@ -45,7 +46,8 @@ def plan_ahead(
     repository: Path,
 ) -> list[WorkerSpec] | None:
     """Each input's worker spec as ``VideoRun`` will plan it once the models are loaded, from
-    the files alone; None when the files do not say it (no declared pre-processing, a batch
+    the files alone, and a second decoder's last where the run has one (``video.split``); None
+    when the files do not say it (no declared pre-processing, a batch
     size or a share of frames in flight that the loaded model decides) or they are invalid
     (the load that follows reports that)."""
     if not plan.decodes_in_workers(config, options) or options.decode_threads < 1:
@@ -75,8 +77,11 @@ def plan_ahead(
                 defects=config.defects,
                 cores=cores.get(n, ()),
                 read_ahead=READ_AHEAD_FRAMES // len(inputs),
+                split=len(inputs) == 1 and plan.splits(config, options, sampling),
             )
         )
+    if specs[0].split:  # the second decoder's, last (``video.split``)
+        specs.append(second_spec(specs[0], options.second_cores))
     return specs
 
 
@@ -85,7 +90,7 @@ def decode_ahead(workers: list[WarmWorker], specs: list[WorkerSpec] | None) -> i
     each with a ring it decodes into until the run takes both over; how many were sent."""
     if specs is None or len(specs) != len(workers):
         return 0
-    sent = 0
+    sent, second = 0, False
     for worker, spec in zip(workers, specs, strict=True):
         try:
             ring = SharedMemory(create=True, size=spec.slots * spec.slot_bytes)
@@ -94,5 +99,7 @@ def decode_ahead(workers: list[WarmWorker], specs: list[WorkerSpec] | None) -> i
             continue
         worker.begin(ring, spec)
         sent += 1
-    log.debug("decoding %d input(s) ahead of the model load", sent)
+        second = second or spec.second
+    log.debug("decoding %d input(s) ahead of the model load%s", sent - second,
+              " (and a second decoder: video.split)" if second else "")  # fmt: skip
     return sent

@@ -149,6 +149,8 @@ class VideoSource:
         codec_options: dict[str, str] | None = None,
         info: VideoInfo | None = None,
         filters: FilterChain | None = None,
+        *,
+        exact_seek: bool = False,
     ) -> None:
         """``codec_options``: FFmpeg decoder options (a pipeline's ``decode`` block);
         ``info``: the input's header, probed elsewhere (in a worker process); None: probe now.
@@ -156,8 +158,11 @@ class VideoSource:
         sampling decisions of a decode from the beginning; kept frames with an index below
         ``first_index`` are decoded and sampled but not yielded (they were written before).
         ``filters``: a pipeline's FFmpeg filter chain, run on the kept frames (``video.filters``);
-        ``info`` then gives the size of the frames it makes."""
+        ``info`` then gives the size of the frames it makes. ``exact_seek``: a seek that
+        misses its keyframe raises ``VideoError`` (a second decoder, ``video.split``) instead
+        of decoding from the start."""
         self.path = path
+        self.exact_seek = exact_seek
         self.start = start
         self.first_index = first_index
         self.stream_id = stream_id
@@ -201,6 +206,8 @@ class VideoSource:
                 yield from self._decode(container, stop, seek)
                 return
             except _SeekMissed as missed:
+                if self.exact_seek:
+                    raise VideoError(f"{self.path}: {missed}") from None
                 log.warning("%s: %s; decoding from the start instead", self.path, missed)
                 seek = False  # nothing was yielded yet: the same frames come from the start
             finally:

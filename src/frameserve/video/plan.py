@@ -39,6 +39,9 @@ class RunOptions:
     # (``cpu.decoder_cores``, the server's budget already less them); jobs and streams share the
     # server's cores and never bind
     decoder_cores: tuple[tuple[int, ...], ...] = ()
+    # ``video run``, one input: the cores a second decode worker takes the input's last pieces
+    # on, at idle priority (``video.split``); () none
+    second_cores: tuple[int, ...] = ()
 
 
 def decodes_in_workers(config: VideoPipelineConfig, options: RunOptions) -> bool:
@@ -46,6 +49,19 @@ def decodes_in_workers(config: VideoPipelineConfig, options: RunOptions) -> bool
     (their groups are its pictures at model size), and no whole frames for a video out."""
     single = config.steps is not None and len(config.steps) == 1
     return single and not config.interpolates and not options.video_out
+
+
+def splits(config: VideoPipelineConfig, options: RunOptions, sampling: Sampling) -> bool:
+    """Whether a second decoder (``video.split``) gives this run the results of one: asked
+    for (``second_cores``), one model's pictures decoded in workers, a sampling decided from
+    the frame index alone, and no filters or defect checks (their state runs across frames)."""
+    return (
+        bool(options.second_cores)
+        and decodes_in_workers(config, options)
+        and sampling.mode in ("all", "every")
+        and config.filters is None
+        and config.defects is None
+    )
 
 
 def run_sampling(name: str, config: VideoPipelineConfig, options: RunOptions) -> Sampling:

@@ -4,7 +4,8 @@ A worker writes each group it prepared into the ring and tells the server where;
 reads groups in the order they were sent and frees each after reading it. So the ring is a FIFO
 of variable-size groups: pictures at model size, or (``video.balance``) the rows the model's
 sampling reads, five times the bytes for 720p ``faces``. The pipe also carries what the
-server asks for (``rows``), taken when the worker polls or waits for room.
+server asks for (``rows``; a first decoder's ``until``, a second decoder's pieces:
+``video.split``), taken when the worker polls or waits for room.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class RingWriter:
         self.conn = conn
         self.size = size
         self.rows = False  # the server's last ask: ship pictures' rows (``video.balance``)
+        # the server's other asks, oldest first, for the worker's loop (``video.split``)
+        self.asks: deque[tuple[Any, ...]] = deque()
         self._used: deque[tuple[int, int]] = deque()  # (offset, bytes), oldest first
         self._head = 0  # where the next group goes
 
@@ -42,6 +45,19 @@ class RingWriter:
         """Take the server's messages that came, without waiting."""
         while self.conn.poll():
             self._handle(self.conn.recv())
+
+    def wait_ask(self) -> tuple[Any, ...] | None:
+        """The server's oldest ask that is not about the ring, waiting for one; None when the
+        server closed the pipe or said so (``None``)."""
+        while not self.asks:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                return None
+            if message is None:
+                return None
+            self._handle(message)
+        return self.asks.popleft()
 
     def _room(self, n: int) -> int | None:
         if not self._used:
@@ -62,3 +78,5 @@ class RingWriter:
                 raise VideoError(f"decode worker: freed {message[1]}, expected {offset}")
         elif message[0] == "rows":
             self.rows = bool(message[1])
+        else:
+            self.asks.append(message)

@@ -24,7 +24,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +50,16 @@ from frameserve.video.plan import (
     group_size,
     input_source,
     run_sampling,
+    splits,
 )
-from frameserve.video.prepare import normalized
+from frameserve.video.prepare import Group, normalized
 from frameserve.video.process import POLL_S, FrameOutput, open_processor
 from frameserve.video.profile import StageProfile
 from frameserve.video.pump import FramePump
 from frameserve.video.scaler import full_rgb
 from frameserve.video.script_streams import ScriptStreams, add_script_stages, stage_counters
-from frameserve.video.streams import InputSummary, StreamOutputs, StreamPlan, StreamRun, StreamStart
+from frameserve.video.split import SecondDecoder, second_spec
+from frameserve.video.streams import RunSummary, StreamPlan, StreamRun, StreamStart, plan_outputs
 from frameserve.video.summary import summarize_file, write_summary
 from frameserve.video.track import Tracker, TrackerSettings
 from frameserve.video.warm import WarmWorker
@@ -73,57 +74,6 @@ from frameserve.video.worker import (
 log = logging.getLogger(__name__)
 
 FrameHook = Callable[[StreamRun, Frame], None]  # runs in the sink thread, before the write
-
-
-@dataclass
-class RunSummary:
-    """What a run did: per-input counts and outputs, wall time and the stage profile."""
-
-    pipeline: str
-    streams: list[InputSummary]
-    wall_s: float
-    frames: int
-    profile: StageProfile
-    batches: dict[str, float] = field(default_factory=dict)  # model -> mean batch size
-    inference_cores: tuple[int, ...] = ()  # the cores inference was bound to; () none
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pipeline": self.pipeline,
-            "frames": self.frames,
-            "wall_s": round(self.wall_s, 4),
-            "fps": round(self.fps, 2),
-            "mean_batch_size": {k: round(v, 2) for k, v in self.batches.items()},
-            "stages": self.profile.to_json(),
-            **({"script_stages": self.profile.script_json()} if self.profile.script else {}),
-            "streams": [stream.to_json() for stream in self.streams],
-            "inference_cores": list(self.inference_cores),
-        }
-
-
-def plan_outputs(
-    inputs: list[Path], options: RunOptions, config: VideoPipelineConfig
-) -> list[StreamOutputs]:
-    """Output files per input: ``<stem>``, else ``<stem>-2``, ``-3``, ... so that no output is
-    an input or another input's output (``x.mov`` and ``x.mp4`` in ``--out``'s folder)."""
-    taken = {p.resolve() for p in inputs}
-    planned = []
-    for path in inputs:
-        n = 1
-        while True:
-            stem = path.stem if n == 1 else f"{path.stem}-{n}"
-            outputs = StreamOutputs.plan(options.out, stem, options, config)
-            files = {f.resolve() for f in outputs.files}
-            if not files & taken:
-                break
-            n += 1
-        taken |= files
-        planned.append(outputs)
-    return planned
 
 
 class VideoRun:
@@ -173,7 +123,10 @@ class VideoRun:
             does = "makes new frames" if config.interpolates else "filters every frame"
             raise InvalidInput(f"--sample: pipeline {name} {does}, needs all frames")
         self.processor = open_processor(server, name, config, admission)
-        self._warm = self._take_warm(warm or [], len(inputs))  # stream id -> its worker
+        warm = list(warm or [])
+        # a second decoder's warm worker comes last (``video.split``)
+        second_warm = warm.pop() if options.second_cores and len(warm) == len(inputs) + 1 else None
+        self._warm = self._take_warm(warm, len(inputs))  # stream id -> its worker
         # ``video run``'s warm workers decode ahead of the models (``video.ahead``) into rings
         # with room for it; isolated jobs keep the smallest ring (a server runs many)
         self._ahead = bool(self._warm)
@@ -204,6 +157,8 @@ class VideoRun:
         self._inflight = options.inflight or self._default_inflight(len(inputs))
         options.out.mkdir(parents=True, exist_ok=True)
         self.streams = [self._stream(s, plan) for s, plan in zip(self.sources, plans, strict=True)]
+        self._split = self._splits(second_warm)  # the input's workers' specs say it
+        self._second = self._second_decoder(second_warm)
 
     def _take_warm(self, warm: list[WarmWorker], inputs: int) -> dict[int, WarmWorker]:
         """The warm workers this run decodes in; the others are ended now."""
@@ -217,6 +172,32 @@ class VideoRun:
         for worker in warm:
             worker.close()
         return {}
+
+    def _splits(self, warm: WarmWorker | None) -> bool:
+        """Whether the one input has a second decoder (``video.split``): the run asked for one,
+        its warm worker came, and it gives the same results."""
+        return (
+            warm is not None
+            and len(self.streams) == 1
+            and 0 in self._warm
+            and splits(self.config, self.options, self.sampling)
+            and not self.streams[0].append
+        )
+
+    def _second_decoder(self, warm: WarmWorker | None) -> SecondDecoder | None:
+        """The second decoder where ``_split``; its warm worker is ended otherwise."""
+        if not self._split or warm is None:
+            if warm is not None:
+                warm.close()
+            return None
+        st = self.streams[0]
+        spec = second_spec(self._worker_spec(st), self.options.second_cores)
+
+        def pump(frames: int) -> FramePump:
+            return FramePump(self.local, self.processor, frames + 1, self.stop, group=st.pump.group)
+
+        return SecondDecoder(spec, f"{self._prefix}second-decoder-0", warm,
+                             pump, lambda to, group: self._send_group(to, group, spec))  # fmt: skip
 
     def _source(
         self, path: Path, stream_id: int, start: StreamStart | None, info: VideoInfo | None
@@ -301,6 +282,10 @@ class VideoRun:
                 n = st.source.stream_id
                 threads.append(self._thread(f"{self._prefix}decode-{n}", self._decode, st))
                 threads.append(self._thread(f"{self._prefix}sink-{n}", self._sink, st))
+            if self._second is not None:
+                second = self._second
+                name = f"{self._prefix}second-decode-0"
+                threads.append(self._thread(name, lambda st: second.run(self.stop), st))
             try:
                 self._wait(threads, progress)
             except KeyboardInterrupt:
@@ -308,6 +293,9 @@ class VideoRun:
                 self._wait(threads, None)
         finally:
             scripts.close_all()
+            if self._second is not None:
+                self._second.close()
+                self._count_second(self.streams[0], self._second)
         wall = time.perf_counter() - started
         batches = self._account(before)
         add_script_stages(self.profile, script_before, self.processor)
@@ -409,31 +397,50 @@ class VideoRun:
         cores = self.local.server.budget.cores  # the decoders' cores already set aside
         balance = SamplingBalance(cores) if worker.spec.rows else None
         previous: Frame | None = None
+        if self._second is not None:
+            self._second.attach(worker)
         try:
             for group in worker.groups(self.stop):
                 if group.tensor is None:
                     for p in group.frames:
                         previous = self._frame_in(st, p.frame, previous)
                     continue
+                self._send_group(st.pump, group, worker.spec)
                 mv = self.processor.single
-                pre = mv.processing.preprocess if mv and mv.processing else None
-                if mv is None or pre is None or pre.spec != worker.spec.preprocess:
-                    raise VideoError(
-                        f"pipeline {self.name}: the model's pre-processing changed while the "
-                        "input was decoded for the old one"
-                    )
-                for p in group.frames:
-                    p.version = mv
-                st.pump.send(normalized(group, pre))
-                if balance and (rows := balance.observe(mv.stats)) is not None:
+                if balance and mv and (rows := balance.observe(mv.stats)) is not None:
                     worker.ask_for_rows(rows)
+            if self._second is not None:  # before the end: the sink then sees every piece
+                self._second.first_ended(worker.stats.cores)
             if not self.stop.is_set():
                 st.pump.end()
         finally:
+            if self._second is not None:
+                self._second.first_ended(())
             worker.close()
             s, w = st.source.stats, worker.stats
             s.decoded, s.kept, s.corrupt, s.seconds = w.decoded, w.kept, w.corrupt, w.seconds
             st.resize, st.decoder_cores, st.sampled_by_server = w.resize, w.cores, w.rows
+
+    def _send_group(self, pump: FramePump, group: Group, spec: WorkerSpec) -> None:
+        """One of a worker's groups to the model, through ``pump``: normalised, for the
+        model version it was prepared for."""
+        mv = self.processor.single
+        pre = mv.processing.preprocess if mv and mv.processing else None
+        if mv is None or pre is None or pre.spec != spec.preprocess:
+            raise VideoError(
+                f"pipeline {self.name}: the model's pre-processing changed while the "
+                "input was decoded for the old one"
+            )
+        for p in group.frames:
+            p.version = mv
+        pump.send(normalized(group, pre))
+
+    def _count_second(self, st: StreamRun, second: SecondDecoder) -> None:
+        """The second decoder's counters into the input's."""
+        s, w = st.source.stats, second.stats
+        s.decoded, s.kept, s.corrupt = s.decoded + w.decoded, s.kept + w.kept, s.corrupt + w.corrupt
+        s.seconds += w.seconds
+        st.second_decoder_frames = second.frames
 
     def _worker_spec(self, st: StreamRun) -> WorkerSpec:
         mv = self.processor.single
@@ -448,16 +455,23 @@ class VideoRun:
             defects=self.config.defects,
             cores=self._decoder_cores.get(n, ()),
             read_ahead=READ_AHEAD_FRAMES // len(self.sources) if self._ahead else 0,
+            split=self._split,
         )
 
     # -- sink thread ------------------------------------------------------------------------
     def _sink(self, st: StreamRun) -> None:
-        for done in st.pump.results():
-            assert done.output is not None  # a lossless pump raises a frame's error
-            self._write(st, done.frame, done.output)
-        if st.pump.ended:
-            st.finish()
-            self._summarize(st)
+        """The input's frames in order: its pump's, then each of its second decoder's pieces'."""
+        pumps = iter([st.pump])
+        while (pump := next(pumps, None)) is not None:
+            for done in pump.results():
+                assert done.output is not None  # a lossless pump raises a frame's error
+                self._write(st, done.frame, done.output)
+            if not pump.ended:
+                return
+            if pump is st.pump and self._second is not None:
+                pumps = iter(self._second.pumps())
+        st.finish()
+        self._summarize(st)
 
     def _summarize(self, st: StreamRun) -> None:
         """``summary.json`` from the whole results file: lines of a resumed run included."""
@@ -509,10 +523,3 @@ class VideoRun:
             self.profile.add("decode", st.source.stats.seconds)
             self.profile.add("encode", st.encode_seconds)
         return batches
-
-
-def describe_input(info: VideoInfo) -> str:
-    rate = f"{float(info.rate):.3g} fps" if info.rate else "unknown rate"
-    return (
-        f"{info.path.name}: {info.codec} {info.width}x{info.height}, {rate}, {info.frames} frames"
-    )

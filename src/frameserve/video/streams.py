@@ -26,8 +26,9 @@ from frameserve.video.sinks import Encoder, JsonlSink, MaskTrackSink, VideoSink,
 from frameserve.video.track import Tracker
 
 if TYPE_CHECKING:
+    from frameserve.video.plan import RunOptions
+    from frameserve.video.profile import StageProfile
     from frameserve.video.pump import FramePump
-    from frameserve.video.run import RunOptions
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class InputSummary:
     decoder_cores: tuple[int, ...] = ()  # the cores its decode worker was bound to; () none
     # frames whose rows the decode worker shipped for the run to sample (``video.balance``)
     sampled_by_server: int = 0
+    second_decoder_frames: int = 0  # frames a second decode worker decoded (``video.split``)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,7 @@ class InputSummary:
             "summary": str(self.summary) if self.summary else None,
             "decoder_cores": list(self.decoder_cores),
             "sampled_by_server": self.sampled_by_server,
+            "second_decoder_frames": self.second_decoder_frames,
         }
 
 
@@ -136,6 +139,7 @@ class StreamRun:
     resize: str | None = None  # where a decode worker resized the frames (its summary)
     decoder_cores: tuple[int, ...] = ()  # the cores its decode worker was bound to
     sampled_by_server: int = 0  # frames its decode worker shipped as rows
+    second_decoder_frames: int = 0  # frames its second decode worker decoded (``video.split``)
     _video: Encoder | None = None  # kept after close: its encode seconds feed the profile
     _sinks: dict[str, Any] = field(default_factory=dict)
     _opened: bool = False
@@ -219,4 +223,63 @@ class StreamRun:
         return InputSummary(
             self.source.path, s.decoded, s.kept, self.written, resize, s.corrupt, o.jsonl,
             o.masks, o.video, o.summary, self.decoder_cores, self.sampled_by_server,
+            self.second_decoder_frames,
         )  # fmt: skip
+
+
+@dataclass
+class RunSummary:
+    """What a run did: per-input counts and outputs, wall time and the stage profile."""
+
+    pipeline: str
+    streams: list[InputSummary]
+    wall_s: float
+    frames: int
+    profile: StageProfile
+    batches: dict[str, float] = field(default_factory=dict)  # model -> mean batch size
+    inference_cores: tuple[int, ...] = ()  # the cores inference was bound to; () none
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "frames": self.frames,
+            "wall_s": round(self.wall_s, 4),
+            "fps": round(self.fps, 2),
+            "mean_batch_size": {k: round(v, 2) for k, v in self.batches.items()},
+            "stages": self.profile.to_json(),
+            **({"script_stages": self.profile.script_json()} if self.profile.script else {}),
+            "streams": [stream.to_json() for stream in self.streams],
+            "inference_cores": list(self.inference_cores),
+        }
+
+
+def plan_outputs(
+    inputs: list[Path], options: RunOptions, config: VideoPipelineConfig
+) -> list[StreamOutputs]:
+    """Output files per input: ``<stem>``, else ``<stem>-2``, ``-3``, ... so that no output is
+    an input or another input's output (``x.mov`` and ``x.mp4`` in ``--out``'s folder)."""
+    taken = {p.resolve() for p in inputs}
+    planned = []
+    for path in inputs:
+        n = 1
+        while True:
+            stem = path.stem if n == 1 else f"{path.stem}-{n}"
+            outputs = StreamOutputs.plan(options.out, stem, options, config)
+            files = {f.resolve() for f in outputs.files}
+            if not files & taken:
+                break
+            n += 1
+        taken |= files
+        planned.append(outputs)
+    return planned
+
+
+def describe_input(info: VideoInfo) -> str:
+    rate = f"{float(info.rate):.3g} fps" if info.rate else "unknown rate"
+    return (
+        f"{info.path.name}: {info.codec} {info.width}x{info.height}, {rate}, {info.frames} frames"
+    )

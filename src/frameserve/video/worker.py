@@ -43,6 +43,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -112,6 +113,10 @@ class WorkerSpec:
     # The server may ask for pictures' rows instead of the pictures (``video.balance``): a
     # bound worker of ``video run`` whose pictures have a row plan that fits the ring twice.
     rows: bool = False
+    # ``video.split``: a second decoder takes the input's last pieces; this worker (the
+    # first) answers the server's ``until`` asks and stops where the second one starts
+    split: bool = False
+    second: bool = False  # this worker is the second decoder (pieces, at idle priority)
 
 
 @dataclass
@@ -165,10 +170,12 @@ def input_spec(
     defects: DefectsSpec | None,
     cores: tuple[int, ...],
     read_ahead: int = 0,
+    split: bool = False,
 ) -> WorkerSpec:
     """What a worker needs to decode ``source`` and ship what ``pre`` makes of its frames
     (``pre`` None: whole frames only), in groups of ``group``; one place for ``VideoRun`` and
-    for decoding ahead of the model load (``video.ahead``), whose specs must come out equal."""
+    for decoding ahead of the model load (``video.ahead``), whose specs must come out equal;
+    ``split``: a second decoder takes the input's last pieces (``video.split``)."""
     spec = pre.spec if pre is not None else None
     fused = pre.fused if pre is not None else False
     info = source.info
@@ -183,6 +190,7 @@ def input_spec(
         source.path, source.stream_id, source.sampling, source.threads, source.start,
         source.first_index, source.codec_options, spec, fused, full, group, size, where,
         defects=defects, filters=source.filters, cores=cores, slots=slots, rows=rows,
+        split=split,
     )  # fmt: skip
 
 
@@ -196,10 +204,15 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     from frameserve.video.decode import VideoSource, read_ahead
 
     opencv_on_caller_threads()
+    if spec.second:
+        from frameserve.video.split import second_child
+
+        second_child(conn, shm_name, spec)
+        return
     shm = SharedMemory(shm_name)
     ring = RingWriter(conn, spec.slots * spec.slot_bytes)
     cores = bind_to_cores(spec.cores)
-    try:
+    with reporting(conn, shm):
         source = VideoSource(
             spec.path, spec.stream_id, spec.sampling, spec.threads, spec.start,
             spec.first_index, spec.codec_options, filters=spec.filters,
@@ -209,10 +222,18 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         pending: list[Prepared] = []
         stop = threading.Event()
         decoded = source.frames(stop)
-        frames = decoded if len(cores) == 1 else read_ahead(decoded, stop, "ffmpeg")
+        # A first decoder (``split``) decodes on this thread too: its counters then stop
+        # where it stops, not a few frames of read-ahead later.
+        one_thread = len(cores) == 1 or spec.split
+        frames = decoded if one_thread else read_ahead(decoded, stop, "ffmpeg")
         room: Room | None = None  # the group's rows' room in the ring, when it ships rows
         shipped_rows = 0
+        until = Until(conn, ring) if spec.split else None
         for frame in with_defects(frames, spec.defects, source.stats):
+            if until is not None and until.reached(frame.pts):
+                source.stats.decoded -= 1  # decoded and kept by the second decoder: counted there
+                source.stats.kept -= 1
+                break
             if spec.rows and not pending:  # what the server asks for, group by group
                 room = reserve(frame, ring, shm, preparer, spec)
             rows = room.frame(len(pending)) if room is not None else None
@@ -227,6 +248,14 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
         resize = preparer.last.get(spec.stream_id, "processing/")
         stats = WorkerStats(s.decoded, s.kept, s.corrupt, s.seconds, resize, cores, shipped_rows)
         conn.send(("end", stats))
+
+
+@contextmanager
+def reporting(conn: Connection, shm: SharedMemory) -> Iterator[None]:
+    """A decode worker's work: an error ends it as its last message to the server (which fails
+    the run with it); the ring and the pipe are closed either way."""
+    try:
+        yield
     except FrameserveError as err:
         conn.send(("error", err.message))
     except Exception as err:  # noqa: BLE001 - reported to the server, which fails the run
@@ -234,6 +263,35 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     finally:
         shm.close()
         conn.close()
+
+
+class Until:
+    """Where a first decoder stops (``video.split``): the server asks it to stop before the
+    keyframe at ``pts`` where the second decoder would start; it agrees when it has not taken
+    a frame at or after ``pts`` yet, and says which, in order with its groups."""
+
+    def __init__(self, conn: Connection, ring: RingWriter) -> None:
+        self.conn, self.ring = conn, ring
+        self.stop_at: int | None = None  # the earliest pts agreed to
+        self._last: int | None = None  # the pts of the last frame taken
+
+    def reached(self, pts: int) -> bool:
+        """Whether the frame at ``pts`` (the next in presentation order) is the second
+        decoder's: every ask that came is answered first."""
+        self.ring.poll()
+        while self.ring.asks:
+            ask = self.ring.asks.popleft()
+            if ask[0] != "until":
+                continue
+            at = int(ask[1])
+            agreed = self._last is None or self._last < at
+            if agreed and (self.stop_at is None or at < self.stop_at):
+                self.stop_at = at
+            self.conn.send(("until", at, agreed))
+        if self.stop_at is not None and pts >= self.stop_at:
+            return True
+        self._last = pts
+        return False
 
 
 def bind_to_cores(cores: tuple[int, ...]) -> tuple[int, ...]:
@@ -324,6 +382,7 @@ class WorkerProcess:
         """``doing``: what the child does, for the message when it dies; ``warm``: a child
         already started (``video.warm``) to take over instead of starting one."""
         self.doing = doing
+        self._sending = threading.Lock()
         if warm is not None:
             self._conn, self.process = warm.conn, warm.process
             return
@@ -353,10 +412,11 @@ class WorkerProcess:
     def send(self, message: Any) -> None:
         """Tell the child something; a child that finished or died meanwhile is not an error
         here (the next ``receive`` says which)."""
-        try:
-            self._conn.send(message)
-        except OSError:
-            pass
+        with self._sending:  # two threads send to a first decoder (``video.split``)
+            try:
+                self._conn.send(message)
+            except OSError:
+                pass
 
     def _died(self) -> WorkerDied:
         self.process.join(1.0)
@@ -387,6 +447,9 @@ class DecodeWorker(WorkerProcess):
         that input's spec is ``spec``; otherwise it is ended and a fresh child decodes."""
         self.spec = spec
         self.stats = WorkerStats()
+        # the child's other messages (``video.split``: a first decoder's ``until`` answers, a
+        # second decoder's pieces), handed over in order with its groups on the reading thread
+        self.on_message: Callable[[tuple[Any, ...]], None] | None = None
         ring = None
         if warm is not None and warm.sent is not None:
             ring = warm.take(spec)
@@ -422,6 +485,11 @@ class DecodeWorker(WorkerProcess):
                 return
             if kind == "error":
                 raise VideoError(message[1])
+            if kind != "group":
+                if self.on_message is None:
+                    raise VideoError(f"decode worker: an unexpected message {kind!r}")
+                self.on_message(message)
+                continue
             _, base, tensor_info, time_base, geometry, metas, rows = message
             yield self._unpack(base, tensor_info, time_base, geometry, metas, rows)
 
