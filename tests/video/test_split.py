@@ -256,6 +256,25 @@ def test_a_run_with_a_second_decoder_writes_what_one_decoder_writes(
     assert one.streams[0].second_decoder_frames == 0
 
 
+def test_a_second_decoder_that_cannot_start_leaves_one_decoder(
+    video_server: LocalServer, zoo_repository: Path, reordered: Clip, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """No shared memory or process to spare for it (made to fail here: the OS would not on
+    this machine): the run decodes the input in one worker and says so."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("frameserve.video.run.SecondDecoder", refuse)
+    cores = tuple(sorted(os.sched_getaffinity(0)))
+    summary = _run(video_server, zoo_repository, reordered, tmp_path / "one", second_cores=cores)
+    stream = summary.streams[0]
+    assert stream.written == stream.processed == reordered.frames
+    assert stream.second_decoder_frames == 0
+    assert "no second decoder" in caplog.text
+
+
 def test_a_sampling_that_carries_state_has_no_second_decoder(
     video_server: LocalServer, zoo_repository: Path, reordered: Clip, tmp_path: Path
 ) -> None:

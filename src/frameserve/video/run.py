@@ -196,8 +196,15 @@ class VideoRun:
         def pump(frames: int) -> FramePump:
             return FramePump(self.local, self.processor, frames + 1, self.stop, group=st.pump.group)
 
-        return SecondDecoder(spec, f"{self._prefix}second-decoder-0", warm,
-                             pump, lambda to, group: self._send_group(to, group, spec))  # fmt: skip
+        try:
+            name = f"{self._prefix}second-decoder-0"
+            return SecondDecoder(
+                spec, name, warm, pump, lambda to, group: self._send_group(to, group, spec)
+            )
+        except OSError as err:  # no shared memory or process to spare: one decoder, as before
+            log.warning("no second decoder (%s): the input decodes in one worker", err)
+            warm.close()
+            return None
 
     def _source(
         self, path: Path, stream_id: int, start: StreamStart | None, info: VideoInfo | None
