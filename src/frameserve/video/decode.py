@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -151,6 +151,7 @@ class VideoSource:
         filters: FilterChain | None = None,
         *,
         exact_seek: bool = False,
+        until: Callable[[int], bool] | None = None,
     ) -> None:
         """``codec_options``: FFmpeg decoder options (a pipeline's ``decode`` block);
         ``info``: the input's header, probed elsewhere (in a worker process); None: probe now.
@@ -160,9 +161,12 @@ class VideoSource:
         ``filters``: a pipeline's FFmpeg filter chain, run on the kept frames (``video.filters``);
         ``info`` then gives the size of the frames it makes. ``exact_seek``: a seek that
         misses its keyframe raises ``VideoError`` (a second decoder, ``video.split``) instead
-        of decoding from the start."""
+        of decoding from the start. ``until(pts)``: asked of each decoded frame, in
+        presentation order; True ends the decoding before that frame, which is not counted (an
+        input split between two decoders, ``video.split``)."""
         self.path = path
         self.exact_seek = exact_seek
+        self.until = until
         self.start = start
         self.first_index = first_index
         self.stream_id = stream_id
@@ -265,6 +269,8 @@ class VideoSource:
                     if not checked and frame.pts > low:
                         raise _SeekMissed(f"seeking to pts {low} landed at pts {frame.pts}")
                     checked = True
+                if self.until is not None and frame.pts is not None and self.until(frame.pts):
+                    return  # the rest is another decoder's
                 index = offset + self._index(frame, seen_pts)
                 self.stats.decoded += 1
                 yield frame, index

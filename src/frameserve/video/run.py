@@ -416,17 +416,15 @@ class VideoRun:
                 mv = self.processor.single
                 if balance and mv and (rows := balance.observe(mv.stats)) is not None:
                     worker.ask_for_rows(rows)
-            if self._second is not None:  # before the end: the sink then sees every piece
-                self._second.first_ended(worker.stats.cores)
-            if not self.stop.is_set():
-                st.pump.end()
         finally:
-            if self._second is not None:
-                self._second.first_ended(())
+            if self._second is not None:  # it ended or failed: no more pieces
+                self._second.first_ended(worker.stats.cores)
             worker.close()
             s, w = st.source.stats, worker.stats
             s.decoded, s.kept, s.corrupt, s.seconds = w.decoded, w.kept, w.corrupt, w.seconds
             st.resize, st.decoder_cores, st.sampled_by_server = w.resize, w.cores, w.rows
+        if not self.stop.is_set():  # after ``first_ended``: the sink then sees every piece
+            st.pump.end()
 
     def _send_group(self, pump: FramePump, group: Group, spec: WorkerSpec) -> None:
         """One of a worker's groups to the model, through ``pump``: normalised, for the

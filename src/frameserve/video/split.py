@@ -85,6 +85,10 @@ class Piece:
     end_pts: int | None
     frames: int
 
+    def ends_before(self, pts: int) -> bool:
+        """Whether the frame at ``pts`` is past this piece (the next one's)."""
+        return self.end_pts is not None and pts >= self.end_pts
+
 
 def pieces_of(packets: list[int], keyframes: Collection[int]) -> list[Piece]:
     """The pieces after the first, from the packets' pts in decode order and the positions of
@@ -204,14 +208,10 @@ def _decode_piece(
     """Decode, prepare and ship one piece's frames, as the first worker ships its own."""
     source = VideoSource(
         spec.path, spec.stream_id, spec.sampling, spec.threads, piece.start, piece.start.index,
-        spec.codec_options, exact_seek=True,
+        spec.codec_options, exact_seek=True, until=piece.ends_before,
     )  # fmt: skip
     pending: list[Prepared] = []
     for frame in source.frames(threading.Event()):
-        if piece.end_pts is not None and frame.pts >= piece.end_pts:
-            source.stats.decoded -= 1  # the next piece's: counted there
-            source.stats.kept -= 1
-            break
         prepared = preparer.prepare(frame, full=spec.full)
         pending.append(prepared)
         if len(pending) >= spec.group or not prepared.model_input:

@@ -213,27 +213,24 @@ def _child(conn: Connection, shm_name: str, spec: WorkerSpec) -> None:
     ring = RingWriter(conn, spec.slots * spec.slot_bytes)
     cores = bind_to_cores(spec.cores)
     with reporting(conn, shm):
+        until = Until(conn, ring) if spec.split else None
         source = VideoSource(
             spec.path, spec.stream_id, spec.sampling, spec.threads, spec.start,
             spec.first_index, spec.codec_options, filters=spec.filters,
+            until=until.reached if until is not None else None,
         )  # fmt: skip
         pre = Preprocessor(spec.preprocess, spec.fused) if spec.preprocess else None
         preparer = FramePreparer(pre, spec.where)
         pending: list[Prepared] = []
         stop = threading.Event()
         decoded = source.frames(stop)
-        # A first decoder (``split``) decodes on this thread too: its counters then stop
-        # where it stops, not a few frames of read-ahead later.
+        # A first decoder (``split``) decodes on this thread too: its ``Until`` answers on the
+        # pipe and reads the ring's asks, which this thread's shipping shares.
         one_thread = len(cores) == 1 or spec.split
         frames = decoded if one_thread else read_ahead(decoded, stop, "ffmpeg")
         room: Room | None = None  # the group's rows' room in the ring, when it ships rows
         shipped_rows = 0
-        until = Until(conn, ring) if spec.split else None
         for frame in with_defects(frames, spec.defects, source.stats):
-            if until is not None and until.reached(frame.pts):
-                source.stats.decoded -= 1  # decoded and kept by the second decoder: counted there
-                source.stats.kept -= 1
-                break
             if spec.rows and not pending:  # what the server asks for, group by group
                 room = reserve(frame, ring, shm, preparer, spec)
             rows = room.frame(len(pending)) if room is not None else None
@@ -266,9 +263,10 @@ def reporting(conn: Connection, shm: SharedMemory) -> Iterator[None]:
 
 
 class Until:
-    """Where a first decoder stops (``video.split``): the server asks it to stop before the
-    keyframe at ``pts`` where the second decoder would start; it agrees when it has not taken
-    a frame at or after ``pts`` yet, and says which, in order with its groups."""
+    """Where a first decoder stops (``video.split``; its ``VideoSource``'s ``until``): the
+    server asks it to stop before the keyframe at ``pts`` where the second decoder would
+    start; it agrees when it has not decoded a frame at or after ``pts`` yet, and says which,
+    in order with its groups."""
 
     def __init__(self, conn: Connection, ring: RingWriter) -> None:
         self.conn, self.ring = conn, ring
@@ -276,8 +274,8 @@ class Until:
         self._last: int | None = None  # the pts of the last frame taken
 
     def reached(self, pts: int) -> bool:
-        """Whether the frame at ``pts`` (the next in presentation order) is the second
-        decoder's: every ask that came is answered first."""
+        """Whether the frame at ``pts`` (the next decoded, in presentation order) is the
+        second decoder's: every ask that came is answered first."""
         self.ring.poll()
         while self.ring.asks:
             ask = self.ring.asks.popleft()
